@@ -1,0 +1,79 @@
+"""Structured configs: dataclasses mirroring ``conf/`` (the YAML files only set values)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from orderopt.model import ModelConfig
+
+__all__ = ["Config", "SuiteConfig", "TrainerConfig", "register_configs"]
+
+
+@dataclass
+class SuiteConfig:
+    """Which tasks a study trains, by name (each a key of ``tasks``)."""
+
+    name: str = "default"
+    tasks: list[str] = field(default_factory=lambda: ["arith", "strings", "qa", "names"])
+
+
+@dataclass
+class TrainerConfig:
+    """GRPO settings shared by every stage; ``extra`` passes any other ``trl.GRPOConfig`` field through."""
+
+    preset: str = "cpu"
+    use_cpu: bool = True
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    learning_rate: float = 1e-4
+    per_device_train_batch_size: int = 16
+    gradient_accumulation_steps: int = 1
+    num_generations: int = 8
+    max_completion_length: int = 14
+    temperature: float = 1.0
+    beta: float = 0.0
+    logging_steps: int = 1
+    dataloader_num_workers: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def grpo_config(self, output_dir: str, *, max_steps: int, seed: int, **overrides: Any) -> Any:
+        """The ``trl.GRPOConfig`` for one stage of ``max_steps`` steps."""
+        from trl import GRPOConfig
+
+        fields = {k: v for k, v in vars(self).items() if k not in ("preset", "extra")}
+        if "activation_checkpointing" in GRPOConfig.__dataclass_fields__:  # transformers 5 renamed it
+            fields["activation_checkpointing"] = fields.pop("gradient_checkpointing")
+        return GRPOConfig(
+            output_dir=output_dir,
+            max_steps=max_steps,
+            seed=seed,
+            report_to=[],
+            save_strategy="no",
+            **{**fields, **self.extra, **overrides},
+        )
+
+
+@dataclass
+class Config:
+    """The root config (``conf/config.yaml``)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    suite: SuiteConfig = field(default_factory=SuiteConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    #: task name → that task's config (``type`` picks the implementation; see ``conf/task/``)
+    tasks: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    study: str = MISSING
+
+
+def register_configs() -> None:
+    """Register the schemas so Hydra validates ``conf/`` against them."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+    cs.store(group="model", name="base_model", node=ModelConfig)
+    cs.store(group="suite", name="base_suite", node=SuiteConfig)
+    cs.store(group="trainer", name="base_trainer", node=TrainerConfig)

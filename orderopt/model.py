@@ -1,0 +1,275 @@
+"""The embedded tiny base model, and loading any Hugging Face causal LM.
+
+The embedded model is a small Llama-architecture causal LM with a character-level tokenizer built in code. It is
+warm-started by supervised training on the suite's demonstrations until every task is *partly* solved (RL needs
+room to improve), saved with ``save_pretrained`` and cached under a hash of everything that determines it, so the
+second call only loads it. ``model.name_or_path`` replaces it with any causal LM; both go through
+:func:`load_model`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+import string
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
+
+from orderopt.tasks import Task
+
+__all__ = ["ModelConfig", "SFTConfig", "base_model_path", "build_tokenizer", "load_model"]
+
+log = logging.getLogger(__name__)
+
+#: bump when the code that builds the tiny model changes what it produces (invalidates caches)
+BUILD_VERSION = 1
+SPECIAL_TOKENS = ["<pad>", "<unk>", "<bos>", "<eos>"]
+
+
+@dataclass
+class SFTConfig:
+    """Warm start: train on demonstrations until every task's dev score reaches ``target``.
+
+    Tasks that already reached it stay in the mix at a lower weight, so they are not forgotten meanwhile.
+    """
+
+    lr: float = 2e-3
+    batch_size: int = 32
+    max_steps: int = 3000
+    check_every: int = 100
+    target: float = 0.45
+    dev_size: int = 64
+    #: sampling weight of a task whose dev score already reached ``target`` (others weigh 1)
+    done_weight: float = 0.1
+
+
+@dataclass
+class ModelConfig:
+    """Which base model to use. ``name_or_path=None`` builds (or loads from cache) the embedded tiny model."""
+
+    name_or_path: str | None = None
+    cache_dir: str | None = None  # default: $ORDEROPT_CACHE or ~/.cache/orderopt
+    seed: int = 0
+    hidden_size: int = 64
+    num_layers: int = 3
+    num_heads: int = 4
+    intermediate_size: int = 192
+    max_length: int = 64
+    sft: SFTConfig = field(default_factory=SFTConfig)
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    """Character-level tokenizer over printable ASCII, built in code (no download).
+
+    Example:
+        >>> tok = build_tokenizer()
+        >>> tok.decode(tok("12+7=")["input_ids"])
+        '12+7='
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
+    chars = sorted(set(string.printable) - set("\t\r\x0b\x0c"))
+    vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS + chars)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("(.|\n)"), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        unk_token="<unk>",
+        bos_token="<bos>",
+        eos_token="<eos>",
+        padding_side="left",
+    )
+
+
+def base_model_path(cfg: ModelConfig, tasks: Sequence[Task]) -> str:
+    """Where the base model lives: ``cfg.name_or_path`` as given, or the cached embedded model (built if needed)."""
+    if cfg.name_or_path is not None:
+        return cfg.name_or_path
+    key = _build_key(cfg, tasks)
+    root = Path(cfg.cache_dir or os.environ.get("ORDEROPT_CACHE") or Path.home() / ".cache" / "orderopt")
+    path = root / "models" / f"tiny-{key[:16]}"
+    if (path / "build.json").exists():
+        return str(path)
+    root.joinpath("models").mkdir(parents=True, exist_ok=True)
+    with _file_lock(root / "models" / f"tiny-{key[:16]}.lock"):  # parallel jobs build it once
+        if not (path / "build.json").exists():
+            _build(cfg, tasks, path, key)
+    return str(path)
+
+
+def load_model(name_or_path: str, *, device: str = "cpu") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal LM and its tokenizer from a local directory or an HF model id available offline.
+
+    The tokenizer pads on the left (batched generation) and gets a pad token if it has none.
+    """
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        model = AutoModelForCausalLM.from_pretrained(name_or_path)
+    except (OSError, ValueError) as err:
+        where = (
+            "is not a directory holding a saved model"
+            if not Path(name_or_path).exists()
+            else "could not be read"
+        )
+        raise ValueError(
+            f"cannot load model {name_or_path!r}: it {where} and is not a model id available offline ({err}). "
+            "Set model.name_or_path to a local directory with config.json and tokenizer files, or to a model id "
+            "already in your Hugging Face cache; leave it null for the embedded tiny model."
+        ) from err
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.to(device)
+    model.eval()
+    model.config.use_cache = True
+    return model, tokenizer
+
+
+def _build_key(cfg: ModelConfig, tasks: Sequence[Task]) -> str:
+    spec = {
+        "build_version": BUILD_VERSION,
+        "model": {k: v for k, v in asdict(cfg).items() if k not in ("name_or_path", "cache_dir")},
+        "tasks": [{"name": t.name, "cfg": _plain(t.cfg)} for t in tasks],
+        "torch": ".".join(torch.__version__.split(".")[:2]),
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _plain(obj: Any) -> Any:
+    return asdict(obj) if hasattr(obj, "__dataclass_fields__") else obj
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _build(cfg: ModelConfig, tasks: Sequence[Task], path: Path, key: str) -> None:
+    from orderopt.evaluate import evaluate_task  # evaluate depends on model loading, not the other way round
+
+    start = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    tokenizer = build_tokenizer()
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=cfg.hidden_size,
+            intermediate_size=cfg.intermediate_size,
+            num_hidden_layers=cfg.num_layers,
+            num_attention_heads=cfg.num_heads,
+            num_key_value_heads=cfg.num_heads,
+            max_position_embeddings=cfg.max_length,
+            tie_word_embeddings=True,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    )
+    history = _warm_start(model, tokenizer, tasks, cfg, evaluate_task)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    meta = {
+        "key": key,
+        "wall_s": round(time.perf_counter() - start, 2),
+        "steps": history[-1]["step"],
+        "history": history,
+        "config": asdict(cfg),
+        "tasks": [t.name for t in tasks],
+    }
+    (tmp / "build.json").write_text(json.dumps(meta, indent=1))
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)
+    log.info(
+        "built the embedded base model in %.1fs (%d SFT steps) -> %s", meta["wall_s"], meta["steps"], path
+    )
+
+
+def _warm_start(
+    model: LlamaForCausalLM,
+    tokenizer: PreTrainedTokenizerFast,
+    tasks: Sequence[Task],
+    cfg: ModelConfig,
+    evaluate_task: Any,
+) -> list[dict[str, Any]]:
+    """Supervised training on demonstrations until every task's dev score is >= target."""
+    sft, rng = cfg.sft, random.Random(cfg.seed)
+    # the first dev_size train examples are held out: the stop rule must see generalisation, not memory
+    data = {t.name: [(e.prompt, e.demo) for e in t.train[sft.dev_size :]] for t in tasks}
+    optim = torch.optim.AdamW(model.parameters(), lr=sft.lr, weight_decay=0.0)
+    history: list[dict[str, Any]] = []
+    weights = {t.name: 1.0 for t in tasks}
+    step = 0
+    while step < sft.max_steps:
+        model.train()
+        for _ in range(sft.check_every):
+            picks = rng.choices(list(weights), weights=list(weights.values()), k=sft.batch_size)
+            loss = _sft_loss(model, tokenizer, [rng.choice(data[name]) for name in picks], cfg.max_length)
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optim.step()
+            step += 1
+        model.eval()
+        dev = {
+            t.name: evaluate_task(model, tokenizer, t, split="train", limit=sft.dev_size, seed=cfg.seed).score
+            for t in tasks
+        }
+        history.append(
+            {"step": step, "loss": round(loss.item(), 4), "dev": {k: round(v, 3) for k, v in dev.items()}}
+        )
+        log.info("warm start step %d loss %.3f dev %s", step, loss.item(), history[-1]["dev"])
+        if min(dev.values()) >= sft.target:
+            break
+        weights = {n: 1.0 if s < sft.target else sft.done_weight for n, s in dev.items()}
+    return history
+
+
+def _sft_loss(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    batch: Sequence[tuple[str, str]],
+    max_length: int,
+) -> torch.Tensor:
+    """Next-token loss on the completion (and its EOS) only; the prompt is context."""
+    rows, labels = [], []
+    for prompt, demo in batch:
+        p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        c = tokenizer(demo, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        ids = (p + c)[:max_length]
+        rows.append(ids)
+        labels.append(([-100] * len(p) + c)[:max_length])
+    width = max(map(len, rows))
+    pad = tokenizer.pad_token_id
+    input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
+    label_t = torch.tensor([lab + [-100] * (width - len(lab)) for lab in labels])
+    attention = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    return model(input_ids=input_ids, attention_mask=attention, labels=label_t).loss

@@ -1,0 +1,138 @@
+"""``names``: invent a name for a thing under a loose constraint (open-ended, judged).
+
+The prompt ``"potion k6:"`` asks for a new potion name of about 6 letters starting with ``k``. A judge scores
+it (the built-in rubric: starts right, length, the kind's flavour suffix, pronounceable, not copied from the
+demonstrations) and the score is weighted by distinctiveness among the completions for the same prompt, so a
+policy that collapses to a few names scores less.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from orderopt.rewards import Judge, JudgeConfig, judged_scores, make_judge
+from orderopt.tasks.base import Example, Task, TaskConfig
+
+KINDS: dict[str, tuple[str, ...]] = {
+    "planet": ("ar", "on"),
+    "potion": ("ix", "um"),
+    "beast": ("or", "ax"),
+    "city": ("el", "is"),
+    "star": ("us", "en"),
+    "river": ("an", "ol"),
+    "spell": ("it", "ek"),
+    "ship": ("ur", "ad"),
+}
+CONSONANTS, VOWELS = "bdfgklmnprstvz", "aeiou"
+DEMO_QUALITY = 0.3  # chance that a demonstration meets the length / suffix criterion
+_PROMPT = re.compile(r"^(\w+) ([a-z])(\d+):$")
+RUBRIC_TEXT = (
+    "The user asked for a newly invented name. The prompt reads '<kind> <letter><length>:'. A good name is "
+    "lowercase letters only, starts with <letter>, has <length> letters, ends with a suffix typical of <kind> "
+    f"({'; '.join(f'{k}: -{chr(47).join(s)}' for k, s in KINDS.items())}), is pronounceable (never three vowels "
+    "or three consonants in a row) and is not a stock name. Judge how well the name meets all of this."
+)
+
+
+@dataclass
+class NamesConfig(TaskConfig):
+    type: str = "names"
+    kinds: str = ",".join(KINDS)
+    letters: str = CONSONANTS
+    min_len: int = 5
+    max_len: int = 8
+    n_train: int = 400
+    n_eval: int = 48
+    max_new_tokens: int = 12
+    eval_samples: int = 4
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+
+
+class Names(Task):
+    """Open-ended name invention scored by a judge with a preference for distinct outputs.
+
+    Example:
+        >>> t = Names("names", NamesConfig())
+        >>> t.rubric("potion k6:", "kavium") > t.rubric("potion k6:", "xx")
+        True
+    """
+
+    domain = "open"
+    config_class = NamesConfig
+    cfg: NamesConfig
+
+    def __init__(self, name: str, cfg: TaskConfig) -> None:
+        super().__init__(name, cfg)
+        self.kinds = [k.strip() for k in self.cfg.kinds.split(",") if k.strip()]
+        unknown = [k for k in self.kinds if k not in KINDS]
+        if unknown or not self.kinds:
+            raise ValueError(
+                f"task {name!r}: unknown kind(s) {unknown or self.cfg.kinds!r}; known: {', '.join(KINDS)}"
+            )
+        if not 4 <= self.cfg.min_len <= self.cfg.max_len <= 12:
+            raise ValueError(
+                f"task {name!r}: need 4 <= min_len <= max_len <= 12, got {self.cfg.min_len}, "
+                f"{self.cfg.max_len}"
+            )
+        self.eval_samples = self.cfg.eval_samples  # type: ignore[misc]
+
+    @cached_property
+    def judge(self) -> Judge:
+        return make_judge(self.cfg.judge, rubric=self.rubric, rubric_text=RUBRIC_TEXT)
+
+    @cached_property
+    def stock_names(self) -> frozenset[str]:
+        """Names shown in the demonstrations: repeating one is not invention."""
+        return frozenset(e.demo for e in self.train)
+
+    def _example(self, rng: random.Random) -> Example:
+        kind, letter = rng.choice(self.kinds), rng.choice(self.cfg.letters)
+        length = rng.randint(self.cfg.min_len, self.cfg.max_len)
+        prompt = f"{kind} {letter}{length}:"
+        return Example(prompt=prompt, answer="", demo=_demo(rng, letter, length, kind))
+
+    def rubric(self, prompt: str, completion: str) -> float:
+        """The built-in judge's rubric: five criteria worth 0.2 each; 0 unless the name is 1–16 letters a–z."""
+        match = _PROMPT.match(prompt)
+        if match is None:
+            raise ValueError(f"not a names prompt: {prompt!r}")
+        kind, letter, length = match.group(1), match.group(2), int(match.group(3))
+        name = completion.strip()
+        if not re.fullmatch(r"[a-z]{1,16}", name):
+            return 0.0
+        length_ok = 1.0 if len(name) == length else 0.5 if abs(len(name) - length) == 1 else 0.0
+        return 0.2 * (
+            float(name.startswith(letter))
+            + length_ok
+            + float(name.endswith(KINDS.get(kind, ())))
+            + float(_pronounceable(name))
+            + float(name not in self.stock_names)
+        )
+
+    def score(
+        self, prompts: Sequence[str], completions: Sequence[str], answers: Sequence[str]
+    ) -> list[float | None]:
+        return judged_scores(self.judge, prompts, completions, distinct_weight=self.cfg.judge.distinct_weight)
+
+
+def _pronounceable(name: str) -> bool:
+    return re.search(f"[{VOWELS}]{{3}}|[^{VOWELS}]{{3}}", name) is None
+
+
+def _demo(rng: random.Random, letter: str, length: int, kind: str) -> str:
+    """A mediocre demonstration: it always starts right, but only sometimes has the asked length, the kind's
+    suffix or a pronounceable shape, so the warm-started model knows the format and RL has room to improve."""
+    if rng.random() > DEMO_QUALITY:
+        length = max(3, length + rng.choice((-2, -1, 1, 2)))
+    own = rng.random() < DEMO_QUALITY
+    suffix = rng.choice(KINDS[kind] if own else [s for k, ss in KINDS.items() if k != kind for s in ss])
+    tidy = rng.random() < 0.7
+    body = letter
+    while len(body) < length - len(suffix):
+        pool = CONSONANTS if body[-1] in VOWELS or not tidy else rng.choice((CONSONANTS, VOWELS))
+        body += rng.choice(pool)
+    return body + suffix

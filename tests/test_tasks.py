@@ -1,0 +1,145 @@
+"""Built-in tasks: rewards on hand-made completions, splits, guessing, distinctiveness, bad input."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from orderopt.tasks import TASK_TYPES, build_suite, build_task
+from orderopt.tasks.qa import chosen_option
+
+ALL = list(TASK_TYPES)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_splits_disjoint_and_deterministic(name: str) -> None:
+    task, again = build_task(name), build_task(name)
+    train, evals = {e.prompt for e in task.train}, {e.prompt for e in task.eval}
+    assert len(train) == task.cfg.n_train and len(evals) == task.cfg.n_eval
+    assert not train & evals
+    assert [e.prompt for e in task.eval] == [e.prompt for e in again.eval]
+    other = build_task(name, {"seed": 1})
+    assert [e.prompt for e in other.eval] != [e.prompt for e in task.eval]
+
+
+@pytest.mark.parametrize(
+    ("name", "prompt", "answer", "right", "wrong", "malformed"),
+    [
+        ("arith", "37+45=", "82", "82", "81", "eighty-two"),
+        ("arith", "9-4=", "5", " 5 ", "-5", "5 5"),
+        ("strings", "rev(abc)=", "cba", "cba", "abc", "rev(cba)"),
+        ("strings", "dup(ab)=", "aabb", "aabb", "abab", "a a b b"),
+        ("qa", "pet of tavo? a)owl b)yak c)cat d)emu=", "yak", "yak", "owl", "a yak, probably"),
+        ("qa", "pet of tavo? a)owl b)yak c)cat d)emu=", "yak", "b", "d", "z"),
+    ],
+)
+def test_structured_rewards(
+    name: str, prompt: str, answer: str, right: str, wrong: str, malformed: str
+) -> None:
+    reward = build_task(name).reward_function()
+    got = reward(
+        prompts=[prompt] * 4,
+        completions=[right, wrong, malformed, ""],
+        answer=[answer] * 4,
+        task=[name] * 4,
+        completion_ids=None,
+        trainer_state=None,
+    )
+    assert got == [1.0, 0.0, 0.0, 0.0]
+
+
+def test_reward_leaves_other_tasks_rows_to_their_own_reward() -> None:
+    reward = build_task("arith").reward_function()
+    got = reward(
+        prompts=["1+1=", "rev(ab)="], completions=["2", "ba"], answer=["2", "ba"], task=["arith", "strings"]
+    )
+    assert got == [1.0, None]
+    assert reward.__name__ == "arith_reward"
+
+
+def test_names_rubric_and_reward() -> None:
+    task = build_task("names")
+    reward = task.reward_function()
+    prompt = "potion k6:"
+    good, wrong, malformed = "kavium", "zzzzzzzzzz", "Kav-ium!"
+    got = reward(
+        prompts=[prompt] * 4, completions=[good, wrong, malformed, ""], answer=[""] * 4, task=["names"] * 4
+    )
+    assert got[0] == pytest.approx(1.0)
+    assert 0.0 < got[1] < 0.5  # wrong: right length neither start nor suffix nor shape
+    assert got[2] == 0.0 and got[3] == 0.0
+    stock = next(iter(task.stock_names))
+    assert (
+        task.rubric(f"planet {stock[0]}{len(stock)}:", stock) < 1.0
+    )  # copying a demonstration is not invention
+
+
+def test_names_collapsed_outputs_score_below_varied_ones_of_equal_quality() -> None:
+    task = build_task("names")
+    prompt = "potion k6:"
+    varied = ["kavium", "kobium", "kelium", "kisium", "kamium", "kurium"]
+    assert len({task.rubric(prompt, c) for c in varied}) == 1  # equal quality
+    collapsed = [varied[0]] * len(varied)
+    s_varied = task.score([prompt] * 6, varied, [""] * 6)
+    s_collapsed = task.score([prompt] * 6, collapsed, [""] * 6)
+    assert sum(s_collapsed) / 6 < sum(s_varied) / 6  # type: ignore[arg-type]
+    assert sum(s_varied) / 6 == pytest.approx(1.0)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("k", [3, 4, 5])
+def test_qa_uniform_guess_earns_one_over_k(k: int) -> None:
+    task = build_task("qa", {"n_options": k, "n_eval": 1500, "n_train": 100})
+    rng = random.Random(0)
+    prompts = [e.prompt for e in task.eval]
+    guesses = []
+    for p in prompts:
+        options = p.split("? ", 1)[1].rstrip("=").split(" ")
+        guesses.append(rng.choice(options).split(")", 1)[1])
+    scores = task.score(prompts, guesses, [e.answer for e in task.eval])
+    mean = sum(scores) / len(scores)  # type: ignore[arg-type]
+    se = (1 / k * (1 - 1 / k) / len(scores)) ** 0.5
+    assert abs(mean - 1 / k) < 4 * se, (mean, 1 / k)
+
+
+def test_qa_answer_position_is_uniform() -> None:
+    task = build_task("qa", {"n_eval": 2000, "n_train": 10})
+    positions = [e.prompt.split(f"){e.answer}")[0][-1] for e in task.eval]
+    for letter in "abcd":
+        assert 0.2 < positions.count(letter) / len(positions) < 0.3
+
+
+def test_qa_chosen_option_parses_letter_or_text() -> None:
+    p = "color of tavo? a)red b)teal="
+    assert chosen_option(p, "(b)") == "teal"
+    assert chosen_option(p, "red") == "red"
+    assert chosen_option(p, "c") is None
+    with pytest.raises(ValueError, match="not a qa prompt"):
+        chosen_option("hello", "a")
+
+
+def test_unknown_task_names_the_value_and_lists_known() -> None:
+    with pytest.raises(ValueError, match=r"unknown task 'arithm' in suite; known tasks: .*arith"):
+        build_suite(["arithm", "qa"])
+
+
+def test_duplicated_task_in_suite() -> None:
+    with pytest.raises(ValueError, match=r"'qa' listed more than once"):
+        build_suite(["arith", "qa", "qa"])
+
+
+def test_empty_suite_and_bad_task_settings() -> None:
+    with pytest.raises(ValueError, match="suite is empty"):
+        build_suite([])
+    with pytest.raises(ValueError, match="unknown string program"):
+        build_task("strings", {"programs": "rev,eval"})
+    with pytest.raises(ValueError, match="bad config for task 'arith'.*max_operandd"):
+        build_task("arith", {"max_operandd": 3})
+    with pytest.raises(ValueError, match="can generate only"):
+        build_task("arith", {"max_operand": 3, "n_train": 500})
+
+
+def test_variant_task_under_another_name() -> None:
+    tasks = build_suite(["arith", "arith_big"], {"arith_big": {"type": "arith", "max_operand": 90}})
+    assert [t.name for t in tasks] == ["arith", "arith_big"]
+    assert tasks[1].cfg.max_operand == 90  # type: ignore[attr-defined]
