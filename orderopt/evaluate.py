@@ -56,9 +56,7 @@ def generate(
         ).to(model.device)
         # plain temperature-1 sampling: the model's own distribution, whatever its generation_config says
         sampling = (
-            {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
-            if samples > 1
-            else {"do_sample": False}
+            {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0} if samples > 1 else {"do_sample": False}
         )
         out = model.generate(
             **enc,

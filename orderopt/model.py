@@ -128,11 +128,7 @@ def load_model(name_or_path: str, *, device: str = "cpu") -> tuple[PreTrainedMod
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         model = AutoModelForCausalLM.from_pretrained(name_or_path)
     except (OSError, ValueError) as err:
-        where = (
-            "is not a directory holding a saved model"
-            if not Path(name_or_path).exists()
-            else "could not be read"
-        )
+        where = "is not a directory holding a saved model" if not Path(name_or_path).exists() else "could not be read"
         raise ValueError(
             f"cannot load model {name_or_path!r}: it {where} and is not a model id available offline ({err}). "
             "Set model.name_or_path to a local directory with config.json and tokenizer files, or to a model id "
@@ -208,9 +204,7 @@ def _build(cfg: ModelConfig, tasks: Sequence[Task], path: Path, key: str) -> Non
     (tmp / "build.json").write_text(json.dumps(meta, indent=1))
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
-    log.info(
-        "built the embedded base model in %.1fs (%d SFT steps) -> %s", meta["wall_s"], meta["steps"], path
-    )
+    log.info("built the embedded base model in %.1fs (%d SFT steps) -> %s", meta["wall_s"], meta["steps"], path)
 
 
 def _warm_start(
@@ -243,9 +237,7 @@ def _warm_start(
             t.name: evaluate_task(model, tokenizer, t, split="train", limit=sft.dev_size, seed=cfg.seed).score
             for t in tasks
         }
-        history.append(
-            {"step": step, "loss": round(loss.item(), 4), "dev": {k: round(v, 3) for k, v in dev.items()}}
-        )
+        history.append({"step": step, "loss": round(loss.item(), 4), "dev": {k: round(v, 3) for k, v in dev.items()}})
         log.info("warm start step %d loss %.3f dev %s", step, loss.item(), history[-1]["dev"])
         if min(dev.values()) >= sft.target:
             break

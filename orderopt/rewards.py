@@ -122,9 +122,7 @@ def judged_scores(
         raise ValueError(f"distinct_weight={distinct_weight!r} must lie in [0, 1]")
     quality = judge.quality(prompts, completions)
     if len(quality) != len(prompts):
-        raise JudgeError(
-            f"{type(judge).__name__} returned {len(quality)} scores for {len(prompts)} completions"
-        )
+        raise JudgeError(f"{type(judge).__name__} returned {len(quality)} scores for {len(prompts)} completions")
     distinct = distinctiveness(prompts, completions)
     missing = sum(q is None for q in quality)
     if missing:
@@ -287,16 +285,13 @@ class OpenAIJudge(Judge):
         key = os.environ.get(self.api_key_env)
         return text.replace(key, "***") if key else text
 
-    async def _score_all(
-        self, system: str, todo: dict[str, tuple[str, str]]
-    ) -> dict[str, tuple[float | None, str]]:
+    async def _score_all(self, system: str, todo: dict[str, tuple[str, str]]) -> dict[str, tuple[float | None, str]]:
         key = os.environ.get(self.api_key_env)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         limit = asyncio.Semaphore(self.concurrency)
         async with httpx.AsyncClient(headers=headers, timeout=self.timeout_s) as client:
             tasks = {
-                k: asyncio.ensure_future(self._score_one(client, limit, system, p, c))
-                for k, (p, c) in todo.items()
+                k: asyncio.ensure_future(self._score_one(client, limit, system, p, c)) for k, (p, c) in todo.items()
             }
             try:
                 await asyncio.gather(*tasks.values())
@@ -396,9 +391,7 @@ class LocalModelJudge(Judge):
         [0.41]
     """
 
-    def __init__(
-        self, *, name_or_path: str, rubric_text: str, device: str = "cpu", batch_size: int = 16
-    ) -> None:
+    def __init__(self, *, name_or_path: str, rubric_text: str, device: str = "cpu", batch_size: int = 16) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r} must be >= 1")
         self.name_or_path = name_or_path
@@ -413,10 +406,7 @@ class LocalModelJudge(Judge):
 
     def quality(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float | None]:
         system = _system_prompt(self.rubric_text, top=9)
-        texts = [
-            f"{system}\n\n{_user_prompt(p, c)}\n\nScore (0-9):"
-            for p, c in zip(prompts, completions, strict=True)
-        ]
+        texts = [f"{system}\n\n{_user_prompt(p, c)}\n\nScore (0-9):" for p, c in zip(prompts, completions, strict=True)]
         out: list[float | None] = []
         for start in range(0, len(texts), self.batch_size):
             out.extend(self._score_batch(texts[start : start + self.batch_size]))
@@ -478,9 +468,7 @@ def _digit_token_ids(tokenizer: Any, name_or_path: str) -> list[list[int]]:
     out = []
     for digit in "0123456789":
         ids = {
-            enc[0]
-            for text in (digit, " " + digit)
-            if len(enc := tokenizer.encode(text, add_special_tokens=False)) == 1
+            enc[0] for text in (digit, " " + digit) if len(enc := tokenizer.encode(text, add_special_tokens=False)) == 1
         }
         vocab_id = tokenizer.convert_tokens_to_ids(digit)  # SentencePiece may only split " 7" into "▁" + "7"
         if isinstance(vocab_id, int) and vocab_id != tokenizer.unk_token_id:

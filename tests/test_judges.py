@@ -250,9 +250,7 @@ def test_openai_judge_caches_on_disk_and_dedups(server: ScriptedServer, tmp_path
     assert len(server.requests) == 3  # the key includes the model
 
 
-def test_openai_judge_sends_api_key_but_never_shows_it(
-    server: ScriptedServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_openai_judge_sends_api_key_but_never_shows_it(server: ScriptedServer, monkeypatch: pytest.MonkeyPatch) -> None:
     secret = "sk-test-0123456789abcdef"
     monkeypatch.delenv("JUDGE_TEST_KEY", raising=False)
     judge_for(server.url, api_key_env="JUDGE_TEST_KEY").quality(["p"], ["c"])

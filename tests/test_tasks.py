@@ -34,9 +34,7 @@ def test_splits_disjoint_and_deterministic(name: str) -> None:
         ("qa", "pet of tavo? a)owl b)yak c)cat d)emu=", "yak", "b", "d", "z"),
     ],
 )
-def test_structured_rewards(
-    name: str, prompt: str, answer: str, right: str, wrong: str, malformed: str
-) -> None:
+def test_structured_rewards(name: str, prompt: str, answer: str, right: str, wrong: str, malformed: str) -> None:
     reward = build_task(name).reward_function()
     got = reward(
         prompts=[prompt] * 4,
@@ -51,9 +49,7 @@ def test_structured_rewards(
 
 def test_reward_leaves_other_tasks_rows_to_their_own_reward() -> None:
     reward = build_task("arith").reward_function()
-    got = reward(
-        prompts=["1+1=", "rev(ab)="], completions=["2", "ba"], answer=["2", "ba"], task=["arith", "strings"]
-    )
+    got = reward(prompts=["1+1=", "rev(ab)="], completions=["2", "ba"], answer=["2", "ba"], task=["arith", "strings"])
     assert got == [1.0, None]
     assert reward.__name__ == "arith_reward"
 
@@ -63,16 +59,12 @@ def test_names_rubric_and_reward() -> None:
     reward = task.reward_function()
     prompt = "potion k6:"
     good, wrong, malformed = "kavium", "zzzzzzzzzz", "Kav-ium!"
-    got = reward(
-        prompts=[prompt] * 4, completions=[good, wrong, malformed, ""], answer=[""] * 4, task=["names"] * 4
-    )
+    got = reward(prompts=[prompt] * 4, completions=[good, wrong, malformed, ""], answer=[""] * 4, task=["names"] * 4)
     assert got[0] == pytest.approx(1.0)
     assert 0.0 < got[1] < 0.5  # wrong: right length neither start nor suffix nor shape
     assert got[2] == 0.0 and got[3] == 0.0
     stock = next(iter(task.stock_names))
-    assert (
-        task.rubric(f"planet {stock[0]}{len(stock)}:", stock) < 1.0
-    )  # copying a demonstration is not invention
+    assert task.rubric(f"planet {stock[0]}{len(stock)}:", stock) < 1.0  # copying a demonstration is not invention
 
 
 def test_names_collapsed_outputs_score_below_varied_ones_of_equal_quality() -> None:

@@ -34,9 +34,7 @@ def build_task(name: str, cfg: Mapping[str, Any] | TaskConfig | None = None) -> 
     raw: dict[str, Any] = _as_dict(cfg)
     kind = raw.get("type", name)
     if kind not in TASK_TYPES:
-        raise ValueError(
-            f"unknown task type {kind!r} for task {name!r}; known task types: {', '.join(TASK_TYPES)}"
-        )
+        raise ValueError(f"unknown task type {kind!r} for task {name!r}; known task types: {', '.join(TASK_TYPES)}")
     schema = OmegaConf.structured(CONFIG_TYPES[kind])
     try:
         typed = OmegaConf.to_object(OmegaConf.merge(schema, {**raw, "type": kind}))
@@ -57,9 +55,7 @@ def build_suite(names: Sequence[str], configs: Mapping[str, Any] | None = None) 
     configs = _as_dict(configs)
     names = list(names)
     if not names:
-        raise ValueError(
-            "the suite is empty; list at least one task, e.g. suite.tasks=[arith,strings,qa,names]"
-        )
+        raise ValueError("the suite is empty; list at least one task, e.g. suite.tasks=[arith,strings,qa,names]")
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ValueError(

@@ -40,7 +40,5 @@ class Arith(Task):
         answer = str(a + b if op == "+" else a - b)
         return Example(prompt=f"{a}{op}{b}=", answer=answer, demo=answer)
 
-    def score(
-        self, prompts: Sequence[str], completions: Sequence[str], answers: Sequence[str]
-    ) -> list[float | None]:
+    def score(self, prompts: Sequence[str], completions: Sequence[str], answers: Sequence[str]) -> list[float | None]:
         return exact_match(completions, answers)

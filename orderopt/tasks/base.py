@@ -56,9 +56,7 @@ class Task(ABC):
         """Draw one example."""
 
     @abstractmethod
-    def score(
-        self, prompts: Sequence[str], completions: Sequence[str], answers: Sequence[str]
-    ) -> list[float | None]:
+    def score(self, prompts: Sequence[str], completions: Sequence[str], answers: Sequence[str]) -> list[float | None]:
         """Score in [0, 1] for each completion (None where a judge could not score it)."""
 
     @cached_property
@@ -105,9 +103,7 @@ class Task(ABC):
             **_: Any,
         ) -> list[float | None]:
             mine = [i for i in range(len(prompts)) if task is None or task[i] == self.name]
-            scores = self.score(
-                [prompts[i] for i in mine], [completions[i] for i in mine], [answer[i] for i in mine]
-            )
+            scores = self.score([prompts[i] for i in mine], [completions[i] for i in mine], [answer[i] for i in mine])
             out: list[float | None] = [None] * len(prompts)
             for i, s in zip(mine, scores, strict=True):
                 out[i] = s

@@ -70,13 +70,10 @@ class Names(Task):
         self.kinds = [k.strip() for k in self.cfg.kinds.split(",") if k.strip()]
         unknown = [k for k in self.kinds if k not in KINDS]
         if unknown or not self.kinds:
-            raise ValueError(
-                f"task {name!r}: unknown kind(s) {unknown or self.cfg.kinds!r}; known: {', '.join(KINDS)}"
-            )
+            raise ValueError(f"task {name!r}: unknown kind(s) {unknown or self.cfg.kinds!r}; known: {', '.join(KINDS)}")
         if not 4 <= self.cfg.min_len <= self.cfg.max_len <= 12:
             raise ValueError(
-                f"task {name!r}: need 4 <= min_len <= max_len <= 12, got {self.cfg.min_len}, "
-                f"{self.cfg.max_len}"
+                f"task {name!r}: need 4 <= min_len <= max_len <= 12, got {self.cfg.min_len}, {self.cfg.max_len}"
             )
         self.eval_samples = self.cfg.eval_samples  # type: ignore[misc]
 
@@ -113,9 +110,7 @@ class Names(Task):
             + float(name not in self.stock_names)
         )
 
-    def score(
-        self, prompts: Sequence[str], completions: Sequence[str], answers: Sequence[str]
-    ) -> list[float | None]:
+    def score(self, prompts: Sequence[str], completions: Sequence[str], answers: Sequence[str]) -> list[float | None]:
         return judged_scores(self.judge, prompts, completions, distinct_weight=self.cfg.judge.distinct_weight)
 
 

@@ -58,9 +58,7 @@ class QA(Task):
                 f"known relations: {', '.join(VALUES)}"
             )
         if not 2 <= self.cfg.n_options <= len(_LETTERS):
-            raise ValueError(
-                f"task {name!r}: n_options={self.cfg.n_options} must lie in [2, {len(_LETTERS)}]"
-            )
+            raise ValueError(f"task {name!r}: n_options={self.cfg.n_options} must lie in [2, {len(_LETTERS)}]")
 
     @cached_property
     def facts(self) -> dict[tuple[str, str], str]:
@@ -69,10 +67,7 @@ class QA(Task):
         entities: set[str] = set()
         while len(entities) < self.cfg.n_entities:
             entities.add(
-                rng.choice("bdfgklmnprstvz")
-                + rng.choice("aeiou")
-                + rng.choice("bdfgklmnprstvz")
-                + rng.choice("aeiou")
+                rng.choice("bdfgklmnprstvz") + rng.choice("aeiou") + rng.choice("bdfgklmnprstvz") + rng.choice("aeiou")
             )
         return {(rel, ent): rng.choice(VALUES[rel]) for ent in sorted(entities) for rel in self.relations}
 
@@ -83,12 +78,8 @@ class QA(Task):
         listed = " ".join(f"{_LETTERS[i]}){o}" for i, o in enumerate(options))
         return Example(prompt=f"{rel} of {ent}? {listed}=", answer=value, demo=value)
 
-    def score(
-        self, prompts: Sequence[str], completions: Sequence[str], answers: Sequence[str]
-    ) -> list[float | None]:
-        return [
-            float(chosen_option(p, c) == a) for p, c, a in zip(prompts, completions, answers, strict=True)
-        ]
+    def score(self, prompts: Sequence[str], completions: Sequence[str], answers: Sequence[str]) -> list[float | None]:
+        return [float(chosen_option(p, c) == a) for p, c, a in zip(prompts, completions, answers, strict=True)]
 
 
 def chosen_option(prompt: str, completion: str) -> str | None:

@@ -49,19 +49,13 @@ class Strings(Task):
                 f"known programs: {', '.join(PROGRAMS)}"
             )
         if not 1 <= self.cfg.min_len <= self.cfg.max_len:
-            raise ValueError(
-                f"task {name!r}: need 1 <= min_len <= max_len, got {self.cfg.min_len}, {self.cfg.max_len}"
-            )
+            raise ValueError(f"task {name!r}: need 1 <= min_len <= max_len, got {self.cfg.min_len}, {self.cfg.max_len}")
 
     def _example(self, rng: random.Random) -> Example:
         prog = rng.choice(self.programs)
-        s = "".join(
-            rng.choice(self.cfg.alphabet) for _ in range(rng.randint(self.cfg.min_len, self.cfg.max_len))
-        )
+        s = "".join(rng.choice(self.cfg.alphabet) for _ in range(rng.randint(self.cfg.min_len, self.cfg.max_len)))
         answer = PROGRAMS[prog](s)
         return Example(prompt=f"{prog}({s})=", answer=answer, demo=answer)
 
-    def score(
-        self, prompts: Sequence[str], completions: Sequence[str], answers: Sequence[str]
-    ) -> list[float | None]:
+    def score(self, prompts: Sequence[str], completions: Sequence[str], answers: Sequence[str]) -> list[float | None]:
         return exact_match(completions, answers)
