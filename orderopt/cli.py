@@ -44,8 +44,9 @@ def format_table(report: dict[str, Any]) -> str:
         f"{'task':<10}{'domain':<12}{'score':>7}{'entropy':>9}{'diversity':>11}{'truncated':>11}{'n':>6}",
     ]
     for name, r in report["tasks"].items():
+        diversity = "-" if r["diversity"] is None else f"{r['diversity']:.3f}"
         lines.append(
-            f"{name:<10}{r['domain']:<12}{r['score']:>7.3f}{r['entropy']:>9.3f}{r['diversity']:>11.3f}"
+            f"{name:<10}{r['domain']:<12}{r['score']:>7.3f}{r['entropy']:>9.3f}{diversity:>11}"
             f"{r['truncated']:>11.3f}{r['n']:>6}"
         )
     return "\n".join(lines)

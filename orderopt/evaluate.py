@@ -17,17 +17,18 @@ __all__ = ["TaskEval", "evaluate_task", "generate"]
 @dataclass(frozen=True)
 class TaskEval:
     """One task's evaluation: ``score`` in [0, 1], mean per-token ``entropy`` (nats) of the policy on the
-    generated tokens, ``diversity`` = distinct outputs / outputs per prompt (open-ended tasks sample several),
+    generated tokens, ``diversity`` = mean share of distinct outputs among the completions of one prompt (only
+    where several are sampled per prompt, as for open-ended tasks; else None),
     ``truncated`` = fraction of completions that hit ``max_new_tokens`` without EOS."""
 
     task: str
     score: float
     entropy: float
-    diversity: float
+    diversity: float | None
     truncated: float
     n: int
 
-    def as_dict(self) -> dict[str, float | str | int]:
+    def as_dict(self) -> dict[str, float | str | int | None]:
         return asdict(self)
 
 
@@ -138,7 +139,7 @@ def evaluate_task(
         task=task.name,
         score=sum(scores) / len(scores),  # type: ignore[arg-type]
         entropy=sum(entropies) / len(entropies),
-        diversity=sum(distinct) / len(distinct),
+        diversity=sum(distinct) / len(distinct) if samples > 1 else None,
         truncated=frac_trunc,
         n=len(scores),
     )

@@ -81,6 +81,7 @@ def test_overrides_reach_objects() -> None:
             overrides=[
                 "suite.tasks=[qa,arith]",
                 "tasks.arith.max_operand=12",
+                "tasks.arith.n_train=100",
                 "tasks.qa.n_options=3",
                 "+trainer.extra.top_k=5",
             ],

@@ -1,0 +1,42 @@
+"""The main job from the command line: a real Hydra app run as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _run(args: list[str], cwd: Path, cache_dir: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ORDEROPT_CACHE": cache_dir, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "orderopt.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_orderopt_base_prints_every_task(base: tuple[str, list], cache_dir: str, tmp_path: Path) -> None:
+    proc = _run([], tmp_path, cache_dir)  # conf/ defaults must give the very model the tests built
+    assert proc.returncode == 0, proc.stderr
+    for name in ["arith", "strings", "qa", "names"]:
+        assert f"\n{name} " in proc.stdout
+    report = json.loads(next(tmp_path.glob("outputs/*/*/base_eval.json")).read_text())
+    assert report["model"] == base[0]
+    assert set(report["tasks"]) == {"arith", "strings", "qa", "names"}
+
+
+def test_unknown_task_on_the_command_line(tmp_path: Path, cache_dir: str) -> None:
+    proc = _run(["suite.tasks=[arith,arithm]"], tmp_path, cache_dir)
+    assert proc.returncode != 0
+    assert "unknown task 'arithm' in suite; known tasks:" in proc.stderr
+
+
+def test_unknown_model_path_on_the_command_line(tmp_path: Path, cache_dir: str) -> None:
+    proc = _run(["model.name_or_path=/nonexistent/model"], tmp_path, cache_dir)
+    assert proc.returncode != 0
+    assert "cannot load model '/nonexistent/model'" in proc.stderr
