@@ -1,0 +1,63 @@
+"""wandb logging: one run per training run, offline unless the user configured wandb, one step axis across stages."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Tracker", "WandbConfig"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WandbConfig:
+    """``mode=None`` picks ``online`` when the user configured wandb (WANDB_API_KEY or WANDB_MODE), else ``offline``."""
+
+    enabled: bool = True
+    project: str = "orderopt"
+    entity: str | None = None
+    mode: str | None = None
+    dir: str | None = None  # default: the run directory
+
+
+class Tracker:
+    """A wandb run whose metrics share the ``global_step`` axis; a no-op when disabled."""
+
+    def __init__(self, cfg: WandbConfig, *, run_id: str, group: str, config: dict[str, Any], dir: str) -> None:
+        self._run = None
+        if not cfg.enabled:
+            return
+        import wandb
+
+        mode = cfg.mode or os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+        os.makedirs(cfg.dir or dir, exist_ok=True)
+        self._run = wandb.init(
+            project=cfg.project,
+            entity=cfg.entity,
+            group=group,
+            name=run_id,
+            id=run_id,
+            resume="allow",  # a resumed training run continues its wandb run
+            config=config,
+            dir=cfg.dir or dir,
+            mode=mode,
+            reinit="finish_previous",
+        )
+        self._run.define_metric("global_step")
+        self._run.define_metric("*", step_metric="global_step")
+        if mode == "offline":
+            log.info(
+                "wandb offline run in %s; upload with: wandb sync %s", self._run.dir, os.path.dirname(self._run.dir)
+            )
+
+    def log(self, metrics: dict[str, Any], global_step: int) -> None:
+        if self._run is not None:
+            self._run.log({**metrics, "global_step": global_step})
+
+    def finish(self) -> None:
+        if self._run is not None:
+            self._run.finish()
+            self._run = None

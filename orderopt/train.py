@@ -1,0 +1,320 @@
+"""Train a schedule with TRL's GRPOTrainer, one stage after another, evaluating every task after every stage.
+
+The result is a run record (DESIGN.md) at ``<run_dir>/result.json``. After each stage the model and the record so far
+are checkpointed, so a killed run started again resumes after its last finished stage and ends with the same record
+as an uninterrupted run with the same seed: each stage starts from saved float32 weights, a fresh optimizer and a
+seed derived from the run seed and the stage index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+
+from orderopt.config import TrainerConfig
+from orderopt.evaluate import evaluate_task
+from orderopt.model import _plain, load_model
+from orderopt.schedule import Schedule, Stage
+from orderopt.store import read_json, write_json_atomic
+from orderopt.tasks import Task
+from orderopt.tracking import Tracker, WandbConfig
+
+__all__ = ["RunSpec", "evaluate_all", "run_schedule", "versions"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSpec:
+    """What one training run is: a schedule of the suite's tasks from a base model, with a seed."""
+
+    schedule: Schedule
+    tasks: Sequence[Task]
+    model: str
+    seed: int = 0
+    kind: str = "full"
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+    @property
+    def run_id(self) -> str:
+        """``<kind>-<hash of everything that determines the run>-s<seed>``: the same run has the same id anywhere."""
+        what = {
+            "schedule": self.schedule.key,
+            "model": self.model,
+            "trainer": vars(self.trainer),
+            "tasks": {t.name: _plain(t.cfg) for t in self.tasks},
+        }
+        digest = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        return f"{self.kind}-{digest}-s{self.seed}"
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("probe", "full", "baseline"):
+            raise ValueError(f"run kind {self.kind!r}; use probe, full or baseline")
+        self.schedule.validate([t.name for t in self.tasks], require_all=self.kind == "full")
+
+
+def versions() -> dict[str, str]:
+    import transformers
+    import trl
+
+    import orderopt
+
+    return {
+        "orderopt": orderopt.__version__,
+        "trl": trl.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+
+
+def run_schedule(
+    spec: RunSpec,
+    run_dir: str | Path,
+    *,
+    run_id: str | None = None,
+    group: str = "default",
+    wandb: WandbConfig | None = None,
+    keep_model: bool = False,
+) -> dict[str, Any]:
+    """Train ``spec`` (resuming from ``run_dir`` if a previous attempt stopped) and return its run record.
+
+    ``keep_model`` keeps the final weights in ``run_dir/model``; otherwise only the record stays.
+
+    Example:
+        >>> schedule = Schedule.curriculum(["arith", "qa"], 20)
+        >>> spec = RunSpec(schedule, build_suite(["arith", "qa"]), path)  # doctest: +SKIP
+        >>> run_schedule(spec, "studies/demo/runs/r1")["final"]  # doctest: +SKIP
+        {'arith': 0.61, 'qa': 0.7}
+    """
+    run_dir = Path(run_dir)
+    run_id = run_id or run_dir.name
+    result_path = run_dir / "result.json"
+    if result_path.exists():
+        log.info("run %s already finished: %s", run_id, result_path)
+        return read_json(result_path)
+    state = _resume_state(run_dir, spec, run_id)
+    done = len(state["evals"]) - 1  # stages finished (evals[0] is the base model)
+    model, tokenizer = load_model(str(run_dir / "checkpoint") if done else spec.model)
+    if done:
+        log.info("run %s resumes after stage %d/%d", run_id, done, len(spec.schedule.stages))
+    tracker = Tracker(
+        wandb or WandbConfig(enabled=False),
+        run_id=run_id,
+        group=group,
+        dir=str(run_dir),
+        config={
+            "schedule": spec.schedule.key,
+            "seed": spec.seed,
+            "model": spec.model,
+            "kind": spec.kind,
+            "trainer": vars(spec.trainer),
+        },
+    )
+    try:
+        if not done:
+            state["evals"][0] = {"after": "base", **evaluate_all(model, tokenizer, spec.tasks, spec.seed)}
+            _log_eval(tracker, state["evals"][0], 0)
+        progress = _Progress(run_id, spec.schedule, tracker)
+        for index in range(done, len(spec.schedule.stages)):
+            start = time.perf_counter()
+            rows = _train_stage(model, tokenizer, spec, index, run_dir, progress)
+            entry = {"after": index, **evaluate_all(model, tokenizer, spec.tasks, spec.seed)}
+            state["evals"].append(entry)
+            state["train_log"].extend(rows)
+            state["wall_s"] += time.perf_counter() - start
+            _log_eval(tracker, entry, sum(s.steps for s in spec.schedule.stages[: index + 1]))
+            _checkpoint(run_dir, model, tokenizer, state)
+        record = _record(spec, run_id, state)
+        write_json_atomic(result_path, record)
+    finally:
+        tracker.finish()
+    if keep_model:  # e.g. the per-task models a merging baseline merges
+        shutil.rmtree(run_dir / "model", ignore_errors=True)
+        (run_dir / "checkpoint").rename(run_dir / "model")
+    shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)  # the record is what lasts; weights are large
+    log.info("run %s done: mean final %.3f in %.0fs -> %s", run_id, record["mean_final"], record["wall_s"], result_path)
+    return record
+
+
+def evaluate_all(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tasks: Sequence[Task], seed: int
+) -> dict[str, dict[str, float]]:
+    """Every task's eval score and entropy (the run record's ``evals`` entry, without ``after``)."""
+    model.eval()
+    model.config.use_cache = True  # generation after GRPO training needs the KV cache back on
+    results = {t.name: evaluate_task(model, tokenizer, t, seed=seed) for t in tasks}
+    return {
+        "scores": {n: r.score for n, r in results.items()},
+        "entropy": {n: r.entropy for n, r in results.items()},
+        "diversity": {n: r.diversity for n, r in results.items() if r.diversity is not None},
+    }
+
+
+def _resume_state(run_dir: Path, spec: RunSpec, run_id: str) -> dict[str, Any]:
+    state_path = run_dir / "checkpoint" / "state.json"
+    fresh = {
+        "run_id": run_id,
+        "schedule": spec.schedule.key,
+        "seed": spec.seed,
+        "evals": [None],
+        "train_log": [],
+        "wall_s": 0.0,
+    }
+    if not state_path.exists():
+        return fresh
+    state = read_json(state_path)
+    if (state["schedule"], state["seed"]) != (spec.schedule.key, spec.seed):
+        raise ValueError(
+            f"{run_dir} holds a checkpoint of schedule {state['schedule']!r} seed {state['seed']}, not "
+            f"{spec.schedule.key!r} seed {spec.seed}; use another run directory or delete it"
+        )
+    return state
+
+
+def _train_stage(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    spec: RunSpec,
+    index: int,
+    run_dir: Path,
+    progress: _Progress,
+) -> list[dict[str, Any]]:
+    from datasets import Dataset
+    from trl import GRPOTrainer
+
+    stage = spec.schedule.stages[index]
+    by_name = {t.name: t for t in spec.tasks}
+    stage_seed = spec.seed * 1000 + index
+    args = spec.trainer.grpo_config(str(run_dir / "trainer"), max_steps=stage.steps, seed=stage_seed, disable_tqdm=True)
+    batch = args.per_device_train_batch_size * args.gradient_accumulation_steps // args.num_generations
+    rows = _stage_rows(stage, by_name, n=max(stage.steps * batch, 1), seed=stage_seed)
+    model.train()
+    trainer = GRPOTrainer(
+        model=model,
+        processing_class=tokenizer,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        reward_funcs=[by_name[t].reward_function() for t in stage.tasks],
+        callbacks=[progress.for_stage(index)],
+    )
+    trainer.train()
+    offset = sum(s.steps for s in spec.schedule.stages[:index])
+    return [
+        {**row, "stage": index, "global_step": offset + row.get("step", 0)}
+        for row in trainer.state.log_history
+        if "loss" in row or "reward" in row
+    ]
+
+
+def _stage_rows(stage: Stage, tasks: dict[str, Task], *, n: int, seed: int) -> list[dict[str, Any]]:
+    """Training prompts of a stage: one task's train split, or a seeded mix (uniform unless weighted)."""
+    if len(stage.tasks) == 1:
+        return tasks[stage.tasks[0]].rows("train")
+    rng = random.Random(seed)
+    pools = {name: tasks[name].rows("train") for name in stage.tasks}
+    picks = rng.choices(stage.tasks, weights=stage.weights, k=n)
+    return [rng.choice(pools[name]) for name in picks]
+
+
+def _checkpoint(
+    run_dir: Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, state: dict[str, Any]
+) -> None:
+    """Replace ``run_dir/checkpoint`` with the model and state after the stage that just finished, atomically."""
+    tmp, final, old = run_dir / "checkpoint.tmp", run_dir / "checkpoint", run_dir / "checkpoint.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    write_json_atomic(tmp / "state.json", state)
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _record(spec: RunSpec, run_id: str, state: dict[str, Any]) -> dict[str, Any]:
+    final = state["evals"][-1]["scores"]
+    return {
+        "run_id": run_id,
+        "kind": spec.kind,
+        "seed": spec.seed,
+        "schedule": spec.schedule.to_dict(),
+        "schedule_key": spec.schedule.key,
+        "model": spec.model,
+        "suite": [t.name for t in spec.tasks],
+        "evals": state["evals"],
+        "final": final,
+        "mean_final": sum(final.values()) / len(final),
+        "steps": spec.schedule.total_steps,
+        "wall_s": round(state["wall_s"], 2),
+        "train_log": state["train_log"],
+        "versions": versions(),
+    }
+
+
+def _log_eval(tracker: Tracker, entry: dict[str, Any], global_step: int) -> None:
+    metrics = {f"eval/{k}/{task}": v for k in ("scores", "entropy") for task, v in entry[k].items()}
+    metrics["eval/mean_score"] = sum(entry["scores"].values()) / len(entry["scores"])
+    tracker.log(metrics, global_step)
+
+
+class _Progress:
+    """One line per logged step: which run and stage, step, reward, entropy and the run's ETA."""
+
+    def __init__(self, run_id: str, schedule: Schedule, tracker: Tracker) -> None:
+        self.run_id, self.schedule, self.tracker = run_id, schedule, tracker
+        self.total = schedule.total_steps
+        self.started = time.perf_counter()
+        self.steps_run = 0
+
+    def for_stage(self, index: int) -> TrainerCallback:
+        progress, stage = self, self.schedule.stages[index]
+        offset = sum(s.steps for s in self.schedule.stages[:index])
+
+        class _Callback(TrainerCallback):
+            def on_log(
+                self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
+            ) -> None:
+                if not logs or "reward" not in logs:
+                    return
+                progress.steps_run = offset + state.global_step
+                progress.tracker.log(
+                    {f"train/{k}": v for k, v in logs.items() if isinstance(v, (int, float))}, progress.steps_run
+                )
+                elapsed = time.perf_counter() - progress.started
+                done_here = max(progress.steps_run - progress.first_step, 1)
+                eta = elapsed / done_here * (progress.total - progress.steps_run)
+                log.info(
+                    "[%s] stage %d/%d %s step %d/%d | reward %.3f entropy %.3f | run %d/%d steps, ETA %s",
+                    progress.run_id,
+                    index + 1,
+                    len(progress.schedule.stages),
+                    "+".join(stage.tasks),
+                    state.global_step,
+                    stage.steps,
+                    logs["reward"],
+                    logs.get("entropy", float("nan")),
+                    progress.steps_run,
+                    progress.total,
+                    _fmt_s(eta),
+                )
+
+        if not hasattr(self, "first_step"):
+            self.first_step = offset  # steps before this process started (a resumed run) don't count in the rate
+        return _Callback()
+
+
+def _fmt_s(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 60}m{seconds % 60:02d}s"
