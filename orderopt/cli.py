@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from orderopt.config import Config, register_configs
 
-__all__ = ["base_main", "evaluate_base", "format_table"]
+__all__ = ["base_main", "evaluate_base", "format_record", "format_table", "train_from_config", "train_main"]
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 log = logging.getLogger("orderopt")
@@ -52,6 +52,69 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def train_from_config(cfg: Config) -> dict[str, Any]:
+    """Train the schedule (or baseline) ``cfg`` describes, resuming if it was started before; its run record."""
+    from orderopt.baselines import joint_spec, run_merge
+    from orderopt.model import base_model_path
+    from orderopt.schedule import Schedule
+    from orderopt.store import run_dir
+    from orderopt.tasks import build_suite
+    from orderopt.train import RunSpec, run_schedule
+
+    tasks = build_suite(cfg.suite.tasks, cfg.tasks)
+    sched = cfg.schedule
+    schedule = Schedule.from_stages(sched.order or cfg.suite.tasks, sched.steps)
+    if sched.baseline not in (None, "joint", "merge"):
+        raise ValueError(f"schedule.baseline={sched.baseline!r}; use joint, merge or null")
+    schedule.validate(cfg.suite.tasks, require_all=sched.baseline is None)
+    model = base_model_path(cfg.model, tasks)
+    if sched.baseline == "merge":
+        spec = RunSpec(schedule, tasks, model, seed=cfg.seed, kind="baseline", trainer=cfg.trainer)
+        merge_id = f"merge-{sched.merge_method}-" + spec.run_id.split("-", 1)[1]
+        return run_merge(
+            tasks,
+            model,
+            schedule.total_steps,
+            run_dir(cfg.studies_dir, cfg.study, merge_id),
+            seed=cfg.seed,
+            trainer=cfg.trainer,
+            method=sched.merge_method,
+            wandb=cfg.wandb,
+            group=cfg.study,
+        )
+    if sched.baseline == "joint":
+        spec = joint_spec(tasks, model, schedule.total_steps, seed=cfg.seed, trainer=cfg.trainer)
+    else:
+        spec = RunSpec(schedule, tasks, model, seed=cfg.seed, trainer=cfg.trainer)
+    return run_schedule(spec, run_dir(cfg.studies_dir, cfg.study, spec.run_id), group=cfg.study, wandb=cfg.wandb)
+
+
+def format_record(record: dict[str, Any]) -> str:
+    """A run record as a GEM accuracy matrix: rows = after which stage, columns = tasks."""
+    tasks = record["suite"]
+    stages = record["schedule"]["stages"]
+    head = f"{'after':<24}" + "".join(f"{t:>9}" for t in tasks) + f"{'mean':>9}"
+    lines = [
+        f"run {record['run_id']} ({record['kind']}{', ' + record['baseline'] if 'baseline' in record else ''})"
+        f"  seed {record['seed']}  {record['steps']} steps  {record['wall_s']:.0f}s",
+        head,
+    ]
+    for e in record["evals"]:
+        after = e["after"]
+        label = "+".join(stages[after]["tasks"]) + f":{stages[after]['steps']}" if isinstance(after, int) else after
+        scores = [e["scores"][t] for t in tasks]
+        lines.append(f"{label:<24}" + "".join(f"{s:>9.3f}" for s in scores) + f"{sum(scores) / len(scores):>9.3f}")
+    return "\n".join(lines)
+
+
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+def train_main(cfg: DictConfig) -> float:
+    """``orderopt-train``: train one schedule (or a baseline); returns the mean final score (for sweepers)."""
+    record = train_from_config(_typed(cfg))
+    print(format_record(record))
+    return float(record["mean_final"])
+
+
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def base_main(cfg: DictConfig) -> None:
     """``orderopt-base``: build the base model and print the evaluation of every task."""
@@ -66,5 +129,11 @@ def _typed(cfg: DictConfig) -> Config:
     return OmegaConf.to_object(cfg)  # type: ignore[return-value]
 
 
-if __name__ == "__main__":
-    base_main()
+if __name__ == "__main__":  # python -m orderopt.cli [train] <overrides>
+    import sys
+
+    if len(sys.argv) > 1 and sys.argv[1] == "train":
+        sys.argv.pop(1)
+        train_main()
+    else:
+        base_main()

@@ -9,8 +9,9 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from orderopt.model import ModelConfig
+from orderopt.tracking import WandbConfig
 
-__all__ = ["Config", "SuiteConfig", "TrainerConfig", "register_configs"]
+__all__ = ["Config", "ScheduleConfig", "SuiteConfig", "TrainerConfig", "register_configs"]
 
 
 @dataclass
@@ -58,12 +59,27 @@ class TrainerConfig:
 
 
 @dataclass
+class ScheduleConfig:
+    """The schedule ``orderopt-train`` trains: stages in order (a task name, or ``a+b`` to mix tasks in one stage;
+    empty: the suite's order) and their step budgets (one for every stage, or one per stage)."""
+
+    order: list[str] = field(default_factory=list)
+    steps: Any = 50
+    #: null: train the schedule; joint: every task in one stage, same total steps; merge: one model per task, merged
+    baseline: str | None = None
+    merge_method: str = "ties"
+
+
+@dataclass
 class Config:
     """The root config (``conf/config.yaml``)."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     suite: SuiteConfig = field(default_factory=SuiteConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    studies_dir: str = "studies"
     #: task name → that task's config (``type`` picks the implementation; see ``conf/task/``)
     tasks: dict[str, Any] = field(default_factory=dict)
     seed: int = 0

@@ -1,0 +1,165 @@
+"""Real GRPO runs of the tiny model: run records, kill-and-resume, baselines, the train command and multirun."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from orderopt.baselines import joint_spec, run_merge
+from orderopt.config import TrainerConfig
+from orderopt.schedule import Schedule
+from orderopt.train import RunSpec, run_schedule
+
+pytestmark = pytest.mark.slow
+TRAINER = TrainerConfig(per_device_train_batch_size=8, num_generations=4, learning_rate=1e-3)
+RECORD_KEYS = {
+    "run_id",
+    "kind",
+    "seed",
+    "schedule",
+    "model",
+    "suite",
+    "evals",
+    "final",
+    "mean_final",
+    "steps",
+    "wall_s",
+    "train_log",
+    "versions",
+}
+
+
+def _spec(base: tuple[str, list], order: list[str], steps: int = 2, seed: int = 0) -> RunSpec:
+    path, tasks = base
+    return RunSpec(Schedule.curriculum(order, steps), tasks, path, seed=seed, trainer=TRAINER)
+
+
+def _comparable(record: dict) -> dict:
+    """What must not depend on being interrupted: everything but timings."""
+    log = [{k: v for k, v in row.items() if k not in ("step_time", "train_runtime")} for row in record["train_log"]]
+    return {**{k: v for k, v in record.items() if k not in ("wall_s", "train_log")}, "train_log": log}
+
+
+def test_run_record_follows_the_contract(base: tuple[str, list], tmp_path: Path) -> None:
+    spec = _spec(base, ["arith", "strings", "qa", "names"])
+    record = run_schedule(spec, tmp_path / spec.run_id)
+    assert RECORD_KEYS <= set(record)
+    assert [e["after"] for e in record["evals"]] == ["base", 0, 1, 2, 3]
+    for e in record["evals"]:
+        assert set(e["scores"]) == set(e["entropy"]) == {"arith", "strings", "qa", "names"}
+        assert all(0.0 <= s <= 1.0 for s in e["scores"].values())
+    assert record["final"] == record["evals"][-1]["scores"]
+    assert record["steps"] == 8 and record["schedule"]["stages"][0] == {"tasks": ["arith"], "steps": 2}
+    assert {row["stage"] for row in record["train_log"]} == {0, 1, 2, 3}
+    assert max(row["global_step"] for row in record["train_log"]) == 8
+    on_disk = json.loads((tmp_path / spec.run_id / "result.json").read_text())
+    assert on_disk == record
+    assert not (tmp_path / spec.run_id / "checkpoint").exists()
+    # a finished run is not trained again
+    assert run_schedule(spec, tmp_path / spec.run_id) == record
+
+
+def test_same_seed_same_record_and_run_id(base: tuple[str, list], tmp_path: Path) -> None:
+    a = run_schedule(_spec(base, ["qa", "arith"]), tmp_path / "a")
+    b = run_schedule(_spec(base, ["qa", "arith"]), tmp_path / "b")
+    assert _comparable(a) | {"run_id": 0} == _comparable(b) | {"run_id": 0}
+    assert _spec(base, ["qa", "arith"]).run_id == _spec(base, ["qa", "arith"]).run_id
+    assert _spec(base, ["qa", "arith"]).run_id != _spec(base, ["arith", "qa"]).run_id
+
+
+def test_killed_run_resumes_and_ends_with_the_same_record(
+    base: tuple[str, list], cache_dir: str, tmp_path: Path
+) -> None:
+    order = ["arith", "strings", "qa", "names"]
+    reference = run_schedule(_spec(base, order, steps=3), tmp_path / "uninterrupted")
+    killed = tmp_path / "killed"
+    script = (
+        "import sys, json; from tests.test_train import _spec, run_schedule; from conftest_shim import base;"
+        f"run_schedule(_spec(base(), {order!r}, steps=3), {str(killed)!r})"
+    )
+    env = {**os.environ, "ORDEROPT_CACHE": cache_dir, "PYTHONPATH": f"{Path(__file__).parent}:{Path.cwd()}"}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, cwd=Path(__file__).parents[1])
+    state = killed / "checkpoint" / "state.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if state.exists() and len(json.loads(state.read_text())["evals"]) >= 3:  # two stages done
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "result.json").exists()
+    resumed = run_schedule(_spec(base, order, steps=3), killed)
+    assert _comparable(resumed) | {"run_id": 0} == _comparable(reference) | {"run_id": 0}
+
+
+def test_baselines(base: tuple[str, list], tmp_path: Path) -> None:
+    path, tasks = base
+    joint = run_schedule(joint_spec(tasks, path, 8, seed=0, trainer=TRAINER), tmp_path / "joint")
+    assert joint["kind"] == "baseline" and len(joint["schedule"]["stages"]) == 1 and joint["steps"] == 8
+    rewards = {k for row in joint["train_log"] for k in row if k.startswith("rewards/") and k.endswith("/mean")}
+    assert rewards == {f"rewards/{t}_reward/mean" for t in ["arith", "strings", "qa", "names"]}
+    merged = run_merge(tasks, path, 8, tmp_path / "merge", seed=0, trainer=TRAINER)
+    assert merged["baseline"] == "merge" and merged["steps"] == 8
+    assert [e["after"] for e in merged["evals"]] == ["base", "merged"]
+    assert set(merged["parts"]) == {"arith", "strings", "qa", "names"}
+    assert merged["final"] != merged["evals"][0]["scores"]  # merging changed the model
+
+
+def _cli(args: list[str], cwd: Path, cache_dir: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ORDEROPT_CACHE": cache_dir, "WANDB_MODE": "disabled"}
+    return subprocess.run(
+        [sys.executable, "-m", "orderopt.cli", "train", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+SMALL = ["trainer.per_device_train_batch_size=8", "trainer.num_generations=4"]
+
+
+def test_train_command_and_multirun_with_joblib(base: tuple[str, list], cache_dir: str, tmp_path: Path) -> None:
+    proc = _cli(
+        ["schedule.order=[qa,arith+strings,names]", "schedule.steps=[2,3,2]", "study=cli", *SMALL], tmp_path, cache_dir
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "qa:2" in proc.stdout and "arith+strings:3" in proc.stdout
+    assert "stage 2/3 arith+strings step 3/3" in proc.stderr  # progress lines
+    records = list((tmp_path / "studies" / "cli" / "runs").glob("*/result.json"))
+    assert len(records) == 1
+    proc = _cli(
+        [
+            "-m",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            "schedule.order=[names,qa,arith,strings]",
+            "schedule.steps=2",
+            "seed=0,1",
+            "study=multi",
+            *SMALL,
+        ],
+        tmp_path,
+        cache_dir,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seeds = sorted(json.loads(p.read_text())["seed"] for p in (tmp_path / "studies/multi/runs").glob("*/result.json"))
+    assert seeds == [0, 1]
+
+
+def test_train_command_bad_input(tmp_path: Path, cache_dir: str) -> None:
+    proc = _cli(["schedule.order=[arith,qa]"], tmp_path, cache_dir)
+    assert proc.returncode != 0 and "trains no stage of 'strings', 'names'" in proc.stderr
+    proc = _cli(["schedule.steps=[5,0,5,5]"], tmp_path, cache_dir)
+    assert proc.returncode != 0 and "steps=0; steps must be a positive integer" in proc.stderr
+    proc = _cli(["schedule.baseline=mix"], tmp_path, cache_dir)
+    assert proc.returncode != 0 and "schedule.baseline='mix'" in proc.stderr
