@@ -18,6 +18,14 @@ __all__ = ["base_main", "evaluate_base", "format_record", "format_table", "train
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 log = logging.getLogger("orderopt")
 register_configs()
+for _noisy in ("httpx", "datasets", "filelock"):
+    logging.getLogger(_noisy).setLevel(logging.WARNING)
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-load "Loading weights" bars drown our progress lines
 
 
 def evaluate_base(cfg: Config) -> dict[str, dict[str, Any]]:
@@ -110,6 +118,7 @@ def format_record(record: dict[str, Any]) -> str:
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def train_main(cfg: DictConfig) -> float:
     """``orderopt-train``: train one schedule (or a baseline); returns the mean final score (for sweepers)."""
+    _quiet_transformers()
     record = train_from_config(_typed(cfg))
     print(format_record(record))
     return float(record["mean_final"])
@@ -118,6 +127,7 @@ def train_main(cfg: DictConfig) -> float:
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def base_main(cfg: DictConfig) -> None:
     """``orderopt-base``: build the base model and print the evaluation of every task."""
+    _quiet_transformers()
     report = evaluate_base(_typed(cfg))
     out = Path(HydraConfig.get().runtime.output_dir) / "base_eval.json"
     out.write_text(json.dumps(report, indent=1))

@@ -67,11 +67,13 @@ def test_run_record_follows_the_contract(base: tuple[str, list], tmp_path: Path)
 
 
 def test_same_seed_same_record_and_run_id(base: tuple[str, list], tmp_path: Path) -> None:
-    a = run_schedule(_spec(base, ["qa", "arith"]), tmp_path / "a")
-    b = run_schedule(_spec(base, ["qa", "arith"]), tmp_path / "b")
+    order = ["qa", "arith", "names", "strings"]
+    a = run_schedule(_spec(base, order), tmp_path / "a")
+    b = run_schedule(_spec(base, order), tmp_path / "b")
     assert _comparable(a) | {"run_id": 0} == _comparable(b) | {"run_id": 0}
-    assert _spec(base, ["qa", "arith"]).run_id == _spec(base, ["qa", "arith"]).run_id
-    assert _spec(base, ["qa", "arith"]).run_id != _spec(base, ["arith", "qa"]).run_id
+    assert _spec(base, order).run_id == _spec(base, order).run_id
+    assert _spec(base, order).run_id != _spec(base, order[::-1]).run_id
+    assert _spec(base, order).run_id != _spec(base, order, seed=1).run_id
 
 
 def test_killed_run_resumes_and_ends_with_the_same_record(
@@ -134,7 +136,7 @@ def test_train_command_and_multirun_with_joblib(base: tuple[str, list], cache_di
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "qa:2" in proc.stdout and "arith+strings:3" in proc.stdout
-    assert "stage 2/3 arith+strings step 3/3" in proc.stderr  # progress lines
+    assert "stage 2/3 arith+strings step 3/3" in proc.stdout + proc.stderr  # progress lines
     records = list((tmp_path / "studies" / "cli" / "runs").glob("*/result.json"))
     assert len(records) == 1
     proc = _cli(
