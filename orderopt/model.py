@@ -42,13 +42,13 @@ __all__ = ["ModelConfig", "SFTConfig", "base_model_path", "build_tokenizer", "lo
 log = logging.getLogger(__name__)
 
 #: bump when the code that builds the tiny model changes what it produces (invalidates caches)
-BUILD_VERSION = 1
+BUILD_VERSION = 4
 SPECIAL_TOKENS = ["<pad>", "<unk>", "<bos>", "<eos>"]
 
 
 @dataclass
 class SFTConfig:
-    """Warm start: train on demonstrations until every task's dev score reaches ``target``.
+    """Warm start: train on demonstrations until every task's dev score reaches ``target`` or stops improving.
 
     Tasks that already reached it stay in the mix at a lower weight, so they are not forgotten meanwhile.
     """
@@ -61,6 +61,9 @@ class SFTConfig:
     dev_size: int = 64
     #: sampling weight of a task whose dev score already reached ``target`` (others weigh 1)
     done_weight: float = 0.1
+    #: a task also counts as done when its dev score has not risen by min_gain for this many steps
+    patience: int = 500
+    min_gain: float = 0.02
 
 
 @dataclass
@@ -221,6 +224,7 @@ def _warm_start(
     optim = torch.optim.AdamW(model.parameters(), lr=sft.lr, weight_decay=0.0)
     history: list[dict[str, Any]] = []
     weights = {t.name: 1.0 for t in tasks}
+    best = {t.name: (-1.0, 0) for t in tasks}  # best dev score, and the step it was reached
     step = 0
     while step < sft.max_steps:
         model.train()
@@ -239,9 +243,14 @@ def _warm_start(
         }
         history.append({"step": step, "loss": round(loss.item(), 4), "dev": {k: round(v, 3) for k, v in dev.items()}})
         log.info("warm start step %d loss %.3f dev %s", step, loss.item(), history[-1]["dev"])
-        if min(dev.values()) >= sft.target:
+        for name, score in dev.items():
+            if score > best[name][0] + sft.min_gain:
+                best[name] = (score, step)
+        # done: reached the target, or stopped improving (more imitation would only narrow it, as for names)
+        done = {n for n, s in dev.items() if s >= sft.target or step - best[n][1] >= sft.patience}
+        if len(done) == len(dev):
             break
-        weights = {n: 1.0 if s < sft.target else sft.done_weight for n, s in dev.items()}
+        weights = {n: sft.done_weight if n in done else 1.0 for n in dev}
     return history
 
 

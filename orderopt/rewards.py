@@ -18,7 +18,7 @@ import re
 import sqlite3
 import warnings
 from abc import ABC, abstractmethod
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import dataclass
@@ -81,10 +81,12 @@ def _check_unit(score: float, prompt: str, completion: str) -> float:
 
 
 def distinctiveness(prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
-    """For each completion, the fraction of the *other* completions to the same prompt that differ from it.
+    """For each completion, 1 − its mean similarity to the *other* completions for the same prompt.
 
-    1.0 when every completion of the group is unique, 0.0 when the group collapsed to one output; a completion
-    alone in its group counts as distinct.
+    Similarity is 1 for identical texts (after normalising case and spaces) and otherwise the Jaccard overlap of
+    their character bigrams, so near-copies count as partly redundant: 1.0 when every completion of the group is
+    unlike the others, 0.0 when the group collapsed to one output; a completion alone in its group counts as
+    distinct.
 
     Example:
         >>> distinctiveness(["p", "p", "p", "q"], ["a", "a", "b", "a"])
@@ -94,13 +96,24 @@ def distinctiveness(prompts: Sequence[str], completions: Sequence[str]) -> list[
     for i, p in enumerate(prompts):
         groups[p].append(i)
     out = [1.0] * len(prompts)
+    texts = [_normalise(c) for c in completions]
+    grams = [_bigrams(t) for t in texts]
     for idx in groups.values():
         if len(idx) < 2:
             continue
-        counts = Counter(_normalise(completions[i]) for i in idx)
         for i in idx:
-            out[i] = 1.0 - (counts[_normalise(completions[i])] - 1) / (len(idx) - 1)
+            sims = [1.0 if texts[i] == texts[j] else _jaccard(grams[i], grams[j]) for j in idx if j != i]
+            out[i] = 1.0 - sum(sims) / len(sims)
     return out
+
+
+def _bigrams(text: str) -> frozenset[str]:
+    padded = f"^{text}$"
+    return frozenset(padded[k : k + 2] for k in range(len(padded) - 1))
+
+
+def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    return len(a & b) / len(a | b)
 
 
 def _normalise(text: str) -> str:

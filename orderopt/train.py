@@ -101,8 +101,14 @@ def run_schedule(
     run_id = run_id or run_dir.name
     result_path = run_dir / "result.json"
     if result_path.exists():
+        record = read_json(result_path)
+        if (record["schedule_key"], record["seed"], record["model"]) != (spec.schedule.key, spec.seed, spec.model):
+            raise ValueError(
+                f"{result_path} records schedule {record['schedule_key']!r} seed {record['seed']} model "
+                f"{record['model']!r}, not this run's; use another run directory (RunSpec.run_id names one)"
+            )
         log.info("run %s already finished: %s", run_id, result_path)
-        return read_json(result_path)
+        return record
     state = _resume_state(run_dir, spec, run_id)
     done = len(state["evals"]) - 1  # stages finished (evals[0] is the base model)
     model, tokenizer = load_model(str(run_dir / "checkpoint") if done else spec.model)

@@ -23,6 +23,7 @@ from orderopt.rewards import (
     LocalModelJudge,
     OpenAIJudge,
     RubricJudge,
+    distinctiveness,
     judged_scores,
     make_judge,
 )
@@ -426,10 +427,15 @@ def test_make_judge_rejects_bad_values(field: str, value: Any) -> None:
 # judged_scores
 
 
+def test_near_copies_count_as_partly_redundant() -> None:
+    d = distinctiveness(["p"] * 3, ["kavium", "kavion", "zoltar"])
+    assert d[2] > d[0] > 0.0 and d[0] == pytest.approx(d[1])
+
+
 def test_collapsed_group_scores_below_varied_group_of_equal_quality() -> None:
     judge = RubricJudge(lambda p, c: 0.8)
     collapsed = judged_scores(judge, ["p"] * 4, ["The moon hums."] * 4)
-    varied = judged_scores(judge, ["p"] * 4, ["The moon hums.", "Rain on tin.", "A fox.", "Salt wind."])
+    varied = judged_scores(judge, ["p"] * 4, ["ab", "cd", "ef", "gh"])  # not even a character bigram shared
     assert varied == [pytest.approx(0.8)] * 4
     assert all(c is not None and c < min(v for v in varied if v is not None) for c in collapsed)
 
@@ -439,6 +445,6 @@ def test_judged_scores_keeps_marked_samples_none(server: ScriptedServer) -> None
     judge = judge_for(server.url, max_retries=0, on_failure="mark")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        scores = judged_scores(judge, ["p", "p"], ["good", "bad"])
+        scores = judged_scores(judge, ["p", "q"], ["good", "bad"])
     assert scores[1] is None and scores[0] == pytest.approx(0.8)
     assert len(caught) == 2  # the judge's failure, and judged_scores' missing-reward notice

@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from orderopt.tasks import TASK_TYPES, build_suite, build_task
+from orderopt.tasks import TASK_TYPES, Task, build_suite, build_task
+from orderopt.tasks.names import KINDS
 from orderopt.tasks.qa import chosen_option
 
 ALL = list(TASK_TYPES)
@@ -57,26 +58,40 @@ def test_reward_leaves_other_tasks_rows_to_their_own_reward() -> None:
 def test_names_rubric_and_reward() -> None:
     task = build_task("names")
     reward = task.reward_function()
-    prompt = "potion k6:"
+    prompts = ["potion k6:", "potion k7:", "potion k8:", "potion k5:"]  # one completion per prompt: no group effect
     good, wrong, malformed = "kavium", "zzzzzzzzzz", "Kav-ium!"
-    got = reward(prompts=[prompt] * 4, completions=[good, wrong, malformed, ""], answer=[""] * 4, task=["names"] * 4)
-    assert got[0] == pytest.approx(1.0)
-    assert 0.0 < got[1] < 0.5  # wrong: right length neither start nor suffix nor shape
+    got = reward(prompts=prompts, completions=[good, wrong, malformed, ""], answer=[""] * 4, task=["names"] * 4)
+    assert got[0] >= 0.6  # every constraint met, plus whatever originality it has
+    assert 0.0 < got[1] < got[0]  # wrong: neither start, length, suffix nor shape; only its odd letters count
     assert got[2] == 0.0 and got[3] == 0.0
-    stock = next(iter(task.stock_names))
-    assert task.rubric(f"planet {stock[0]}{len(stock)}:", stock) < 1.0  # copying a demonstration is not invention
+    stock = sorted(task.stock_names)[0]
+    kind = next(k for k, sufs in KINDS.items() if stock.endswith(sufs))
+    assert task.rubric(f"{kind} {stock[0]}{len(stock)}:", stock) <= 0.6 + 1e-9  # copying is not invention
+
+
+def _equal_quality_names(task: Task, prompt: str, n: int) -> list[str]:
+    """n different names that the rubric scores the same for ``prompt``."""
+    rng = random.Random(0)
+    by_score: dict[float, list[str]] = {}
+    while True:
+        name = "k" + "".join(rng.choice("aeiou" if i % 2 == 0 else "bdfglmnprstvz") for i in range(3)) + "um"
+        group = by_score.setdefault(round(task.rubric(prompt, name), 9), [])
+        if name not in group:
+            group.append(name)
+        if len(group) == n:
+            return group
 
 
 def test_names_collapsed_outputs_score_below_varied_ones_of_equal_quality() -> None:
     task = build_task("names")
     prompt = "potion k6:"
-    varied = ["kavium", "kobium", "kelium", "kisium", "kamium", "kurium"]
-    assert len({task.rubric(prompt, c) for c in varied}) == 1  # equal quality
+    varied = _equal_quality_names(task, prompt, 6)
     collapsed = [varied[0]] * len(varied)
     s_varied = task.score([prompt] * 6, varied, [""] * 6)
     s_collapsed = task.score([prompt] * 6, collapsed, [""] * 6)
     assert sum(s_collapsed) / 6 < sum(s_varied) / 6  # type: ignore[arg-type]
-    assert sum(s_varied) / 6 == pytest.approx(1.0)  # type: ignore[arg-type]
+    quality = task.rubric(prompt, varied[0])
+    assert s_collapsed == [pytest.approx(quality * 0.5)] * 6  # quality x (1 - distinct_weight)
 
 
 @pytest.mark.parametrize("k", [3, 4, 5])

@@ -34,7 +34,8 @@ RUBRIC_TEXT = (
     "The user asked for a newly invented name. The prompt reads '<kind> <letter><length>:'. A good name is "
     "lowercase letters only, starts with <letter>, has <length> letters, ends with a suffix typical of <kind> "
     f"({'; '.join(f'{k}: -{chr(47).join(s)}' for k, s in KINDS.items())}), is pronounceable (never three vowels "
-    "or three consonants in a row) and is not a stock name. Judge how well the name meets all of this."
+    "or three consonants in a row) and, above all, original: unlike stock names, with unusual letter "
+    "combinations. Judge how well the name meets all of this."
 )
 
 
@@ -92,8 +93,14 @@ class Names(Task):
         prompt = f"{kind} {letter}{length}:"
         return Example(prompt=prompt, answer="", demo=_demo(rng, letter, length, kind))
 
+    @cached_property
+    def stock_trigrams(self) -> frozenset[str]:
+        return frozenset(g for name in self.stock_names for g in _trigrams(name))
+
     def rubric(self, prompt: str, completion: str) -> float:
-        """The built-in judge's rubric: five criteria worth 0.2 each; 0 unless the name is 1–16 letters a–z."""
+        """The built-in judge's rubric, 0 unless the name is 1–16 letters a–z: starts right, length, the kind's
+        suffix and pronounceable (0.15 each) and originality (0.4): the share of its letter trigrams that no stock
+        name has — a judge of invention prefers what the demonstrations did not already say."""
         match = _PROMPT.match(prompt)
         if match is None:
             raise ValueError(f"not a names prompt: {prompt!r}")
@@ -102,16 +109,26 @@ class Names(Task):
         if not re.fullmatch(r"[a-z]{1,16}", name):
             return 0.0
         length_ok = 1.0 if len(name) == length else 0.5 if abs(len(name) - length) == 1 else 0.0
-        return 0.2 * (
-            float(name.startswith(letter))
-            + length_ok
-            + float(name.endswith(KINDS.get(kind, ())))
-            + float(_pronounceable(name))
-            + float(name not in self.stock_names)
+        grams = _trigrams(name)
+        originality = 0.0 if name in self.stock_names else sum(g not in self.stock_trigrams for g in grams) / len(grams)
+        return (
+            0.15
+            * (
+                float(name.startswith(letter))
+                + length_ok
+                + float(name.endswith(KINDS.get(kind, ())))
+                + float(_pronounceable(name))
+            )
+            + 0.4 * originality
         )
 
     def score(self, prompts: Sequence[str], completions: Sequence[str], answers: Sequence[str]) -> list[float | None]:
         return judged_scores(self.judge, prompts, completions, distinct_weight=self.cfg.judge.distinct_weight)
+
+
+def _trigrams(name: str) -> list[str]:
+    padded = f"^{name}$"
+    return [padded[k : k + 3] for k in range(len(padded) - 2)]
 
 
 def _pronounceable(name: str) -> bool:
