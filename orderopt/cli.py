@@ -13,7 +13,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from orderopt.config import Config, register_configs
 
-__all__ = ["base_main", "evaluate_base", "format_record", "format_table", "train_from_config", "train_main"]
+__all__ = [
+    "base_main",
+    "evaluate_base",
+    "format_record",
+    "format_table",
+    "report_main",
+    "train_from_config",
+    "train_main",
+]
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 log = logging.getLogger("orderopt")
@@ -124,6 +132,33 @@ def train_main(cfg: DictConfig) -> float:
     return float(record["mean_final"])
 
 
+def report_from_config(cfg: Config) -> tuple[str, Path]:
+    """Summarise the study's run records: a table (printed and saved) and a figure beside them."""
+    from orderopt.report import entropy_table, format_summary, load_records, order_effect, plot_summary, summarize
+    from orderopt.store import study_dir, write_json_atomic
+
+    where = study_dir(cfg.studies_dir, cfg.study)
+    records = load_records(where)
+    rows = summarize(records)
+    entropy = entropy_table(records)
+    text = format_summary(rows, entropy)
+    write_json_atomic(
+        where / "summary.json",
+        {"schedules": rows, "entropy": entropy, "order_effect": order_effect(rows) if len(rows) > 1 else None},
+    )
+    (where / "summary.txt").write_text(text + "\n")
+    figure = plot_summary(rows, where / "summary.png")
+    return text, figure
+
+
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+def report_main(cfg: DictConfig) -> None:
+    """``orderopt-report``: summarise a study's runs (table, order effect, entropy per stage, figure)."""
+    text, figure = report_from_config(_typed(cfg))
+    print(text)
+    print(f"written: {figure.parent / 'summary.txt'}, {figure}")
+
+
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def base_main(cfg: DictConfig) -> None:
     """``orderopt-base``: build the base model and print the evaluation of every task."""
@@ -142,8 +177,5 @@ def _typed(cfg: DictConfig) -> Config:
 if __name__ == "__main__":  # python -m orderopt.cli [train] <overrides>
     import sys
 
-    if len(sys.argv) > 1 and sys.argv[1] == "train":
-        sys.argv.pop(1)
-        train_main()
-    else:
-        base_main()
+    command = sys.argv.pop(1) if len(sys.argv) > 1 and sys.argv[1] in ("train", "report") else "base"
+    {"train": train_main, "report": report_main, "base": base_main}[command]()

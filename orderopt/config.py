@@ -30,8 +30,8 @@ class TrainerConfig:
     use_cpu: bool = True
     bf16: bool = False
     gradient_checkpointing: bool = False
-    learning_rate: float = 1e-4
-    per_device_train_batch_size: int = 16
+    learning_rate: float = 3e-4
+    per_device_train_batch_size: int = 32
     gradient_accumulation_steps: int = 1
     num_generations: int = 8
     max_completion_length: int = 14
@@ -64,7 +64,7 @@ class ScheduleConfig:
     empty: the suite's order) and their step budgets (one for every stage, or one per stage)."""
 
     order: list[str] = field(default_factory=list)
-    steps: Any = 50
+    steps: Any = 100
     #: null: train the schedule; joint: every task in one stage, same total steps; merge: one model per task, merged
     baseline: str | None = None
     merge_method: str = "ties"

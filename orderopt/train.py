@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+from transformers.trainer_callback import PrinterCallback
 
 from orderopt.config import TrainerConfig
 from orderopt.evaluate import evaluate_task
@@ -148,7 +149,8 @@ def run_schedule(
     if keep_model:  # e.g. the per-task models a merging baseline merges
         shutil.rmtree(run_dir / "model", ignore_errors=True)
         (run_dir / "checkpoint").rename(run_dir / "model")
-    shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)  # the record is what lasts; weights are large
+    for scratch in ("checkpoint", "trainer"):  # the record is what lasts; weights are large
+        shutil.rmtree(run_dir / scratch, ignore_errors=True)
     log.info("run %s done: mean final %.3f in %.0fs -> %s", run_id, record["mean_final"], record["wall_s"], result_path)
     return record
 
@@ -214,6 +216,7 @@ def _train_stage(
         reward_funcs=[by_name[t].reward_function() for t in stage.tasks],
         callbacks=[progress.for_stage(index)],
     )
+    trainer.remove_callback(PrinterCallback)  # our progress line replaces its raw dict per step
     trainer.train()
     offset = sum(s.steps for s in spec.schedule.stages[:index])
     return [

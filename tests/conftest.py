@@ -18,10 +18,8 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="session")
 def base(cache_dir: str) -> tuple[str, list]:
     """The default suite and its embedded base model (built once per session, or loaded from the cache)."""
-    from orderopt.model import ModelConfig, base_model_path
-    from orderopt.tasks import build_suite
+    from support import base as build_base
 
-    tasks = build_suite(["arith", "strings", "qa", "names"])
-    path = base_model_path(ModelConfig(cache_dir=cache_dir), tasks)
+    path, tasks = build_base(cache_dir)
     assert Path(path, "build.json").exists()
     return path, tasks

@@ -83,7 +83,7 @@ def test_killed_run_resumes_and_ends_with_the_same_record(
     reference = run_schedule(_spec(base, order, steps=3), tmp_path / "uninterrupted")
     killed = tmp_path / "killed"
     script = (
-        "import sys, json; from tests.test_train import _spec, run_schedule; from conftest_shim import base;"
+        "import sys, json; from tests.test_train import _spec, run_schedule; from support import base;"
         f"run_schedule(_spec(base(), {order!r}, steps=3), {str(killed)!r})"
     )
     env = {**os.environ, "ORDEROPT_CACHE": cache_dir, "PYTHONPATH": f"{Path(__file__).parent}:{Path.cwd()}"}
@@ -165,3 +165,24 @@ def test_train_command_bad_input(tmp_path: Path, cache_dir: str) -> None:
     assert proc.returncode != 0 and "steps=0; steps must be a positive integer" in proc.stderr
     proc = _cli(["schedule.baseline=mix"], tmp_path, cache_dir)
     assert proc.returncode != 0 and "schedule.baseline='mix'" in proc.stderr
+
+
+def test_wandb_offline_run_is_syncable(base: tuple[str, list], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from orderopt.tracking import WandbConfig
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    spec = _spec(base, ["arith", "strings", "qa", "names"])
+    run_schedule(spec, tmp_path / "run", wandb=WandbConfig(project="orderopt-test"), group="wandb-test")
+    offline = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1 and list(offline[0].glob("*.wandb"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "wandb", "sync", "--dry-run", str(offline[0])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "WANDB_MODE": "offline"},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert spec.run_id in proc.stdout + proc.stderr or offline[0].name in proc.stdout + proc.stderr

@@ -1,0 +1,137 @@
+"""Summaries of a study's run records: per-schedule means over seeds, the order effect, and entropy per stage."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from orderopt.store import read_json
+
+__all__ = ["entropy_table", "format_summary", "load_records", "order_effect", "plot_summary", "summarize"]
+
+
+def load_records(study_dir: str | Path) -> list[dict[str, Any]]:
+    """Every finished run record under ``<study_dir>/runs``."""
+    paths = sorted(Path(study_dir).glob("runs/*/result.json"))
+    if not paths:
+        raise ValueError(f"no run records under {Path(study_dir) / 'runs'}; train some runs first (orderopt-train)")
+    return [read_json(p) for p in paths]
+
+
+def _label(record: dict[str, Any]) -> str:
+    return f"{record['baseline']}:{record['schedule_key']}" if "baseline" in record else record["schedule_key"]
+
+
+def summarize(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per schedule: mean and seed std of the mean final score and of each task's, best first."""
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        groups[_label(r)].append(r)
+    rows = []
+    for label, runs in groups.items():
+        means = [r["mean_final"] for r in runs]
+        tasks = runs[0]["suite"]
+        rows.append(
+            {
+                "schedule": label,
+                "kind": runs[0]["kind"],
+                "seeds": sorted(r["seed"] for r in runs),
+                "mean": statistics.fmean(means),
+                "std": statistics.stdev(means) if len(means) > 1 else 0.0,
+                "tasks": {
+                    t: (
+                        statistics.fmean(r["final"][t] for r in runs),
+                        statistics.stdev(r["final"][t] for r in runs) if len(runs) > 1 else 0.0,
+                    )
+                    for t in tasks
+                },
+                "wall_s": statistics.median(r["wall_s"] for r in runs),
+            }
+        )
+    return sorted(rows, key=lambda row: -row["mean"])
+
+
+def order_effect(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Spread of the mean final score across schedules vs the seed noise (pooled seed std)."""
+    means = [r["mean"] for r in rows]
+    seed_std = statistics.fmean(r["std"] for r in rows) if rows else float("nan")
+    return {
+        "best": max(means),
+        "worst": min(means),
+        "spread": max(means) - min(means),
+        "std_across_schedules": statistics.stdev(means) if len(means) > 1 else 0.0,
+        "seed_std": seed_std,
+    }
+
+
+def entropy_table(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """For every task: mean policy entropy just before and just after its own stage (one-task stages only)."""
+    before: dict[str, list[float]] = defaultdict(list)
+    after: dict[str, list[float]] = defaultdict(list)
+    for r in records:
+        if "baseline" in r:
+            continue
+        evals = r["evals"]
+        for i, stage in enumerate(r["schedule"]["stages"]):
+            if len(stage["tasks"]) == 1:
+                task = stage["tasks"][0]
+                before[task].append(evals[i]["entropy"][task])  # evals[i] is the eval before stage i
+                after[task].append(evals[i + 1]["entropy"][task])
+    return {
+        t: {
+            "before": statistics.fmean(before[t]),
+            "after": statistics.fmean(after[t]),
+            "change": statistics.fmean(after[t]) - statistics.fmean(before[t]),
+            "n": len(before[t]),
+        }
+        for t in before
+    }
+
+
+def format_summary(rows: Sequence[dict[str, Any]], entropy: dict[str, dict[str, float]] | None = None) -> str:
+    tasks = list(rows[0]["tasks"]) if rows else []
+    lines = [f"{'schedule':<44}{'seeds':>6}{'mean':>15}" + "".join(f"{t:>15}" for t in tasks)]
+    for r in rows:
+        cells = "".join(f"{m:>8.3f} ±{s:.3f}" for m, s in r["tasks"].values())
+        lines.append(f"{r['schedule'][:43]:<44}{len(r['seeds']):>6}{r['mean']:>8.3f} ±{r['std']:.3f}{cells}")
+    if len(rows) > 1:
+        eff = order_effect(rows)
+        lines.append(
+            f"\nbest {eff['best']:.3f}  worst {eff['worst']:.3f}  spread {eff['spread']:.3f}  "
+            f"std across schedules {eff['std_across_schedules']:.3f}  mean seed std {eff['seed_std']:.3f}"
+        )
+    if entropy:
+        lines.append(f"\n{'task':<10}{'entropy before own stage':>26}{'after':>10}{'change':>10}{'n':>5}")
+        for t, e in entropy.items():
+            lines.append(f"{t:<10}{e['before']:>26.3f}{e['after']:>10.3f}{e['change']:>+10.3f}{e['n']:>5}")
+    return "\n".join(lines)
+
+
+def plot_summary(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """Mean final score of every schedule, sorted, with seed std error bars (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ordered = sorted(rows, key=lambda r: r["mean"])
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(ordered) + 1.5))
+    ax.barh(
+        range(len(ordered)),
+        [r["mean"] for r in ordered],
+        xerr=[r["std"] for r in ordered],
+        capsize=3,
+        color=["tab:orange" if r["kind"] == "baseline" else "tab:blue" for r in ordered],
+    )
+    ax.set_yticks(range(len(ordered)), [r["schedule"][:40] for r in ordered], fontsize=7)
+    ax.set_xlabel("mean final score over tasks (± seed std)")
+    lo = min(r["mean"] - r["std"] for r in ordered)
+    ax.set_xlim(max(0.0, lo - 0.05), min(1.0, max(r["mean"] + r["std"] for r in ordered) + 0.05))
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
