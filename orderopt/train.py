@@ -130,7 +130,9 @@ def run_schedule(
     )
     try:
         if not done:
+            start = time.perf_counter()
             state["evals"][0] = {"after": "base", **evaluate_all(model, tokenizer, spec.tasks, spec.seed)}
+            state["wall_s"] += time.perf_counter() - start
             _log_eval(tracker, state["evals"][0], 0)
         progress = _Progress(run_id, spec.schedule, tracker)
         for index in range(done, len(spec.schedule.stages)):

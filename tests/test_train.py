@@ -156,6 +156,18 @@ def test_train_command_and_multirun_with_joblib(base: tuple[str, list], cache_di
     assert proc.returncode == 0, proc.stderr[-3000:]
     seeds = sorted(json.loads(p.read_text())["seed"] for p in (tmp_path / "studies/multi/runs").glob("*/result.json"))
     assert seeds == [0, 1]
+    report = subprocess.run(
+        [sys.executable, "-m", "orderopt.cli", "report", "study=multi"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "names>qa>arith>strings" in report.stdout.replace(":2", "") and "entropy before own stage" in report.stdout
+    summary = json.loads((tmp_path / "studies/multi/summary.json").read_text())
+    assert summary["schedules"][0]["seeds"] == [0, 1]
+    assert (tmp_path / "studies/multi/summary.png").stat().st_size > 1000
 
 
 def test_train_command_bad_input(tmp_path: Path, cache_dir: str) -> None:
