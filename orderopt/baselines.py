@@ -69,7 +69,7 @@ def run_merge(
     base_model.load_state_dict(
         merge_state_dicts(base_model.state_dict(), tuned, method=method, density=density, scale=scale)
     )
-    merged = {"after": "merged", **evaluate_all(base_model, tokenizer, tasks, seed)}
+    merged: dict[str, Any] = {"after": "merged", **evaluate_all(base_model, tokenizer, tasks, seed)}
     final = merged["scores"]
     record = {
         "run_id": run_dir.name,

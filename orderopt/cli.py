@@ -36,7 +36,7 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()  # per-load "Loading weights" bars drown our progress lines
 
 
-def evaluate_base(cfg: Config) -> dict[str, dict[str, Any]]:
+def evaluate_base(cfg: Config) -> dict[str, Any]:
     """Build (or load) the base model of ``cfg`` and evaluate it on every task of the suite."""
     from orderopt.evaluate import evaluate_task
     from orderopt.model import base_model_path, load_model
@@ -45,7 +45,7 @@ def evaluate_base(cfg: Config) -> dict[str, dict[str, Any]]:
     tasks = build_suite(cfg.suite.tasks, cfg.tasks)
     path = base_model_path(cfg.model, tasks)
     model, tokenizer = load_model(path)
-    results = {}
+    results: dict[str, dict[str, Any]] = {}
     for task in tasks:
         res = evaluate_task(model, tokenizer, task, seed=cfg.seed)
         log.info("evaluated %s: score %.3f entropy %.3f", task.name, res.score, res.entropy)

@@ -59,7 +59,7 @@ def generate(
         sampling = (
             {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0} if samples > 1 else {"do_sample": False}
         )
-        out = model.generate(
+        out = model.generate(  # type: ignore[operator]
             **enc,
             max_new_tokens=max_new_tokens,
             num_return_sequences=samples,
@@ -80,7 +80,7 @@ def generate(
             n_tok = int(alive[row].sum())
             entropies.append(float(ent[row, :n_tok].mean()) if n_tok else 0.0)
             truncated.append(not bool(is_eos[row].any()))
-            completions.append(tokenizer.decode(new[row, :n_tok], skip_special_tokens=True))
+            completions.append(str(tokenizer.decode(new[row, :n_tok], skip_special_tokens=True)))
     return completions, entropies, truncated
 
 

@@ -140,7 +140,7 @@ def load_model(name_or_path: str, *, device: str = "cpu") -> tuple[PreTrainedMod
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model.to(device)
+    model.to(device)  # type: ignore[arg-type]
     model.eval()
     model.config.use_cache = True
     return model, tokenizer

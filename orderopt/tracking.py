@@ -43,7 +43,7 @@ class Tracker:
             resume="allow",  # a resumed training run continues its wandb run
             config=config,
             dir=cfg.dir or dir,
-            mode=mode,
+            mode=mode,  # type: ignore[arg-type]
             reinit="finish_previous",
         )
         self._run.define_metric("global_step")

@@ -37,7 +37,7 @@ def build_task(name: str, cfg: Mapping[str, Any] | TaskConfig | None = None) -> 
         raise ValueError(f"unknown task type {kind!r} for task {name!r}; known task types: {', '.join(TASK_TYPES)}")
     schema = OmegaConf.structured(CONFIG_TYPES[kind])
     try:
-        typed = OmegaConf.to_object(OmegaConf.merge(schema, {**raw, "type": kind}))
+        typed = OmegaConf.to_object(OmegaConf.merge(schema, dict(raw, type=kind)))
     except Exception as err:  # omegaconf's errors name the key; add which task it was
         raise ValueError(f"bad config for task {name!r}: {err}") from err
     task = TASK_TYPES[kind](name, typed)  # type: ignore[arg-type]
