@@ -128,6 +128,7 @@ def plot_summary(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
     )
     ax.set_yticks(range(len(ordered)), [r["schedule"][:40] for r in ordered], fontsize=7)
     ax.set_xlabel("mean final score over tasks (± seed std)")
+    ax.set_title(f"{len(ordered)} schedules, best on top (blue: trained schedules, orange: baselines)", fontsize=9)
     lo = min(r["mean"] - r["std"] for r in ordered)
     ax.set_xlim(max(0.0, lo - 0.05), min(1.0, max(r["mean"] + r["std"] for r in ordered) + 0.05))
     fig.tight_layout()
