@@ -25,7 +25,13 @@ log = logging.getLogger(__name__)
 def joint_spec(tasks: Sequence[Task], model: str, total_steps: int, *, seed: int, trainer: TrainerConfig) -> RunSpec:
     """Joint training: one stage mixing every task uniformly for ``total_steps``."""
     return RunSpec(
-        Schedule.joint([t.name for t in tasks], total_steps), tasks, model, seed=seed, kind="baseline", trainer=trainer
+        Schedule.joint([t.name for t in tasks], total_steps),
+        tasks,
+        model,
+        seed=seed,
+        kind="baseline",
+        trainer=trainer,
+        baseline="joint",
     )
 
 
@@ -64,6 +70,7 @@ def run_merge(
             spec, part_dir, run_id=f"{run_dir.name}-{task.name}", group=group, wandb=wandb, keep_model=True
         )
         parts.append((part_dir / "model", rec))
+    schedule = Schedule.from_stages([t.name for t in tasks], steps)  # the per-task runs, side by side
     base_model, tokenizer = load_model(model)
     tuned = [load_model(str(path))[0].state_dict() for path, _ in parts]
     base_model.load_state_dict(
@@ -77,7 +84,8 @@ def run_merge(
         "baseline": "merge",
         "merge": {"method": method, "density": density, "scale": scale},
         "seed": seed,
-        "schedule": Schedule.from_stages([t.name for t in tasks], steps).to_dict(),
+        "schedule": schedule.to_dict(),
+        "schedule_key": schedule.key,
         "model": model,
         "suite": [t.name for t in tasks],
         "evals": [parts[0][1]["evals"][0], merged],

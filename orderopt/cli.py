@@ -144,7 +144,7 @@ def report_from_config(cfg: Config) -> tuple[str, Path]:
     text = format_summary(rows, entropy)
     write_json_atomic(
         where / "summary.json",
-        {"schedules": rows, "entropy": entropy, "order_effect": order_effect(rows) if len(rows) > 1 else None},
+        {"schedules": rows, "entropy": entropy, "order_effect": order_effect(rows) or None},
     )
     (where / "summary.txt").write_text(text + "\n")
     figure = plot_summary(rows, where / "summary.png")

@@ -55,7 +55,10 @@ def summarize(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def order_effect(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """Spread of the mean final score across schedules vs the seed noise (pooled seed std)."""
+    """Spread of the mean final score across trained schedules (baselines left out) vs the seed noise."""
+    rows = [r for r in rows if r["kind"] != "baseline"]
+    if not rows:
+        return {}
     means = [r["mean"] for r in rows]
     seed_std = statistics.fmean(r["std"] for r in rows) if rows else float("nan")
     return {

@@ -46,6 +46,8 @@ class RunSpec:
     seed: int = 0
     kind: str = "full"
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    #: which baseline this run is ("joint"), recorded as the record's ``baseline``
+    baseline: str | None = None
 
     @property
     def run_id(self) -> str:
@@ -271,6 +273,7 @@ def _record(spec: RunSpec, run_id: str, state: dict[str, Any]) -> dict[str, Any]
         "wall_s": round(state["wall_s"], 2),
         "train_log": state["train_log"],
         "versions": versions(),
+        **({"baseline": spec.baseline} if spec.baseline else {}),
     }
 
 

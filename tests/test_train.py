@@ -105,11 +105,13 @@ def test_killed_run_resumes_and_ends_with_the_same_record(
 def test_baselines(base: tuple[str, list], tmp_path: Path) -> None:
     path, tasks = base
     joint = run_schedule(joint_spec(tasks, path, 8, seed=0, trainer=TRAINER), tmp_path / "joint")
-    assert joint["kind"] == "baseline" and len(joint["schedule"]["stages"]) == 1 and joint["steps"] == 8
+    assert joint["kind"] == "baseline" and joint["baseline"] == "joint"
+    assert len(joint["schedule"]["stages"]) == 1 and joint["steps"] == 8
     rewards = {k for row in joint["train_log"] for k in row if k.startswith("rewards/") and k.endswith("/mean")}
     assert rewards == {f"rewards/{t}_reward/mean" for t in ["arith", "strings", "qa", "names"]}
     merged = run_merge(tasks, path, 8, tmp_path / "merge", seed=0, trainer=TRAINER)
     assert merged["baseline"] == "merge" and merged["steps"] == 8
+    assert RECORD_KEYS <= set(merged) and RECORD_KEYS <= set(joint)
     assert [e["after"] for e in merged["evals"]] == ["base", "merged"]
     assert set(merged["parts"]) == {"arith", "strings", "qa", "names"}
     assert merged["final"] != merged["evals"][0]["scores"]  # merging changed the model
