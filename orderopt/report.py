@@ -100,10 +100,10 @@ def format_summary(rows: Sequence[dict[str, Any]], entropy: dict[str, dict[str, 
     for r in rows:
         cells = "".join(f"{m:>8.3f} ±{s:.3f}" for m, s in r["tasks"].values())
         lines.append(f"{r['schedule'][:43]:<44}{len(r['seeds']):>6}{r['mean']:>8.3f} ±{r['std']:.3f}{cells}")
-    if len(rows) > 1:
-        eff = order_effect(rows)
+    eff = order_effect(rows)
+    if eff:
         lines.append(
-            f"\nbest {eff['best']:.3f}  worst {eff['worst']:.3f}  spread {eff['spread']:.3f}  "
+            f"\ntrained schedules (baselines left out): best {eff['best']:.3f}  worst {eff['worst']:.3f}  spread {eff['spread']:.3f}  "
             f"std across schedules {eff['std_across_schedules']:.3f}  mean seed std {eff['seed_std']:.3f}"
         )
     if entropy:
