@@ -103,7 +103,8 @@ def format_summary(rows: Sequence[dict[str, Any]], entropy: dict[str, dict[str, 
     eff = order_effect(rows)
     if eff:
         lines.append(
-            f"\ntrained schedules (baselines left out): best {eff['best']:.3f}  worst {eff['worst']:.3f}  spread {eff['spread']:.3f}  "
+            "\ntrained schedules (baselines left out): "
+            f"best {eff['best']:.3f}  worst {eff['worst']:.3f}  spread {eff['spread']:.3f}  "
             f"std across schedules {eff['std_across_schedules']:.3f}  mean seed std {eff['seed_std']:.3f}"
         )
     if entropy:
