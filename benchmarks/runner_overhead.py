@@ -75,7 +75,9 @@ def main() -> None:
     trainer = TrainerConfig()
     times: dict[str, list[float]] = {"plain": [], "runner": [], "eval": []}
     for i in range(args.repeats):
-        times["plain"].append(plain(path, task, trainer, args.steps, seed=i))
+        # the runner seeds stage k of a run with seed 1000 * seed + k: give plain training the very same seed, so
+        # both train the same trajectory (same samples, same completion lengths)
+        times["plain"].append(plain(path, task, trainer, args.steps, seed=1000 * i))
         times["runner"].append(runner(path, tasks, task, trainer, args.steps, seed=i))
         times["eval"].append(evaluation(path, tasks, seed=i))
         print(f"repeat {i + 1}/{args.repeats}: " + "  ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()), flush=True)
