@@ -174,6 +174,9 @@ def evaluate_all(
 
 
 def _resume_state(run_dir: Path, spec: RunSpec, run_id: str) -> dict[str, Any]:
+    old = run_dir / "checkpoint.old"
+    if old.exists() and not (run_dir / "checkpoint").exists():  # killed between the two renames of _checkpoint
+        old.rename(run_dir / "checkpoint")
     state_path = run_dir / "checkpoint" / "state.json"
     fresh = {
         "run_id": run_id,
