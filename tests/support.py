@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import Any
 
 
 def base(cache_dir: str | None = None) -> tuple[str, list]:
@@ -13,3 +15,25 @@ def base(cache_dir: str | None = None) -> tuple[str, list]:
     tasks = build_suite(["arith", "strings", "qa", "names"])
     path = base_model_path(ModelConfig(cache_dir=cache_dir or os.environ["ORDEROPT_CACHE"]), tasks)
     return path, tasks
+
+
+def save_random_lm(path: str | Path, tokenizer: Any, *, hidden: int = 32, layers: int = 1) -> str:
+    """A real (randomly initialised, seeded) Llama causal LM with ``tokenizer``, saved to ``path``: for tests of
+    code that loads a model, where the weights do not matter."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)

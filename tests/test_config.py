@@ -8,7 +8,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from transformers import LlamaConfig, LlamaForCausalLM
+from support import save_random_lm
 
 from orderopt.cli import CONF_DIR, _typed
 from orderopt.config import Config
@@ -25,20 +25,7 @@ SELECT = {"task": "task@tasks.arith", "judge": "judge@tasks.names.judge"}
 def judge_model(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A small real causal LM on disk for the local judge (random weights: only loading is under test)."""
     path = tmp_path_factory.mktemp("judge")
-    tok = build_tokenizer()
-    torch.manual_seed(0)
-    LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(tok),
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-        )
-    ).save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
+    return save_random_lm(path, build_tokenizer(), hidden=16)
 
 
 def _options() -> list[tuple[str, str]]:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from omegaconf import OmegaConf
+from support import save_random_lm
 
 from orderopt.rewards import (
     JudgeConfig,
@@ -306,28 +307,15 @@ def test_openai_judge_rejects_bad_settings(kwargs: dict[str, Any]) -> None:
 
 
 def save_tiny_lm(path: Path, chars: str) -> Path:
-    import torch
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     vocab = {"[PAD]": 0, "[UNK]": 1, **{c: i + 2 for i, c in enumerate(dict.fromkeys(chars))}}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     tok.decoder = decoders.Fuse()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]")
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=1024,
-        pad_token_id=0,
-    )
-    LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
+    save_random_lm(path, tokenizer, layers=2)
     return path
 
 
