@@ -42,7 +42,7 @@ __all__ = ["ModelConfig", "SFTConfig", "base_model_path", "build_tokenizer", "lo
 log = logging.getLogger(__name__)
 
 #: bump when the code that builds the tiny model changes what it produces (invalidates caches)
-BUILD_VERSION = 4
+BUILD_VERSION = 6
 SPECIAL_TOKENS = ["<pad>", "<unk>", "<bos>", "<eos>"]
 
 
@@ -61,9 +61,11 @@ class SFTConfig:
     dev_size: int = 64
     #: sampling weight of a task whose dev score already reached ``target`` (others weigh 1)
     done_weight: float = 0.1
-    #: a task also counts as done when its dev score has not risen by min_gain for this many steps
+    #: a task also counts as done when its dev score is at least ``floor`` and has not risen by ``min_gain`` for
+    #: ``patience`` steps
     patience: int = 500
     min_gain: float = 0.02
+    floor: float = 0.25
 
 
 @dataclass
@@ -247,7 +249,9 @@ def _warm_start(
             if score > best[name][0] + sft.min_gain:
                 best[name] = (score, step)
         # done: reached the target, or stopped improving (more imitation would only narrow it, as for names)
-        done = {n for n, s in dev.items() if s >= sft.target or step - best[n][1] >= sft.patience}
+        done = {
+            n for n, s in dev.items() if s >= sft.target or (s >= sft.floor and step - best[n][1] >= sft.patience)
+        }
         if len(done) == len(dev):
             break
         weights = {n: sft.done_weight if n in done else 1.0 for n in dev}

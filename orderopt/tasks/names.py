@@ -28,7 +28,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "ship": ("ur", "ad"),
 }
 CONSONANTS, VOWELS = "bdfgklmnprstvz", "aeiou"
-DEMO_QUALITY = 0.3  # chance that a demonstration meets the length / suffix criterion
+DEMO_QUALITY = 0.9  # chance that a demonstration meets the length / suffix criterion
 _PROMPT = re.compile(r"^(\w+) ([a-z])(\d+):$")
 RUBRIC_TEXT = (
     "The user asked for a newly invented name. The prompt reads '<kind> <letter><length>:'. A good name is "
@@ -99,7 +99,7 @@ class Names(Task):
 
     def rubric(self, prompt: str, completion: str) -> float:
         """The built-in judge's rubric, 0 unless the name is 1–16 letters a–z: starts right, length, the kind's
-        suffix and pronounceable (0.15 each) and originality (0.4): the share of its letter trigrams that no stock
+        suffix and pronounceable (0.1 each) and originality (0.6): the share of its letter trigrams that no stock
         name has — a judge of invention prefers what the demonstrations did not already say."""
         match = _PROMPT.match(prompt)
         if match is None:
@@ -112,14 +112,14 @@ class Names(Task):
         grams = _trigrams(name)
         originality = 0.0 if name in self.stock_names else sum(g not in self.stock_trigrams for g in grams) / len(grams)
         return (
-            0.15
+            0.1
             * (
                 float(name.startswith(letter))
                 + length_ok
                 + float(name.endswith(KINDS.get(kind, ())))
                 + float(_pronounceable(name))
             )
-            + 0.4 * originality
+            + 0.6 * originality
         )
 
     def score(self, prompts: Sequence[str], completions: Sequence[str], answers: Sequence[str]) -> list[float | None]:
@@ -142,7 +142,7 @@ def _demo(rng: random.Random, letter: str, length: int, kind: str) -> str:
         length = max(3, length + rng.choice((-2, -1, 1, 2)))
     own = rng.random() < DEMO_QUALITY
     suffix = rng.choice(KINDS[kind] if own else [s for k, ss in KINDS.items() if k != kind for s in ss])
-    tidy = rng.random() < 0.7
+    tidy = rng.random() < DEMO_QUALITY
     body = letter
     while len(body) < length - len(suffix):
         pool = CONSONANTS if body[-1] in VOWELS or not tidy else rng.choice((CONSONANTS, VOWELS))
