@@ -12,9 +12,9 @@ from orderopt.tasks.base import Example, Task, TaskConfig, exact_match
 @dataclass
 class ArithConfig(TaskConfig):
     type: str = "arith"
-    max_operand: int = 30
+    max_operand: int = 40
     n_train: int = 1000
-    n_eval: int = 150
+    n_eval: int = 500
     ops: str = "+-"
     max_new_tokens: int = 6
 

@@ -21,7 +21,7 @@ class TaskConfig:
     type: str = "???"
     seed: int = 0
     n_train: int = 2000
-    n_eval: int = 200
+    n_eval: int = 500
     max_new_tokens: int = 12
 
 

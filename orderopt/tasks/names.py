@@ -49,7 +49,7 @@ class NamesConfig(TaskConfig):
     n_train: int = 400
     n_eval: int = 48
     max_new_tokens: int = 12
-    eval_samples: int = 4
+    eval_samples: int = 8
     judge: JudgeConfig = field(default_factory=JudgeConfig)
 
 
