@@ -12,12 +12,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from orderopt.config import Config, register_configs
+from orderopt.report import format_record, format_table
 
 __all__ = [
     "base_main",
     "evaluate_base",
-    "format_record",
-    "format_table",
     "report_main",
     "train_from_config",
     "train_main",
@@ -51,21 +50,6 @@ def evaluate_base(cfg: Config) -> dict[str, Any]:
         log.info("evaluated %s: score %.3f entropy %.3f", task.name, res.score, res.entropy)
         results[task.name] = {"domain": task.domain, **res.as_dict()}
     return {"model": path, "seed": cfg.seed, "tasks": results}
-
-
-def format_table(report: dict[str, Any]) -> str:
-    """The base evaluation as a fixed-width table."""
-    lines = [
-        f"model: {report['model']}   seed: {report['seed']}",
-        f"{'task':<10}{'domain':<12}{'score':>7}{'entropy':>9}{'diversity':>11}{'truncated':>11}{'n':>6}",
-    ]
-    for name, r in report["tasks"].items():
-        diversity = "-" if r["diversity"] is None else f"{r['diversity']:.3f}"
-        lines.append(
-            f"{name:<10}{r['domain']:<12}{r['score']:>7.3f}{r['entropy']:>9.3f}{diversity:>11}"
-            f"{r['truncated']:>11.3f}{r['n']:>6}"
-        )
-    return "\n".join(lines)
 
 
 def train_from_config(cfg: Config) -> dict[str, Any]:
@@ -105,33 +89,6 @@ def train_from_config(cfg: Config) -> dict[str, Any]:
     return run_schedule(spec, run_dir(cfg.studies_dir, cfg.study, spec.run_id), group=cfg.study, wandb=cfg.wandb)
 
 
-def format_record(record: dict[str, Any]) -> str:
-    """A run record as a GEM accuracy matrix: rows = after which stage, columns = tasks."""
-    tasks = record["suite"]
-    stages = record["schedule"]["stages"]
-    head = f"{'after':<24}" + "".join(f"{t:>9}" for t in tasks) + f"{'mean':>9}"
-    lines = [
-        f"run {record['run_id']} ({record['kind']}{', ' + record['baseline'] if 'baseline' in record else ''})"
-        f"  seed {record['seed']}  {record['steps']} steps  {record['wall_s']:.0f}s",
-        head,
-    ]
-    for e in record["evals"]:
-        after = e["after"]
-        label = "+".join(stages[after]["tasks"]) + f":{stages[after]['steps']}" if isinstance(after, int) else after
-        scores = [e["scores"][t] for t in tasks]
-        lines.append(f"{label:<24}" + "".join(f"{s:>9.3f}" for s in scores) + f"{sum(scores) / len(scores):>9.3f}")
-    return "\n".join(lines)
-
-
-@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
-def train_main(cfg: DictConfig) -> float:
-    """``orderopt-train``: train one schedule (or a baseline); returns the mean final score (for sweepers)."""
-    _quiet_transformers()
-    record = train_from_config(_typed(cfg))
-    print(format_record(record))
-    return float(record["mean_final"])
-
-
 def report_from_config(cfg: Config) -> tuple[str, Path]:
     """Summarise the study's run records: a table (printed and saved) and a figure beside them."""
     from orderopt.report import entropy_table, format_summary, load_records, order_effect, plot_summary, summarize
@@ -149,6 +106,15 @@ def report_from_config(cfg: Config) -> tuple[str, Path]:
     (where / "summary.txt").write_text(text + "\n")
     figure = plot_summary(rows, where / "summary.png")
     return text, figure
+
+
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+def train_main(cfg: DictConfig) -> float:
+    """``orderopt-train``: train one schedule (or a baseline); returns the mean final score (for sweepers)."""
+    _quiet_transformers()
+    record = train_from_config(_typed(cfg))
+    print(format_record(record))
+    return float(record["mean_final"])
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")

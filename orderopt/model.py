@@ -249,9 +249,7 @@ def _warm_start(
             if score > best[name][0] + sft.min_gain:
                 best[name] = (score, step)
         # done: reached the target, or stopped improving (more imitation would only narrow it, as for names)
-        done = {
-            n for n, s in dev.items() if s >= sft.target or (s >= sft.floor and step - best[n][1] >= sft.patience)
-        }
+        done = {n for n, s in dev.items() if s >= sft.target or (s >= sft.floor and step - best[n][1] >= sft.patience)}
         if len(done) == len(dev):
             break
         weights = {n: sft.done_weight if n in done else 1.0 for n in dev}

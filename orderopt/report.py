@@ -10,7 +10,16 @@ from typing import Any
 
 from orderopt.store import read_json
 
-__all__ = ["entropy_table", "format_summary", "load_records", "order_effect", "plot_summary", "summarize"]
+__all__ = [
+    "entropy_table",
+    "format_record",
+    "format_summary",
+    "format_table",
+    "load_records",
+    "order_effect",
+    "plot_summary",
+    "summarize",
+]
 
 
 def load_records(study_dir: str | Path) -> list[dict[str, Any]]:
@@ -140,3 +149,36 @@ def plot_summary(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The base evaluation as a fixed-width table."""
+    lines = [
+        f"model: {report['model']}   seed: {report['seed']}",
+        f"{'task':<10}{'domain':<12}{'score':>7}{'entropy':>9}{'diversity':>11}{'truncated':>11}{'n':>6}",
+    ]
+    for name, r in report["tasks"].items():
+        diversity = "-" if r["diversity"] is None else f"{r['diversity']:.3f}"
+        lines.append(
+            f"{name:<10}{r['domain']:<12}{r['score']:>7.3f}{r['entropy']:>9.3f}{diversity:>11}"
+            f"{r['truncated']:>11.3f}{r['n']:>6}"
+        )
+    return "\n".join(lines)
+
+
+def format_record(record: dict[str, Any]) -> str:
+    """A run record as a GEM accuracy matrix: rows = after which stage, columns = tasks."""
+    tasks = record["suite"]
+    stages = record["schedule"]["stages"]
+    head = f"{'after':<24}" + "".join(f"{t:>9}" for t in tasks) + f"{'mean':>9}"
+    lines = [
+        f"run {record['run_id']} ({record['kind']}{', ' + record['baseline'] if 'baseline' in record else ''})"
+        f"  seed {record['seed']}  {record['steps']} steps  {record['wall_s']:.0f}s",
+        head,
+    ]
+    for e in record["evals"]:
+        after = e["after"]
+        label = "+".join(stages[after]["tasks"]) + f":{stages[after]['steps']}" if isinstance(after, int) else after
+        scores = [e["scores"][t] for t in tasks]
+        lines.append(f"{label:<24}" + "".join(f"{s:>9.3f}" for s in scores) + f"{sum(scores) / len(scores):>9.3f}")
+    return "\n".join(lines)
