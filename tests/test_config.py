@@ -69,6 +69,7 @@ def test_overrides_reach_objects() -> None:
                 "suite.tasks=[qa,arith]",
                 "tasks.arith.max_operand=12",
                 "tasks.arith.n_train=100",
+                "tasks.arith.n_eval=100",
                 "tasks.qa.n_options=3",
                 "+trainer.extra.top_k=5",
             ],
@@ -77,6 +78,7 @@ def test_overrides_reach_objects() -> None:
     tasks = build_suite(cfg.suite.tasks, cfg.tasks)
     assert [t.name for t in tasks] == ["qa", "arith"]
     assert tasks[1].cfg.max_operand == 12  # type: ignore[attr-defined]
+    assert len(tasks[1].eval) == 100
     assert tasks[0].cfg.n_options == 3  # type: ignore[attr-defined]
     assert cfg.trainer.grpo_config("unused", max_steps=1, seed=0).top_k == 5
 
