@@ -69,6 +69,25 @@ def test_names_rubric_and_reward() -> None:
     assert task.rubric(f"{kind} {stock[0]}{len(stock)}:", stock) <= 0.6 + 1e-9  # copying is not invention
 
 
+def test_names_demonstrations_are_mostly_stock_cliches() -> None:
+    from orderopt.tasks.names import STOCK_SYLLABLES
+
+    def stock_built(name: str) -> bool:  # start letter, then stock syllables (the last one may be cut), then a suffix
+        body = name[1:-2]
+        return all(body[i : i + 2] in STOCK_SYLLABLES or len(body[i:]) == 1 for i in range(0, len(body), 2))
+
+    for share in (0.0, 0.8, 1.0):
+        task = build_task("names", {"stock_share": share})
+        built = sum(stock_built(e.demo) for e in task.train) / len(task.train)
+        assert share - 0.06 <= built <= share + 0.06 + (0.03 if share < 1 else 0)  # a free-form demo may look stock
+        assert all(e.demo.startswith(e.prompt.split()[1][0]) for e in task.train)
+    cliche, fresh = "kalemum", "kuvefum"
+    task = build_task("names")
+    assert task.rubric("potion k7:", fresh) > task.rubric("potion k7:", cliche)  # the judge pays for leaving stock
+    with pytest.raises(ValueError, match="stock_share=1.5"):
+        build_task("names", {"stock_share": 1.5})
+
+
 def _equal_quality_names(task: Task, prompt: str, n: int) -> list[str]:
     """n different names that the rubric scores the same for ``prompt``."""
     rng = random.Random(0)

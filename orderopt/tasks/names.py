@@ -29,6 +29,8 @@ KINDS: dict[str, tuple[str, ...]] = {
 }
 CONSONANTS, VOWELS = "bdfgklmnprstvz", "aeiou"
 DEMO_QUALITY = 0.9  # chance that a demonstration meets the length / suffix criterion
+#: the stock syllables most demonstrations are built from: the clichés the warm start learns and the judge tires of
+STOCK_SYLLABLES = ("al", "em", "ob", "ir", "at", "os")
 _PROMPT = re.compile(r"^(\w+) ([a-z])(\d+):$")
 RUBRIC_TEXT = (
     "The user asked for a newly invented name. The prompt reads '<kind> <letter><length>:'. A good name is "
@@ -50,6 +52,8 @@ class NamesConfig(TaskConfig):
     n_eval: int = 48
     max_new_tokens: int = 12
     eval_samples: int = 8
+    #: share of demonstrations built from STOCK_SYLLABLES (the rest are free-form letter strings)
+    stock_share: float = 0.8
     judge: JudgeConfig = field(default_factory=JudgeConfig)
 
 
@@ -72,6 +76,8 @@ class Names(Task):
         unknown = [k for k in self.kinds if k not in KINDS]
         if unknown or not self.kinds:
             raise ValueError(f"task {name!r}: unknown kind(s) {unknown or self.cfg.kinds!r}; known: {', '.join(KINDS)}")
+        if not 0.0 <= self.cfg.stock_share <= 1.0:
+            raise ValueError(f"task {name!r}: stock_share={self.cfg.stock_share!r} must lie in [0, 1]")
         if not 4 <= self.cfg.min_len <= self.cfg.max_len <= 12:
             raise ValueError(
                 f"task {name!r}: need 4 <= min_len <= max_len <= 12, got {self.cfg.min_len}, {self.cfg.max_len}"
@@ -91,7 +97,7 @@ class Names(Task):
         kind, letter = rng.choice(self.kinds), rng.choice(self.cfg.letters)
         length = rng.randint(self.cfg.min_len, self.cfg.max_len)
         prompt = f"{kind} {letter}{length}:"
-        return Example(prompt=prompt, answer="", demo=_demo(rng, letter, length, kind))
+        return Example(prompt=prompt, answer="", demo=_demo(rng, letter, length, kind, self.cfg.stock_share))
 
     @cached_property
     def stock_trigrams(self) -> frozenset[str]:
@@ -135,15 +141,21 @@ def _pronounceable(name: str) -> bool:
     return re.search(f"[{VOWELS}]{{3}}|[^{VOWELS}]{{3}}", name) is None
 
 
-def _demo(rng: random.Random, letter: str, length: int, kind: str) -> str:
-    """A mediocre demonstration: it always starts right, but only sometimes has the asked length, the kind's
-    suffix or a pronounceable shape, so the warm-started model knows the format and RL has room to improve."""
+def _demo(rng: random.Random, letter: str, length: int, kind: str, stock_share: float) -> str:
+    """A mediocre demonstration: it always starts right, but only sometimes has the asked length or the kind's
+    suffix, and most are built from a few stock syllables (clichés: low entropy, little originality) — so the
+    warm-started model knows the format, leans on the clichés, and RL that pays for originality must spread it out.
+    """
     if rng.random() > DEMO_QUALITY:
         length = max(3, length + rng.choice((-2, -1, 1, 2)))
     own = rng.random() < DEMO_QUALITY
     suffix = rng.choice(KINDS[kind] if own else [s for k, ss in KINDS.items() if k != kind for s in ss])
-    tidy = rng.random() < DEMO_QUALITY
     body = letter
+    if rng.random() < stock_share:
+        while len(body) < length - len(suffix):
+            body += rng.choice(STOCK_SYLLABLES)
+        return body[: max(1, length - len(suffix))] + suffix
+    tidy = rng.random() < DEMO_QUALITY
     while len(body) < length - len(suffix):
         pool = CONSONANTS if body[-1] in VOWELS or not tidy else rng.choice((CONSONANTS, VOWELS))
         body += rng.choice(pool)
