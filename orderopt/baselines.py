@@ -96,6 +96,8 @@ def run_merge(
         "train_log": [row for _, r in parts for row in r["train_log"]],
         "parts": {t.name: r["run_id"] for t, (_, r) in zip(tasks, parts, strict=True)},
         "versions": versions(),
+        "device": parts[0][1]["device"],
+        "config": parts[0][1]["config"],
     }
     write_json_atomic(result_path, record)
     log.info("merge baseline %s: mean final %.3f -> %s", run_dir.name, record["mean_final"], result_path)

@@ -49,6 +49,7 @@ def summarize(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                 "kind": runs[0]["kind"],
                 "seeds": sorted(r["seed"] for r in runs),
                 "mean": statistics.fmean(means),
+                "means": means,
                 "std": statistics.stdev(means) if len(means) > 1 else 0.0,
                 "tasks": {
                     t: (
@@ -64,18 +65,25 @@ def summarize(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def order_effect(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """Spread of the mean final score across trained schedules (baselines left out) vs the seed noise."""
+    """Spread of the mean final score across trained schedules (baselines left out) vs the seed noise, and a
+    one-way ANOVA of the per-seed mean finals by schedule (``p``: how likely so large a spread is from seed noise
+    alone; NaN unless at least two schedules have at least two seeds each)."""
+    from scipy.stats import f_oneway
+
     rows = [r for r in rows if r["kind"] != "baseline"]
     if not rows:
         return {}
     means = [r["mean"] for r in rows]
-    seed_std = statistics.fmean(r["std"] for r in rows) if rows else float("nan")
+    groups = [r["means"] for r in rows if len(r["means"]) > 1]
+    anova = f_oneway(*groups) if len(groups) > 1 else None
     return {
         "best": max(means),
         "worst": min(means),
         "spread": max(means) - min(means),
         "std_across_schedules": statistics.stdev(means) if len(means) > 1 else 0.0,
-        "seed_std": seed_std,
+        "seed_std": statistics.fmean(r["std"] for r in rows),
+        "anova_f": float(anova.statistic) if anova is not None else float("nan"),
+        "anova_p": float(anova.pvalue) if anova is not None else float("nan"),
     }
 
 
@@ -114,7 +122,8 @@ def format_summary(rows: Sequence[dict[str, Any]], entropy: dict[str, dict[str, 
         lines.append(
             "\ntrained schedules (baselines left out): "
             f"best {eff['best']:.3f}  worst {eff['worst']:.3f}  spread {eff['spread']:.3f}  "
-            f"std across schedules {eff['std_across_schedules']:.3f}  mean seed std {eff['seed_std']:.3f}"
+            f"std across schedules {eff['std_across_schedules']:.3f}  mean seed std {eff['seed_std']:.3f}  "
+            f"ANOVA by schedule F {eff['anova_f']:.2f} p {eff['anova_p']:.3g}"
         )
     if entropy:
         lines.append(f"\n{'task':<10}{'entropy before own stage':>26}{'after':>10}{'change':>10}{'n':>5}")

@@ -50,15 +50,24 @@ class RunSpec:
     baseline: str | None = None
 
     @property
+    def config(self) -> dict[str, Any]:
+        """Everything that determines the run besides the seed (hashed into the run id, kept in the record)."""
+        plain = json.dumps(
+            {
+                "schedule": self.schedule.key,
+                "model": self.model,
+                "trainer": vars(self.trainer),
+                "tasks": {t.name: _plain(t.cfg) for t in self.tasks},
+            },
+            sort_keys=True,
+            default=str,
+        )
+        return dict(json.loads(plain))
+
+    @property
     def run_id(self) -> str:
         """``<kind>-<hash of everything that determines the run>-s<seed>``: the same run has the same id anywhere."""
-        what = {
-            "schedule": self.schedule.key,
-            "model": self.model,
-            "trainer": vars(self.trainer),
-            "tasks": {t.name: _plain(t.cfg) for t in self.tasks},
-        }
-        digest = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        digest = hashlib.sha256(json.dumps(self.config, sort_keys=True).encode()).hexdigest()[:12]
         return f"{self.kind}-{digest}-s{self.seed}"
 
     def __post_init__(self) -> None:
@@ -276,6 +285,8 @@ def _record(spec: RunSpec, run_id: str, state: dict[str, Any]) -> dict[str, Any]
         "wall_s": round(state["wall_s"], 2),
         "train_log": state["train_log"],
         "versions": versions(),
+        "device": "cpu" if spec.trainer.use_cpu or not torch.cuda.is_available() else torch.cuda.get_device_name(0),
+        "config": {k: v for k, v in spec.config.items() if k in ("trainer", "tasks")},
         **({"baseline": spec.baseline} if spec.baseline else {}),
     }
 

@@ -33,6 +33,8 @@ RECORD_KEYS = {
     "wall_s",
     "train_log",
     "versions",
+    "device",
+    "config",
 }
 
 
@@ -59,6 +61,10 @@ def test_run_record_follows_the_contract(base: tuple[str, list], tmp_path: Path)
     assert record["steps"] == 8 and record["schedule"]["stages"][0] == {"tasks": ["arith"], "steps": 2}
     assert {row["stage"] for row in record["train_log"]} == {0, 1, 2, 3}
     assert max(row["global_step"] for row in record["train_log"]) == 8
+    # the record says how to reproduce it: trainer settings and task configs, on which device
+    assert record["config"]["trainer"]["learning_rate"] == TRAINER.learning_rate
+    assert record["config"]["tasks"]["names"]["stock_share"] == base[1][3].cfg.stock_share
+    assert record["device"] == "cpu"
     on_disk = json.loads((tmp_path / spec.run_id / "result.json").read_text())
     assert on_disk == record
     assert not (tmp_path / spec.run_id / "checkpoint").exists()
