@@ -64,7 +64,7 @@ class ScheduleConfig:
     empty: the suite's order) and their step budgets (one for every stage, or one per stage)."""
 
     order: list[str] = field(default_factory=list)
-    steps: Any = 100
+    steps: Any = 200
     #: null: train the schedule; joint: every task in one stage, same total steps; merge: one model per task, merged
     baseline: str | None = None
     merge_method: str = "ties"
