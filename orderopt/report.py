@@ -88,7 +88,8 @@ def order_effect(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
 
 
 def entropy_table(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """For every task: mean policy entropy just before and just after its own stage (one-task stages only)."""
+    """For every task: mean policy entropy just before and just after its own stage (one-task stages only), and in
+    how many of those stages it rose."""
     before: dict[str, list[float]] = defaultdict(list)
     after: dict[str, list[float]] = defaultdict(list)
     for r in records:
@@ -105,6 +106,7 @@ def entropy_table(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, floa
             "before": statistics.fmean(before[t]),
             "after": statistics.fmean(after[t]),
             "change": statistics.fmean(after[t]) - statistics.fmean(before[t]),
+            "rose": sum(a > b for a, b in zip(after[t], before[t], strict=True)),
             "n": len(before[t]),
         }
         for t in before
@@ -126,9 +128,10 @@ def format_summary(rows: Sequence[dict[str, Any]], entropy: dict[str, dict[str, 
             f"ANOVA by schedule F {eff['anova_f']:.2f} p {eff['anova_p']:.3g}"
         )
     if entropy:
-        lines.append(f"\n{'task':<10}{'entropy before own stage':>26}{'after':>10}{'change':>10}{'n':>5}")
+        lines.append(f"\n{'task':<10}{'entropy before own stage':>26}{'after':>10}{'change':>10}{'rose in':>10}")
         for t, e in entropy.items():
-            lines.append(f"{t:<10}{e['before']:>26.3f}{e['after']:>10.3f}{e['change']:>+10.3f}{e['n']:>5}")
+            rose = f"{e['rose']}/{e['n']}"
+            lines.append(f"{t:<10}{e['before']:>26.3f}{e['after']:>10.3f}{e['change']:>+10.3f}{rose:>10}")
     return "\n".join(lines)
 
 

@@ -3,7 +3,9 @@ from __future__ import annotations
 import math
 import random
 
-from orderopt.report import format_summary, order_effect, summarize
+import pytest
+
+from orderopt.report import entropy_table, format_summary, order_effect, summarize
 
 
 def _records(effect: float, noise: float, *, seeds: int = 3, n_orders: int = 4) -> list[dict]:
@@ -37,3 +39,18 @@ def test_order_effect_separates_a_real_effect_from_seed_noise() -> None:
 def test_order_effect_without_repeated_seeds_has_no_test() -> None:
     eff = order_effect(summarize(_records(effect=0.05, noise=0.01, seeds=1)))
     assert eff["spread"] > 0.1 and math.isnan(eff["anova_p"])
+
+
+def test_entropy_table_counts_the_stages_in_which_entropy_rose() -> None:
+    def record(h_after: float) -> dict:
+        return {
+            "schedule": {"stages": [{"tasks": ["a"], "steps": 1}, {"tasks": ["a", "b"], "steps": 1}]},
+            "evals": [{"entropy": {"a": 1.0}}, {"entropy": {"a": h_after}}, {"entropy": {"a": 9.0}}],
+        }
+
+    table = entropy_table([record(1.5), record(0.5), record(2.0)])
+    # the mixed stage (a+b) is left out
+    assert table == {
+        "a": {"before": 1.0, "after": pytest.approx(4 / 3), "change": pytest.approx(1 / 3), "rose": 2, "n": 3}
+    }
+    assert "2/3" in format_summary(summarize(_records(0.0, 0.01)), table)
