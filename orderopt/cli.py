@@ -91,8 +91,8 @@ def train_from_config(cfg: Config) -> dict[str, Any]:
 
 def report_from_config(cfg: Config) -> tuple[str, Path]:
     """Summarise the study's run records: a table (printed and saved) and a figure beside them."""
-    from orderopt.report import entropy_table, format_summary, load_records, order_effect, plot_summary, summarize
-    from orderopt.store import study_dir, write_json_atomic
+    from orderopt.report import entropy_table, format_summary, order_effect, plot_summary, summarize
+    from orderopt.store import load_records, study_dir, write_json_atomic
 
     where = study_dir(cfg.studies_dir, cfg.study)
     records = load_records(where)

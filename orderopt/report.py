@@ -8,37 +8,24 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from orderopt.store import read_json
+from orderopt.store import record_label
 
 __all__ = [
     "entropy_table",
     "format_record",
     "format_summary",
     "format_table",
-    "load_records",
     "order_effect",
     "plot_summary",
     "summarize",
 ]
 
 
-def load_records(study_dir: str | Path) -> list[dict[str, Any]]:
-    """Every finished run record under ``<study_dir>/runs``."""
-    paths = sorted(Path(study_dir).glob("runs/*/result.json"))
-    if not paths:
-        raise ValueError(f"no run records under {Path(study_dir) / 'runs'}; train some runs first (orderopt-train)")
-    return [read_json(p) for p in paths]
-
-
-def _label(record: dict[str, Any]) -> str:
-    return f"{record['baseline']}:{record['schedule_key']}" if "baseline" in record else record["schedule_key"]
-
-
 def summarize(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per schedule: mean and seed std of the mean final score and of each task's, best first."""
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
-        groups[_label(r)].append(r)
+        groups[record_label(r)].append(r)
     rows = []
     for label, runs in groups.items():
         means = [r["mean_final"] for r in runs]

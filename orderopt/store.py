@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["read_json", "run_dir", "study_dir", "write_json_atomic"]
+__all__ = ["load_records", "read_json", "record_label", "run_dir", "study_dir", "write_json_atomic"]
 
 
 def study_dir(root: str | Path, study: str) -> Path:
@@ -43,3 +43,16 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def load_records(study_dir: str | Path) -> list[dict[str, Any]]:
+    """Every finished run record under ``<study_dir>/runs``."""
+    paths = sorted(Path(study_dir).glob("runs/*/result.json"))
+    if not paths:
+        raise ValueError(f"no run records under {Path(study_dir) / 'runs'}; train some runs first (orderopt-train)")
+    return [read_json(p) for p in paths]
+
+
+def record_label(record: dict[str, Any]) -> str:
+    """What a record is a run of: its schedule key, prefixed by the baseline (``joint:``, ``merge:``) if any."""
+    return f"{record['baseline']}:{record['schedule_key']}" if "baseline" in record else record["schedule_key"]

@@ -14,6 +14,7 @@ import pytest
 
 from orderopt.baselines import joint_spec, run_merge
 from orderopt.config import TrainerConfig
+from orderopt.replay import ReplayBackend
 from orderopt.schedule import Schedule
 from orderopt.train import RunSpec, run_schedule
 
@@ -206,3 +207,29 @@ def test_wandb_offline_run_is_syncable(base: tuple[str, list], tmp_path: Path, m
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert spec.run_id in proc.stdout + proc.stderr or offline[0].name in proc.stdout + proc.stderr
+
+
+def test_replay_returns_the_recorded_numbers_and_refuses_unrun_schedules(
+    base: tuple[str, list], tmp_path: Path
+) -> None:
+    order = ["strings", "arith", "qa", "names"]
+    recorded = {}
+    for seed in (0, 1):
+        spec = _spec(base, order, steps=1, seed=seed)
+        recorded[seed] = run_schedule(spec, tmp_path / "study" / "runs" / spec.run_id)
+    backend = ReplayBackend(tmp_path / "study")
+    key = recorded[0]["schedule_key"]
+    assert backend.schedules() == [key] and backend.seeds(key) == [0, 1]
+    for seed, rec in recorded.items():
+        got = backend.run(Schedule.parse(key.replace(">", " > ")), seed=seed)
+        assert {k: got[k] for k in ("evals", "final", "mean_final", "train_log")} == {
+            k: rec[k] for k in ("evals", "final", "mean_final", "train_log")
+        }
+        assert got["replay"]["of"] == rec["run_id"] and got["run_id"] == f"replay-{rec['run_id']}"
+    assert backend.run(key)["seed"] in (0, 1)
+    with pytest.raises(ValueError, match=r"'arith:1>strings:1>qa:1>names:1' was never run .*\(1 schedules recorded"):
+        backend.run("arith:1>strings:1>qa:1>names:1")
+    with pytest.raises(ValueError, match="seeds \\[0, 1\\], not seed 7"):
+        backend.run(key, seed=7)
+    with pytest.raises(ValueError, match="no run records"):
+        ReplayBackend(tmp_path / "empty")
