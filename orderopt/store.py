@@ -8,7 +8,32 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["load_records", "read_json", "record_label", "run_dir", "study_dir", "write_json_atomic"]
+__all__ = [
+    "export_records",
+    "load_records",
+    "read_json",
+    "record_label",
+    "run_dir",
+    "slim_record",
+    "study_dir",
+    "write_json_atomic",
+]
+
+#: TRL log columns a slim record keeps (the rest are constant on one GRPO iteration or derivable)
+SLIM_COLUMNS = (
+    "step",
+    "global_step",
+    "stage",
+    "loss",
+    "reward",
+    "reward_std",
+    "entropy",
+    "grad_norm",
+    "learning_rate",
+    "completions/mean_length",
+    "completions/clipped_ratio",
+    "frac_reward_zero_std",
+)
 
 
 def study_dir(root: str | Path, study: str) -> Path:
@@ -56,3 +81,33 @@ def load_records(study_dir: str | Path) -> list[dict[str, Any]]:
 def record_label(record: dict[str, Any]) -> str:
     """What a record is a run of: its schedule key, prefixed by the baseline (``joint:``, ``merge:``) if any."""
     return f"{record['baseline']}:{record['schedule_key']}" if "baseline" in record else record["schedule_key"]
+
+
+def slim_record(record: dict[str, Any], *, every: int = 10) -> dict[str, Any]:
+    """A record small enough to commit: every number of the contract kept exactly, but ``train_log`` only every
+    ``every``-th step (and each stage's last) with the main columns and per-task rewards, marked ``train_log_every``.
+
+    Example:
+        >>> rec = {"train_log": [{"step": s, "stage": 0, "loss": 0.1, "clip_ratio/low_min": 0.0} for s in (1, 2, 3)]}
+        >>> slim_record(rec, every=2)["train_log"]
+        [{'step': 2, 'stage': 0, 'loss': 0.1}, {'step': 3, 'stage': 0, 'loss': 0.1}]
+    """
+    log = record.get("train_log", [])
+    last = {row.get("stage"): row.get("step") for row in log}
+    kept = [
+        {k: v for k, v in row.items() if k in SLIM_COLUMNS or k.startswith("rewards/")}
+        for row in log
+        if row.get("step", 0) % every == 0 or row.get("step") == last[row.get("stage")]
+    ]
+    return {**record, "train_log": kept, "train_log_every": every}
+
+
+def export_records(src: str | Path, dst: str | Path, *, every: int = 10) -> int:
+    """Slim copies of every record under ``src/runs`` into ``dst/runs/<run_id>/result.json`` (compact JSON);
+    records already there are rewritten. Returns how many were written."""
+    records = load_records(src)
+    for record in records:
+        path = Path(dst) / "runs" / record["run_id"] / "result.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(slim_record(record, every=every), separators=(",", ":")) + "\n")
+    return len(records)

@@ -17,3 +17,40 @@ def test_atomic_json_is_readable_like_any_file_and_leaves_no_temp(tmp_path: Path
     assert read_json(path) == {"x": [1, 2]}
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
     assert [p.name for p in path.parent.iterdir()] == ["result.json"]
+
+
+def test_export_keeps_every_contract_number_and_thins_the_log(tmp_path: Path) -> None:
+    from orderopt.report import summarize
+    from orderopt.store import export_records, load_records
+
+    log = [
+        {"step": s, "stage": st, "loss": 0.5, "reward": s / 10, "clip_ratio/low_min": 0.0}
+        for st in (0, 1)
+        for s in range(1, 26)
+    ]
+    for seed in (0, 1):
+        record = {
+            "run_id": f"full-x-s{seed}",
+            "kind": "full",
+            "seed": seed,
+            "schedule_key": "a:25>b:25",
+            "suite": ["a", "b"],
+            "evals": [{"after": "base", "scores": {"a": 0.1, "b": 0.2}, "entropy": {"a": 1.0, "b": 2.0}}],
+            "final": {"a": 0.3 + seed / 7, "b": 0.4},
+            "mean_final": (0.7 + seed / 7) / 2,
+            "wall_s": 3.0,
+            "train_log": log,
+        }
+        write_json_atomic(tmp_path / "src" / "runs" / record["run_id"] / "result.json", record)
+    assert export_records(tmp_path / "src", tmp_path / "dst", every=10) == 2
+    full, slim = load_records(tmp_path / "src"), load_records(tmp_path / "dst")
+    assert summarize(slim) == summarize(full)
+    assert [(r["stage"], r["step"]) for r in slim[0]["train_log"]] == [
+        (0, 10),
+        (0, 20),
+        (0, 25),
+        (1, 10),
+        (1, 20),
+        (1, 25),
+    ]
+    assert all("clip_ratio/low_min" not in r for r in slim[0]["train_log"]) and slim[0]["train_log_every"] == 10
