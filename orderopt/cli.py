@@ -18,6 +18,8 @@ __all__ = [
     "base_main",
     "evaluate_base",
     "report_main",
+    "study_from_config",
+    "study_main",
     "train_from_config",
     "train_main",
 ]
@@ -54,39 +56,18 @@ def evaluate_base(cfg: Config) -> dict[str, Any]:
 
 def train_from_config(cfg: Config) -> dict[str, Any]:
     """Train the schedule (or baseline) ``cfg`` describes, resuming if it was started before; its run record."""
-    from orderopt.baselines import joint_spec, run_merge
-    from orderopt.model import base_model_path
-    from orderopt.schedule import Schedule
-    from orderopt.store import run_dir
-    from orderopt.tasks import build_suite
-    from orderopt.train import RunSpec, run_schedule
+    from orderopt.study import plan_run
 
-    tasks = build_suite(cfg.suite.tasks, cfg.tasks)
-    sched = cfg.schedule
-    schedule = Schedule.from_stages(sched.order or cfg.suite.tasks, sched.steps)
-    if sched.baseline not in (None, "joint", "merge"):
-        raise ValueError(f"schedule.baseline={sched.baseline!r}; use joint, merge or null")
-    schedule.validate(cfg.suite.tasks, require_all=sched.baseline is None)
-    model = base_model_path(cfg.model, tasks)
-    if sched.baseline == "merge":
-        spec = RunSpec(schedule, tasks, model, seed=cfg.seed, kind="baseline", trainer=cfg.trainer)
-        merge_id = f"merge-{sched.merge_method}-" + spec.run_id.split("-", 1)[1]
-        return run_merge(
-            tasks,
-            model,
-            schedule.total_steps,
-            run_dir(cfg.studies_dir, cfg.study, merge_id),
-            seed=cfg.seed,
-            trainer=cfg.trainer,
-            method=sched.merge_method,
-            wandb=cfg.wandb,
-            group=cfg.study,
-        )
-    if sched.baseline == "joint":
-        spec = joint_spec(tasks, model, schedule.total_steps, seed=cfg.seed, trainer=cfg.trainer)
-    else:
-        spec = RunSpec(schedule, tasks, model, seed=cfg.seed, trainer=cfg.trainer)
-    return run_schedule(spec, run_dir(cfg.studies_dir, cfg.study, spec.run_id), group=cfg.study, wandb=cfg.wandb)
+    return plan_run(cfg).run()
+
+
+def study_from_config(cfg: Config) -> tuple[list[dict[str, Any]], str]:
+    """Train every run of ``cfg.experiment`` still missing (in parallel), then summarise the study."""
+    from orderopt.study import run_study
+
+    records = run_study(cfg)
+    text, _ = report_from_config(cfg)
+    return records, text
 
 
 def report_from_config(cfg: Config) -> tuple[str, Path]:
@@ -118,6 +99,16 @@ def train_main(cfg: DictConfig) -> float:
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+def study_main(cfg: DictConfig) -> None:
+    """``orderopt-study +experiment=<name>``: train an experiment's runs in parallel (resumable), then summarise."""
+    _quiet_transformers()
+    typed = _typed(cfg)
+    _, text = study_from_config(typed)
+    print(text)
+    print(f"written: {Path(typed.studies_dir) / typed.study}/summary.{{txt,json,png}}")
+
+
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def report_main(cfg: DictConfig) -> None:
     """``orderopt-report``: summarise a study's runs (table, order effect, entropy per stage, figure)."""
     text, figure = report_from_config(_typed(cfg))
@@ -140,8 +131,9 @@ def _typed(cfg: DictConfig) -> Config:
     return OmegaConf.to_object(cfg)  # type: ignore[return-value]
 
 
-if __name__ == "__main__":  # python -m orderopt.cli [train] <overrides>
+if __name__ == "__main__":  # python -m orderopt.cli [train|study|report] <overrides>
     import sys
 
-    command = sys.argv.pop(1) if len(sys.argv) > 1 and sys.argv[1] in ("train", "report") else "base"
-    {"train": train_main, "report": report_main, "base": base_main}[command]()
+    mains = {"train": train_main, "study": study_main, "report": report_main, "base": base_main}
+    command = sys.argv.pop(1) if len(sys.argv) > 1 and sys.argv[1] in mains else "base"
+    mains[command]()

@@ -71,6 +71,20 @@ class ScheduleConfig:
 
 
 @dataclass
+class ExperimentConfig:
+    """What ``orderopt-study`` trains (``conf/experiment/``): schedules × seeds, ``n_jobs`` runs at a time."""
+
+    #: all: every order of the suite, one stage per task at ``schedule.steps``; null: none
+    orders: str | None = None
+    #: further schedules as keys, e.g. arith:100>strings:300>qa:200>names:200
+    schedules: list[str] = field(default_factory=list)
+    #: joint and/or merge, with the total steps of one stage per task at ``schedule.steps``
+    baselines: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    n_jobs: int = 1
+
+
+@dataclass
 class Config:
     """The root config (``conf/config.yaml``)."""
 
@@ -78,6 +92,7 @@ class Config:
     suite: SuiteConfig = field(default_factory=SuiteConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     studies_dir: str = "studies"
     #: task name → that task's config (``type`` picks the implementation; see ``conf/task/``)

@@ -18,7 +18,7 @@ from orderopt.tasks import build_suite
 
 GROUPS = {p.name: sorted(f.stem for f in p.glob("*.yaml")) for p in Path(CONF_DIR).iterdir() if p.is_dir()}
 # how each group is selected on the command line (task/ and judge/ are mounted under tasks.<name>)
-SELECT = {"task": "task@tasks.arith", "judge": "judge@tasks.names.judge"}
+SELECT = {"task": "task@tasks.arith", "judge": "judge@tasks.names.judge", "experiment": "+experiment"}
 
 
 @pytest.fixture(scope="module")

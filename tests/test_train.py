@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from orderopt.baselines import joint_spec, run_merge
-from orderopt.config import TrainerConfig
+from orderopt.config import Config, ExperimentConfig, ScheduleConfig, TrainerConfig
 from orderopt.replay import ReplayBackend
 from orderopt.schedule import Schedule
+from orderopt.tracking import WandbConfig
 from orderopt.train import RunSpec, run_schedule
 
 pytestmark = pytest.mark.slow
@@ -233,3 +236,44 @@ def test_replay_returns_the_recorded_numbers_and_refuses_unrun_schedules(
         backend.run(key, seed=7)
     with pytest.raises(ValueError, match="no run records"):
         ReplayBackend(tmp_path / "empty")
+
+
+def test_study_plans_the_reference_experiment() -> None:
+    from hydra import compose, initialize_config_dir
+
+    from orderopt.cli import CONF_DIR, _typed
+    from orderopt.study import plan_experiment
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = _typed(compose(config_name="config", overrides=["+experiment=reference", "model.name_or_path=m"]))
+    plans = plan_experiment(cfg)
+    assert len(plans) == (24 + 12 + 2) * 3 and len({p.run_dir for p in plans}) == len(plans)
+    assert sum(p.label.startswith(("joint:", "merge:")) for p in plans) == 6
+    assert "names:100>qa:300>strings:200>arith:200" in {p.label for p in plans}
+    with pytest.raises(ValueError, match="experiment.orders='some'"):
+        plan_experiment(replace(cfg, experiment=replace(cfg.experiment, orders="some")))
+    with pytest.raises(ValueError, match="trains nothing"):
+        plan_experiment(replace(cfg, experiment=ExperimentConfig()))
+
+
+def test_study_trains_in_parallel_resumes_and_reports_progress(
+    base: tuple[str, list], cache_dir: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from orderopt.cli import study_from_config
+
+    cfg = Config(
+        studies_dir=str(tmp_path),
+        study="mini",
+        trainer=TRAINER,
+        schedule=ScheduleConfig(steps=1),
+        experiment=ExperimentConfig(schedules=["qa:1>arith:1>strings:1>names:2"], baselines=["joint"], n_jobs=2),
+        wandb=WandbConfig(enabled=False),
+    )
+    cfg.model.cache_dir = cache_dir
+    caplog.set_level(logging.INFO, logger="orderopt")
+    records, text = study_from_config(cfg)
+    assert sorted(r["schedule_key"] for r in records) == ["arith+strings+qa+names:4", "qa:1>arith:1>strings:1>names:2"]
+    assert "2/2 runs done" in caplog.text and "ETA" in caplog.text and "joint:arith+strings+qa+names:4" in text
+    caplog.clear()
+    again, _ = study_from_config(cfg)  # everything recorded: nothing is trained again
+    assert again == records and "2 runs: 2 finished before, 0 to train" in caplog.text

@@ -1,0 +1,198 @@
+"""Full runs from configs: one run (``orderopt-train``), or an experiment of many in parallel (``orderopt-study``).
+
+An experiment lists schedules (every order of the suite, explicit schedule keys, the baselines) × seeds. Each run
+is resumable on its own (its run id names its directory), so a study killed and started again trains only what is
+missing; progress reports runs done / total and an ETA.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import multiprocessing
+import os
+import statistics
+import time
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from orderopt.config import Config, ScheduleConfig
+
+__all__ = ["RunPlan", "plan_experiment", "plan_run", "run_study"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunPlan:
+    """One full run a config asks for: its label (as in the study summary), seed and record path."""
+
+    cfg: Config
+    label: str
+    run_dir: Path
+
+    @property
+    def done(self) -> bool:
+        return (self.run_dir / "result.json").exists()
+
+    def run(self) -> dict[str, Any]:
+        """Train it (or return its record if it finished before; resume it if it was killed)."""
+        from orderopt.baselines import run_merge
+        from orderopt.train import run_schedule
+
+        cfg, spec = self.cfg, _spec(self.cfg)
+        if cfg.schedule.baseline == "merge":
+            return run_merge(
+                spec.tasks,
+                spec.model,
+                spec.schedule.total_steps,
+                self.run_dir,
+                seed=cfg.seed,
+                trainer=cfg.trainer,
+                method=cfg.schedule.merge_method,
+                wandb=cfg.wandb,
+                group=cfg.study,
+            )
+        return run_schedule(spec, self.run_dir, group=cfg.study, wandb=cfg.wandb)
+
+
+def plan_run(cfg: Config) -> RunPlan:
+    """The run ``cfg.schedule`` (or ``cfg.schedule.baseline``) and ``cfg.seed`` describe."""
+    from orderopt.store import run_dir
+
+    spec = _spec(cfg)
+    if cfg.schedule.baseline == "merge":
+        run_id = f"merge-{cfg.schedule.merge_method}-" + spec.run_id.split("-", 1)[1]
+    else:
+        run_id = spec.run_id
+    label = f"{cfg.schedule.baseline}:{spec.schedule.key}" if cfg.schedule.baseline else spec.schedule.key
+    return RunPlan(cfg, label, run_dir(cfg.studies_dir, cfg.study, run_id))
+
+
+def plan_experiment(cfg: Config) -> list[RunPlan]:
+    """Every run of ``cfg.experiment``: its schedules (orders, keys, baselines) × its seeds, in that order."""
+    from orderopt.schedule import Schedule
+
+    exp = cfg.experiment
+    if exp.orders not in (None, "all"):
+        raise ValueError(f"experiment.orders={exp.orders!r}; use all (every order of the suite) or null")
+    if exp.n_jobs < 1:
+        raise ValueError(f"experiment.n_jobs={exp.n_jobs!r} must be at least 1")
+    if not exp.seeds:
+        raise ValueError("experiment.seeds is empty; list at least one seed, e.g. experiment.seeds=[0,1,2]")
+    steps = cfg.schedule.steps
+    schedules: list[ScheduleConfig] = []
+    if exp.orders == "all":
+        schedules += [ScheduleConfig(order=list(p), steps=steps) for p in itertools.permutations(cfg.suite.tasks)]
+    for key in exp.schedules:
+        parsed = Schedule.parse(key)
+        schedules.append(
+            ScheduleConfig(order=["+".join(s.tasks) for s in parsed.stages], steps=[s.steps for s in parsed.stages])
+        )
+    for baseline in exp.baselines:
+        if baseline not in ("joint", "merge"):
+            raise ValueError(f"experiment.baselines lists {baseline!r}; use joint and/or merge")
+        schedules.append(ScheduleConfig(steps=steps, baseline=baseline, merge_method=cfg.schedule.merge_method))
+    if not schedules:
+        raise ValueError(
+            "the experiment trains nothing: set experiment.orders=all, experiment.schedules or experiment.baselines"
+        )
+    return [plan_run(replace(cfg, schedule=s, seed=seed)) for s in schedules for seed in exp.seeds]
+
+
+def run_study(cfg: Config) -> list[dict[str, Any]]:
+    """Train every run of the experiment that has no record yet, ``experiment.n_jobs`` at a time; their records.
+
+    Runs that fail are reported (schedule, seed, error) after the others finish, then raised as one error.
+    """
+    plans = plan_experiment(cfg)
+    todo = [p for p in plans if not p.done]
+    n_jobs = min(cfg.experiment.n_jobs, max(len(todo), 1))
+    threads = max(1, (os.cpu_count() or 1) // n_jobs)
+    log.info(
+        "[study %s] %d runs: %d finished before, %d to train, %d at a time (%d torch threads each)",
+        cfg.study,
+        len(plans),
+        len(plans) - len(todo),
+        len(todo),
+        n_jobs,
+        threads,
+    )
+    failures: list[str] = []
+    walls: list[float] = []
+    start = time.perf_counter()
+    context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch/thread state
+    with ProcessPoolExecutor(n_jobs, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
+        futures: dict[Future[dict[str, Any]], RunPlan] = {pool.submit(_run, p): p for p in todo}
+        for done, future in enumerate(as_completed(futures), start=1):
+            plan = futures[future]
+            try:
+                record = future.result()
+            except Exception as err:  # one broken run must not stop the study; all failures are raised below
+                failures.append(f"{plan.label} seed {plan.cfg.seed}: {type(err).__name__}: {err}")
+                log.error("[study %s] run %s seed %d failed: %s", cfg.study, plan.label, plan.cfg.seed, err)
+                continue
+            walls.append(record["wall_s"])
+            left = len(todo) - done
+            eta = (time.perf_counter() - start) / done * left
+            log.info(
+                "[study %s] %d/%d runs done | %s seed %d: mean final %.3f in %.0fs | median run %.0fs | ETA %s",
+                cfg.study,
+                len(plans) - left,
+                len(plans),
+                plan.label,
+                plan.cfg.seed,
+                record["mean_final"],
+                record["wall_s"],
+                statistics.median(walls),
+                _fmt_s(eta),
+            )
+    if failures:
+        raise RuntimeError(
+            f"{len(failures)} of {len(todo)} runs of study {cfg.study!r} failed (the others are recorded; run the "
+            "same command again to retry only these):\n  " + "\n  ".join(failures)
+        )
+    from orderopt.store import read_json
+
+    return [read_json(p.run_dir / "result.json") for p in plans]
+
+
+def _spec(cfg: Config) -> Any:
+    from orderopt.baselines import joint_spec
+    from orderopt.model import base_model_path
+    from orderopt.schedule import Schedule
+    from orderopt.tasks import build_suite
+    from orderopt.train import RunSpec
+
+    tasks = build_suite(cfg.suite.tasks, cfg.tasks)
+    sched = cfg.schedule
+    if sched.baseline not in (None, "joint", "merge"):
+        raise ValueError(f"schedule.baseline={sched.baseline!r}; use joint, merge or null")
+    schedule = Schedule.from_stages(sched.order or cfg.suite.tasks, sched.steps)
+    schedule.validate(cfg.suite.tasks, require_all=sched.baseline is None)
+    model = base_model_path(cfg.model, tasks)
+    if sched.baseline == "joint":
+        return joint_spec(tasks, model, schedule.total_steps, seed=cfg.seed, trainer=cfg.trainer)
+    kind = "baseline" if sched.baseline else "full"
+    return RunSpec(schedule, tasks, model, seed=cfg.seed, kind=kind, trainer=cfg.trainer)
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def _run(plan: RunPlan) -> dict[str, Any]:
+    return plan.run()
+
+
+def _fmt_s(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
