@@ -72,17 +72,18 @@ def study_from_config(cfg: Config) -> tuple[list[dict[str, Any]], str]:
 
 def report_from_config(cfg: Config) -> tuple[str, Path]:
     """Summarise the study's run records: a table (printed and saved) and a figure beside them."""
-    from orderopt.report import entropy_table, format_summary, order_effect, plot_summary, summarize
+    from orderopt.report import entropy_table, format_summary, order_effect, plot_summary, stage_transfer, summarize
     from orderopt.store import load_records, study_dir, write_json_atomic
 
     where = study_dir(cfg.studies_dir, cfg.study)
     records = load_records(where)
     rows = summarize(records)
     entropy = entropy_table(records)
-    text = format_summary(rows, entropy)
+    transfer = stage_transfer(records)
+    text = format_summary(rows, entropy, transfer)
     write_json_atomic(
         where / "summary.json",
-        {"schedules": rows, "entropy": entropy, "order_effect": order_effect(rows) or None},
+        {"schedules": rows, "entropy": entropy, "transfer": transfer, "order_effect": order_effect(rows) or None},
     )
     (where / "summary.txt").write_text(text + "\n")
     figure = plot_summary(rows, where / "summary.png")

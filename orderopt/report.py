@@ -17,6 +17,7 @@ __all__ = [
     "format_table",
     "order_effect",
     "plot_summary",
+    "stage_transfer",
     "summarize",
 ]
 
@@ -100,7 +101,33 @@ def entropy_table(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, floa
     }
 
 
-def format_summary(rows: Sequence[dict[str, Any]], entropy: dict[str, dict[str, float]] | None = None) -> str:
+def stage_transfer(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean change of every task's score during a one-task stage of each task (over all such stages of the
+    trained schedules): ``out[trained][task]``. Off the diagonal it is the forgetting (or help) a stage causes.
+
+    Example:
+        >>> rec = {"schedule": {"stages": [{"tasks": ["a"]}]}, "evals": [{"scores": {"a": 0.2, "b": 0.5}},
+        ...        {"scores": {"a": 0.6, "b": 0.4}}]}
+        >>> {k: round(v, 3) for k, v in stage_transfer([rec])["a"].items()}
+        {'a': 0.4, 'b': -0.1}
+    """
+    changes: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        if "baseline" in r:
+            continue
+        for i, stage in enumerate(r["schedule"]["stages"]):
+            if len(stage["tasks"]) == 1:
+                before, after = r["evals"][i]["scores"], r["evals"][i + 1]["scores"]
+                for task in before:
+                    changes[stage["tasks"][0]][task].append(after[task] - before[task])
+    return {t: {j: statistics.fmean(v) for j, v in row.items()} for t, row in changes.items()}
+
+
+def format_summary(
+    rows: Sequence[dict[str, Any]],
+    entropy: dict[str, dict[str, float]] | None = None,
+    transfer: dict[str, dict[str, float]] | None = None,
+) -> str:
     tasks = list(rows[0]["tasks"]) if rows else []
     lines = [f"{'schedule':<44}{'seeds':>6}{'mean':>15}" + "".join(f"{t:>15}" for t in tasks)]
     for r in rows:
@@ -119,6 +146,11 @@ def format_summary(rows: Sequence[dict[str, Any]], entropy: dict[str, dict[str, 
         for t, e in entropy.items():
             rose = f"{e['rose']}/{e['n']}"
             lines.append(f"{t:<10}{e['before']:>26.3f}{e['after']:>10.3f}{e['change']:>+10.3f}{rose:>10}")
+    if transfer:
+        tasks = sorted({j for row in transfer.values() for j in row})
+        lines.append(f"\n{'score change during a stage of (row)':<38}" + "".join(f"{t:>10}" for t in tasks))
+        for t, row in transfer.items():
+            lines.append(f"{t:<38}" + "".join(f"{row[j]:>+10.3f}" if j in row else f"{'-':>10}" for j in tasks))
     return "\n".join(lines)
 
 

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from orderopt.report import entropy_table, format_summary, order_effect, summarize
+from orderopt.report import entropy_table, format_summary, order_effect, stage_transfer, summarize
 
 
 def _records(effect: float, noise: float, *, seeds: int = 3, n_orders: int = 4) -> list[dict]:
@@ -54,3 +54,18 @@ def test_entropy_table_counts_the_stages_in_which_entropy_rose() -> None:
         "a": {"before": 1.0, "after": pytest.approx(4 / 3), "change": pytest.approx(1 / 3), "rose": 2, "n": 3}
     }
     assert "2/3" in format_summary(summarize(_records(0.0, 0.01)), table)
+
+
+def test_stage_transfer_is_the_mean_score_change_a_stage_causes() -> None:
+    def record(qa_after_names: float) -> dict:
+        scores = [{"names": 0.4, "qa": 0.6}, {"names": 0.6, "qa": qa_after_names}, {"names": 0.6, "qa": 0.7}]
+        return {
+            "schedule": {"stages": [{"tasks": ["names"]}, {"tasks": ["qa"]}]},
+            "evals": [{"scores": s} for s in scores],
+        }
+
+    transfer = stage_transfer([record(0.4), record(0.5), {**record(0.0), "baseline": "joint"}])
+    assert transfer["names"] == {"names": pytest.approx(0.2), "qa": pytest.approx(-0.15)}
+    assert transfer["qa"]["qa"] == pytest.approx(0.25) and transfer["qa"]["names"] == 0.0
+    text = format_summary(summarize(_records(0.0, 0.01)), None, transfer)
+    assert "score change during a stage of" in text and "-0.150" in text
