@@ -129,7 +129,7 @@ def evaluate_task(
     frac_trunc = sum(truncated) / max(len(truncated), 1)
     if frac_trunc > 0:
         warnings.warn(
-            f"task {task.name!r}: {frac_trunc:.0%} of eval completions hit max_new_tokens="
+            f"task {task.name!r}: {frac_trunc:.1%} of eval completions hit max_new_tokens="
             f"{task.cfg.max_new_tokens} without EOS (scored as produced)",
             RuntimeWarning,
             stacklevel=2,
