@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from orderopt.config import Config, ScheduleConfig
+from orderopt.train import fmt_duration
 
 __all__ = ["RunPlan", "plan_experiment", "plan_run", "run_study"]
 
@@ -147,7 +148,7 @@ def run_study(cfg: Config) -> list[dict[str, Any]]:
                 record["mean_final"],
                 record["wall_s"],
                 statistics.median(walls),
-                _fmt_s(eta),
+                fmt_duration(eta),
             )
     if failures:
         raise RuntimeError(
@@ -190,9 +191,3 @@ def _init_worker(threads: int) -> None:
 
 def _run(plan: RunPlan) -> dict[str, Any]:
     return plan.run()
-
-
-def _fmt_s(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

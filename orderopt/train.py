@@ -335,7 +335,7 @@ class _Progress:
                     logs.get("entropy", float("nan")),
                     progress.steps_run,
                     progress.total,
-                    _fmt_s(eta),
+                    fmt_duration(eta),
                 )
 
         if not hasattr(self, "first_step"):
@@ -343,6 +343,8 @@ class _Progress:
         return _Callback()
 
 
-def _fmt_s(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 60}m{seconds % 60:02d}s"
+def fmt_duration(seconds: float) -> str:
+    """``"4m05s"``, or ``"2h03m"`` from an hour on (progress lines and ETAs)."""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
