@@ -59,11 +59,12 @@ class RunPlan:
         return run_schedule(spec, self.run_dir, group=cfg.study, wandb=cfg.wandb)
 
 
-def plan_run(cfg: Config) -> RunPlan:
-    """The run ``cfg.schedule`` (or ``cfg.schedule.baseline``) and ``cfg.seed`` describe."""
+def plan_run(cfg: Config, *, suite: tuple[list[Any], str] | None = None) -> RunPlan:
+    """The run ``cfg.schedule`` (or ``cfg.schedule.baseline``) and ``cfg.seed`` describe; ``suite`` (tasks, base
+    model path) saves building them again when many runs share ``cfg``'s suite and model."""
     from orderopt.store import run_dir
 
-    spec = _spec(cfg)
+    spec = _spec(cfg, suite)
     if cfg.schedule.baseline == "merge":
         run_id = f"merge-{cfg.schedule.merge_method}-" + spec.run_id.split("-", 1)[1]
     else:
@@ -100,7 +101,8 @@ def plan_experiment(cfg: Config) -> list[RunPlan]:
         raise ValueError(
             "the experiment trains nothing: set experiment.orders=all, experiment.schedules or experiment.baselines"
         )
-    return [plan_run(replace(cfg, schedule=s, seed=seed)) for s in schedules for seed in exp.seeds]
+    suite = _suite(cfg)  # every run shares the suite and the base model: build them once, not once per run
+    return [plan_run(replace(cfg, schedule=s, seed=seed), suite=suite) for s in schedules for seed in exp.seeds]
 
 
 def run_study(cfg: Config) -> list[dict[str, Any]]:
@@ -160,20 +162,29 @@ def run_study(cfg: Config) -> list[dict[str, Any]]:
     return [read_json(p.run_dir / "result.json") for p in plans]
 
 
-def _spec(cfg: Config) -> Any:
+def _suite(cfg: Config) -> tuple[list[Any], str]:
+    """The suite's tasks and the base model's path (built and cached if needed)."""
+    from orderopt.model import base_model_path
+    from orderopt.tasks import build_suite
+
+    tasks = build_suite(cfg.suite.tasks, cfg.tasks)
+    return tasks, base_model_path(cfg.model, tasks)
+
+
+def _spec(cfg: Config, suite: tuple[list[Any], str] | None = None) -> Any:
     from orderopt.baselines import joint_spec
     from orderopt.model import base_model_path
     from orderopt.schedule import Schedule
     from orderopt.tasks import build_suite
     from orderopt.train import RunSpec
 
-    tasks = build_suite(cfg.suite.tasks, cfg.tasks)
+    tasks = suite[0] if suite else build_suite(cfg.suite.tasks, cfg.tasks)
     sched = cfg.schedule
     if sched.baseline not in (None, "joint", "merge"):
         raise ValueError(f"schedule.baseline={sched.baseline!r}; use joint, merge or null")
     schedule = Schedule.from_stages(sched.order or cfg.suite.tasks, sched.steps)
     schedule.validate(cfg.suite.tasks, require_all=sched.baseline is None)
-    model = base_model_path(cfg.model, tasks)
+    model = suite[1] if suite else base_model_path(cfg.model, tasks)  # after the checks: a bad schedule fails fast
     if sched.baseline == "joint":
         return joint_spec(tasks, model, schedule.total_steps, seed=cfg.seed, trainer=cfg.trainer)
     kind = "baseline" if sched.baseline else "full"
