@@ -10,7 +10,7 @@ from typing import Any
 
 from orderopt.config import TrainerConfig
 from orderopt.merge import merge_state_dicts
-from orderopt.model import load_model
+from orderopt.model import load_model, model_id
 from orderopt.schedule import Schedule
 from orderopt.store import read_json, write_json_atomic
 from orderopt.tasks import Task
@@ -87,6 +87,7 @@ def run_merge(
         "schedule": schedule.to_dict(),
         "schedule_key": schedule.key,
         "model": model,
+        "model_id": model_id(model),
         "suite": [t.name for t in tasks],
         "evals": [parts[0][1]["evals"][0], merged],
         "final": final,

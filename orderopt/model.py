@@ -37,7 +37,7 @@ from transformers import (
 
 from orderopt.tasks import Task
 
-__all__ = ["ModelConfig", "SFTConfig", "base_model_path", "build_tokenizer", "load_model"]
+__all__ = ["ModelConfig", "SFTConfig", "base_model_path", "build_tokenizer", "load_model", "model_id"]
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,23 @@ def base_model_path(cfg: ModelConfig, tasks: Sequence[Task]) -> str:
         if not (path / "build.json").exists():
             _build(cfg, tasks, path, key)
     return str(path)
+
+
+def model_id(name_or_path: str) -> str:
+    """What a base model is, wherever it lives: the embedded model's content-hashed name (``tiny-<hash>``, the same
+    in every cache directory), else the Hugging Face id or path as given. Run ids and checks use it, so records
+    trained with the model cached elsewhere (another machine, CI) are recognised as runs of the same model.
+
+    Example:
+        >>> model_id("/home/me/.cache/orderopt/models/tiny-73a83b23efbfd09e")
+        'tiny-73a83b23efbfd09e'
+        >>> model_id("Qwen/Qwen2.5-0.5B")
+        'Qwen/Qwen2.5-0.5B'
+    """
+    path = Path(name_or_path)
+    if path.parent.name == "models" and path.name.startswith("tiny-"):
+        return path.name
+    return name_or_path
 
 
 def load_model(name_or_path: str, *, device: str = "cpu") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:

@@ -13,6 +13,7 @@ __all__ = [
     "load_records",
     "read_json",
     "record_label",
+    "record_model",
     "run_dir",
     "slim_record",
     "study_dir",
@@ -81,6 +82,14 @@ def load_records(study_dir: str | Path) -> list[dict[str, Any]]:
 def record_label(record: dict[str, Any]) -> str:
     """What a record is a run of: its schedule key, prefixed by the baseline (``joint:``, ``merge:``) if any."""
     return f"{record['baseline']}:{record['schedule_key']}" if "baseline" in record else record["schedule_key"]
+
+
+def record_model(record: dict[str, Any]) -> str:
+    """The base model a record was trained from, as ``orderopt.model.model_id`` names it (records from before
+    ``model_id`` existed name it by path)."""
+    from orderopt.model import model_id
+
+    return str(record.get("model_id") or model_id(record["model"]))
 
 
 def slim_record(record: dict[str, Any], *, every: int = 10) -> dict[str, Any]:

@@ -25,13 +25,13 @@ from transformers.trainer_callback import PrinterCallback
 
 from orderopt.config import TrainerConfig
 from orderopt.evaluate import evaluate_task
-from orderopt.model import _plain, load_model
+from orderopt.model import _plain, load_model, model_id
 from orderopt.schedule import Schedule, Stage
-from orderopt.store import read_json, write_json_atomic
+from orderopt.store import read_json, record_model, write_json_atomic
 from orderopt.tasks import Task
 from orderopt.tracking import Tracker, WandbConfig
 
-__all__ = ["RunSpec", "evaluate_all", "run_schedule", "versions"]
+__all__ = ["RunSpec", "evaluate_all", "run_schedule", "start_from_prefix", "versions"]
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class RunSpec:
         plain = json.dumps(
             {
                 "schedule": self.schedule.key,
-                "model": self.model,
+                "model": model_id(self.model),
                 "trainer": vars(self.trainer),
                 "tasks": {t.name: _plain(t.cfg) for t in self.tasks},
             },
@@ -114,7 +114,11 @@ def run_schedule(
     result_path = run_dir / "result.json"
     if result_path.exists():
         record = read_json(result_path)
-        if (record["schedule_key"], record["seed"], record["model"]) != (spec.schedule.key, spec.seed, spec.model):
+        if (record["schedule_key"], record["seed"], record_model(record)) != (
+            spec.schedule.key,
+            spec.seed,
+            model_id(spec.model),
+        ):
             raise ValueError(
                 f"{result_path} records schedule {record['schedule_key']!r} seed {record['seed']} model "
                 f"{record['model']!r}, not this run's; use another run directory (RunSpec.run_id names one)"
@@ -166,6 +170,47 @@ def run_schedule(
         shutil.rmtree(run_dir / scratch, ignore_errors=True)
     log.info("run %s done: mean final %.3f in %.0fs -> %s", run_id, record["mean_final"], record["wall_s"], result_path)
     return record
+
+
+def start_from_prefix(run_dir: str | Path, prefix_dir: str | Path, spec: RunSpec) -> bool:
+    """Let the run ``spec`` in ``run_dir`` start where a finished run of its first stages (same seed, kept model in
+    ``prefix_dir/model``) ended, instead of training those stages again; False (nothing done) if it can't.
+
+    Stage seeds depend only on the run seed and the stage index, so the record is the one training every stage would
+    give; its ``wall_s`` counts only the stages trained here, and ``prefix`` names the run whose stages it reused.
+    """
+    run_dir, prefix_dir = Path(run_dir), Path(prefix_dir)
+    if (run_dir / "result.json").exists() or (run_dir / "checkpoint").exists():
+        return False  # finished, or resumes from its own checkpoint
+    if not (prefix_dir / "model").is_dir() or not (prefix_dir / "result.json").exists():
+        return False
+    prefix = read_json(prefix_dir / "result.json")
+    n = len(prefix["schedule"]["stages"])
+    if (
+        prefix["seed"] != spec.seed
+        or record_model(prefix) != model_id(spec.model)
+        or prefix["schedule_key"] != Schedule(spec.schedule.stages[:n]).key
+        or n >= len(spec.schedule.stages)
+    ):
+        raise ValueError(
+            f"{prefix_dir} holds run {prefix['schedule_key']!r} seed {prefix['seed']}, not the first stages of "
+            f"{spec.schedule.key!r} seed {spec.seed}; give the run directory of a finished prefix of this run"
+        )
+    tmp = run_dir / "checkpoint.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(prefix_dir / "model", tmp)
+    state = {
+        "run_id": run_dir.name,
+        "schedule": spec.schedule.key,
+        "seed": spec.seed,
+        "evals": prefix["evals"],
+        "train_log": prefix["train_log"],
+        "wall_s": 0.0,
+        "prefix": prefix["run_id"],
+    }
+    write_json_atomic(tmp / "state.json", state)
+    tmp.rename(run_dir / "checkpoint")
+    return True
 
 
 def evaluate_all(
@@ -277,6 +322,7 @@ def _record(spec: RunSpec, run_id: str, state: dict[str, Any]) -> dict[str, Any]
         "schedule": spec.schedule.to_dict(),
         "schedule_key": spec.schedule.key,
         "model": spec.model,
+        "model_id": model_id(spec.model),
         "suite": [t.name for t in spec.tasks],
         "evals": state["evals"],
         "final": final,
@@ -288,6 +334,7 @@ def _record(spec: RunSpec, run_id: str, state: dict[str, Any]) -> dict[str, Any]
         "device": "cpu" if spec.trainer.use_cpu or not torch.cuda.is_available() else torch.cuda.get_device_name(0),
         "config": {k: v for k, v in spec.config.items() if k in ("trainer", "tasks")},
         **({"baseline": spec.baseline} if spec.baseline else {}),
+        **({"prefix": state["prefix"]} if "prefix" in state else {}),
     }
 
 
