@@ -76,7 +76,9 @@ def report_from_config(cfg: Config) -> tuple[str, Path]:
     from orderopt.store import load_records, study_dir, write_json_atomic
 
     where = study_dir(cfg.studies_dir, cfg.study)
-    records = load_records(where)
+    records = [r for r in load_records(where) if r["kind"] != "probe"]  # probes: orderopt-probe reports them
+    if not records:
+        raise ValueError(f"{where} has probe records only; train full runs first (orderopt-train, orderopt-study)")
     rows = summarize(records)
     entropy = entropy_table(records)
     transfer = stage_transfer(records)

@@ -11,7 +11,7 @@ from omegaconf import MISSING
 from orderopt.model import ModelConfig
 from orderopt.tracking import WandbConfig
 
-__all__ = ["Config", "ScheduleConfig", "SuiteConfig", "TrainerConfig", "register_configs"]
+__all__ = ["Config", "ProbeConfig", "ScheduleConfig", "SuiteConfig", "TrainerConfig", "register_configs"]
 
 
 @dataclass
@@ -85,6 +85,20 @@ class ExperimentConfig:
 
 
 @dataclass
+class ProbeConfig:
+    """The probes of a study (``conf/probe/``): single-task probes of ``steps`` steps from the base model and, if
+    ``pairs``, every pair i→j (``steps`` more of j after i's probe), for each seed, ``n_jobs`` at a time."""
+
+    steps: int = 40
+    #: false: single-task probes only (K runs instead of K², the O(K) path)
+    pairs: bool = True
+    seeds: list[int] = field(default_factory=lambda: [0])
+    n_jobs: int = 2
+    #: trainer settings of the probes that differ from ``trainer`` (any of its fields), e.g. a smaller batch
+    trainer: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class Config:
     """The root config (``conf/config.yaml``)."""
 
@@ -93,6 +107,7 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     studies_dir: str = "studies"
     #: task name → that task's config (``type`` picks the implementation; see ``conf/task/``)
@@ -108,3 +123,4 @@ def register_configs() -> None:
     cs.store(group="model", name="base_model", node=ModelConfig)
     cs.store(group="suite", name="base_suite", node=SuiteConfig)
     cs.store(group="trainer", name="base_trainer", node=TrainerConfig)
+    cs.store(group="probe", name="base_probe", node=ProbeConfig)

@@ -38,6 +38,8 @@ class ReplayBackend:
         loaded = load_records(records) if isinstance(records, (str, Path)) else list(records)
         self._runs: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
         for r in loaded:
+            if r["kind"] == "probe":  # probes are not full runs
+                continue
             self._runs[record_label(r)][r["seed"]] = r
         if not self._runs:
             raise ValueError(f"no run records in {self.source}; replay needs a study whose runs were trained for real")

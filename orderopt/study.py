@@ -21,7 +21,7 @@ from typing import Any
 from orderopt.config import Config, ScheduleConfig
 from orderopt.train import fmt_duration
 
-__all__ = ["RunPlan", "plan_experiment", "plan_run", "run_study"]
+__all__ = ["RunPlan", "plan_experiment", "plan_run", "run_plans", "run_study"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,11 @@ class RunPlan:
     cfg: Config
     label: str
     run_dir: Path
+    kind: str = "full"
+    #: keep the final weights in ``run_dir/model`` (runs that other runs start from)
+    keep_model: bool = False
+    #: a finished run of this run's first stages to start from (``train.start_from_prefix``), if it kept its model
+    prefix: Path | None = None
 
     @property
     def done(self) -> bool:
@@ -41,9 +46,9 @@ class RunPlan:
     def run(self) -> dict[str, Any]:
         """Train it (or return its record if it finished before; resume it if it was killed)."""
         from orderopt.baselines import run_merge
-        from orderopt.train import run_schedule
+        from orderopt.train import run_schedule, start_from_prefix
 
-        cfg, spec = self.cfg, _spec(self.cfg)
+        cfg, spec = self.cfg, _spec(self.cfg, kind=self.kind)
         if cfg.schedule.baseline == "merge":
             return run_merge(
                 spec.tasks,
@@ -56,21 +61,24 @@ class RunPlan:
                 wandb=cfg.wandb,
                 group=cfg.study,
             )
-        return run_schedule(spec, self.run_dir, group=cfg.study, wandb=cfg.wandb)
+        if self.prefix is not None and start_from_prefix(self.run_dir, self.prefix, spec):
+            log.info("run %s starts from the finished run %s", self.run_dir.name, self.prefix.name)
+        return run_schedule(spec, self.run_dir, group=cfg.study, wandb=cfg.wandb, keep_model=self.keep_model)
 
 
-def plan_run(cfg: Config, *, suite: tuple[list[Any], str] | None = None) -> RunPlan:
+def plan_run(cfg: Config, *, suite: tuple[list[Any], str] | None = None, kind: str = "full") -> RunPlan:
     """The run ``cfg.schedule`` (or ``cfg.schedule.baseline``) and ``cfg.seed`` describe; ``suite`` (tasks, base
-    model path) saves building them again when many runs share ``cfg``'s suite and model."""
+    model path) saves building them again when many runs share ``cfg``'s suite and model; ``kind`` probe plans a
+    probe (a schedule of any subset of the suite)."""
     from orderopt.store import run_dir
 
-    spec = _spec(cfg, suite)
+    spec = _spec(cfg, suite, kind=kind)
     if cfg.schedule.baseline == "merge":
         run_id = f"merge-{cfg.schedule.merge_method}-" + spec.run_id.split("-", 1)[1]
     else:
         run_id = spec.run_id
     label = f"{cfg.schedule.baseline}:{spec.schedule.key}" if cfg.schedule.baseline else spec.schedule.key
-    return RunPlan(cfg, label, run_dir(cfg.studies_dir, cfg.study, run_id))
+    return RunPlan(cfg, label, run_dir(cfg.studies_dir, cfg.study, run_id), kind=kind)
 
 
 def plan_experiment(cfg: Config) -> list[RunPlan]:
@@ -110,13 +118,25 @@ def run_study(cfg: Config) -> list[dict[str, Any]]:
 
     Runs that fail are reported (schedule, seed, error) after the others finish, then raised as one error.
     """
-    plans = plan_experiment(cfg)
+    return run_plans(plan_experiment(cfg), n_jobs=cfg.experiment.n_jobs, name=f"study {cfg.study}")
+
+
+def run_plans(plans: list[RunPlan], *, n_jobs: int, name: str) -> list[dict[str, Any]]:
+    """Train every plan without a record yet, ``n_jobs`` at a time in spawned processes; every plan's record.
+
+    Progress: a line per finished run (``[<name>] k/N runs done | ... | ETA``). Runs that fail are reported after
+    the others finish, then raised as one error naming each (schedule, seed, error).
+    """
+    from orderopt.store import read_json
+
+    if n_jobs < 1:
+        raise ValueError(f"n_jobs={n_jobs!r} must be at least 1")
     todo = [p for p in plans if not p.done]
-    n_jobs = min(cfg.experiment.n_jobs, max(len(todo), 1))
+    n_jobs = min(n_jobs, max(len(todo), 1))
     threads = max(1, (os.cpu_count() or 1) // n_jobs)
     log.info(
-        "[study %s] %d runs: %d finished before, %d to train, %d at a time (%d torch threads each)",
-        cfg.study,
+        "[%s] %d runs: %d finished before, %d to train, %d at a time (%d torch threads each)",
+        name,
         len(plans),
         len(plans) - len(todo),
         len(todo),
@@ -126,39 +146,38 @@ def run_study(cfg: Config) -> list[dict[str, Any]]:
     failures: list[str] = []
     walls: list[float] = []
     start = time.perf_counter()
-    context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch/thread state
-    with ProcessPoolExecutor(n_jobs, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
-        futures: dict[Future[dict[str, Any]], RunPlan] = {pool.submit(_run, p): p for p in todo}
-        for done, future in enumerate(as_completed(futures), start=1):
-            plan = futures[future]
-            try:
-                record = future.result()
-            except Exception as err:  # one broken run must not stop the study; all failures are raised below
-                failures.append(f"{plan.label} seed {plan.cfg.seed}: {type(err).__name__}: {err}")
-                log.error("[study %s] run %s seed %d failed: %s", cfg.study, plan.label, plan.cfg.seed, err)
-                continue
-            walls.append(record["wall_s"])
-            left = len(todo) - done
-            eta = (time.perf_counter() - start) / done * left
-            log.info(
-                "[study %s] %d/%d runs done | %s seed %d: mean final %.3f in %.0fs | median run %.0fs | ETA %s",
-                cfg.study,
-                len(plans) - left,
-                len(plans),
-                plan.label,
-                plan.cfg.seed,
-                record["mean_final"],
-                record["wall_s"],
-                statistics.median(walls),
-                fmt_duration(eta),
-            )
+    if todo:
+        context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch/thread state
+        with ProcessPoolExecutor(n_jobs, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
+            futures: dict[Future[dict[str, Any]], RunPlan] = {pool.submit(_run, p): p for p in todo}
+            for done, future in enumerate(as_completed(futures), start=1):
+                plan = futures[future]
+                try:
+                    record = future.result()
+                except Exception as err:  # one broken run must not stop the others; all failures are raised below
+                    failures.append(f"{plan.label} seed {plan.cfg.seed}: {type(err).__name__}: {err}")
+                    log.error("[%s] run %s seed %d failed: %s", name, plan.label, plan.cfg.seed, err)
+                    continue
+                walls.append(record["wall_s"])
+                left = len(todo) - done
+                eta = (time.perf_counter() - start) / done * left
+                log.info(
+                    "[%s] %d/%d runs done | %s seed %d: mean final %.3f in %.0fs | median run %.0fs | ETA %s",
+                    name,
+                    len(plans) - left,
+                    len(plans),
+                    plan.label,
+                    plan.cfg.seed,
+                    record["mean_final"],
+                    record["wall_s"],
+                    statistics.median(walls),
+                    fmt_duration(eta),
+                )
     if failures:
         raise RuntimeError(
-            f"{len(failures)} of {len(todo)} runs of study {cfg.study!r} failed (the others are recorded; run the "
-            "same command again to retry only these):\n  " + "\n  ".join(failures)
+            f"{len(failures)} of {len(todo)} runs of {name} failed (the others are recorded; run the same command "
+            "again to retry only these):\n  " + "\n  ".join(failures)
         )
-    from orderopt.store import read_json
-
     return [read_json(p.run_dir / "result.json") for p in plans]
 
 
@@ -171,7 +190,7 @@ def _suite(cfg: Config) -> tuple[list[Any], str]:
     return tasks, base_model_path(cfg.model, tasks)
 
 
-def _spec(cfg: Config, suite: tuple[list[Any], str] | None = None) -> Any:
+def _spec(cfg: Config, suite: tuple[list[Any], str] | None = None, *, kind: str = "full") -> Any:
     from orderopt.baselines import joint_spec
     from orderopt.model import base_model_path
     from orderopt.schedule import Schedule
@@ -183,11 +202,11 @@ def _spec(cfg: Config, suite: tuple[list[Any], str] | None = None) -> Any:
     if sched.baseline not in (None, "joint", "merge"):
         raise ValueError(f"schedule.baseline={sched.baseline!r}; use joint, merge or null")
     schedule = Schedule.from_stages(sched.order or cfg.suite.tasks, sched.steps)
-    schedule.validate(cfg.suite.tasks, require_all=sched.baseline is None)
+    schedule.validate(cfg.suite.tasks, require_all=sched.baseline is None and kind == "full")
     model = suite[1] if suite else base_model_path(cfg.model, tasks)  # after the checks: a bad schedule fails fast
     if sched.baseline == "joint":
         return joint_spec(tasks, model, schedule.total_steps, seed=cfg.seed, trainer=cfg.trainer)
-    kind = "baseline" if sched.baseline else "full"
+    kind = "baseline" if sched.baseline else kind
     return RunSpec(schedule, tasks, model, seed=cfg.seed, kind=kind, trainer=cfg.trainer)
 
 

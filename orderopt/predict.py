@@ -1,0 +1,376 @@
+"""Predictors: a schedule's final score on every task, with an uncertainty, before training it.
+
+Both follow scikit-learn: keyword-only ``__init__`` that only stores, ``fit(records)`` validates and returns self,
+learned state ends in ``_``, ``predict(schedules)`` returns an ``(n_schedules, n_tasks)`` array of scores (columns:
+``tasks_``) and, with ``return_std=True``, their standard deviations too.
+
+- :class:`AdditiveBWTPredictor` — Omni-Thinker's assumption: a task's final score is its score after its own stage
+  plus the backward transfer of every task trained after it. The baseline.
+- :class:`TransferPredictor` — learned: rolls a schedule forward stage by stage with a regression of each task's
+  score change over a stage on features from the transfer matrix (stage task, its budget, what the probes measured it
+  does to the task, entropy changes, whether the task was trained already). Fitted on every stage of the probes
+  (low-fidelity rows) and of any full runs (high-fidelity rows, weighted up), so it gets better as full runs arrive;
+  without pair probes it uses single-task probes only (the O(K) path).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from orderopt.probe import TransferMatrix
+from orderopt.schedule import Schedule
+from orderopt.store import record_model
+
+__all__ = ["AdditiveBWTPredictor", "TransferPredictor", "rank_correlation"]
+
+ScheduleLike = Schedule | str
+
+
+class _Predictor:
+    """Shared input handling: records in, schedules parsed and checked against what the probes saw."""
+
+    transfer_: TransferMatrix
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "transfer_"):
+            raise RuntimeError(
+                f"this {type(self).__name__} is not fitted yet; call fit(records) with the study's probe records "
+                "(orderopt.store.load_records(<study dir>)) before predict"
+            )
+
+    @property
+    def tasks_(self) -> list[str]:
+        self._check_fitted()
+        return self.transfer_.tasks
+
+    def _schedules(self, schedules: Iterable[ScheduleLike]) -> list[Schedule]:
+        self._check_fitted()
+        out = [s if isinstance(s, Schedule) else Schedule.parse(_strip_label(s)) for s in schedules]
+        for s in out:
+            unknown = [t for t in s.tasks if t not in self.transfer_.tasks]
+            if unknown:
+                raise ValueError(
+                    f"schedule {s.key!r} names task(s) {', '.join(map(repr, unknown))} the probes never saw "
+                    f"(probed: {', '.join(self.transfer_.tasks)}); probe a suite with them, or drop them"
+                )
+        return out
+
+
+class AdditiveBWTPredictor(_Predictor):
+    """Omni-Thinker's additive prediction: final s_j = s_j after j's own stage + Σ over tasks k trained after j of
+    BWT(k on j), every term measured by the probes and scaled by (stage budget / probe length) — linear in steps.
+
+    Without pair probes, BWT(k on j) is replaced by T[k][j] (k's single-probe transfer onto j). The std is the seed
+    std of the summed terms (or the binomial eval noise of each term, with one probe seed).
+
+    Example:
+        >>> model = AdditiveBWTPredictor().fit(load_records("studies/reference"))  # doctest: +SKIP
+        >>> model.predict(["names:200>qa:200>strings:200>arith:200"])  # doctest: +SKIP
+        array([[0.71, 0.86, 0.75, 0.61]])
+    """
+
+    def __init__(self, *, use_pairs: bool = True) -> None:
+        self.use_pairs = use_pairs
+
+    def fit(self, records: Iterable[dict[str, Any]], y: Any = None) -> AdditiveBWTPredictor:
+        tm = TransferMatrix.from_records(records)
+        if self.use_pairs and not tm.has_pairs:
+            raise ValueError(
+                "use_pairs=True but the probes have no complete set of pair probes; run them, or use_pairs=False"
+            )
+        self.transfer_ = tm
+        return self
+
+    def predict(self, schedules: Iterable[ScheduleLike], *, return_std: bool = False) -> Any:
+        tm = self.transfer_ if hasattr(self, "transfer_") else None
+        parsed = self._schedules(schedules)
+        assert tm is not None
+        k = len(tm.tasks)
+        back = tm.bwt_matrix if self.use_pairs else tm.transfer.T  # back[j, m]: how a stage of m moves j
+        back_std = _pair_std(tm) if self.use_pairs else tm.single_std.T
+        mean = np.empty((len(parsed), k))
+        var = np.empty((len(parsed), k))
+        for n, s in enumerate(parsed):
+            budgets = _task_budgets(s, tm)
+            for j, task in enumerate(tm.tasks):
+                last = _last_stage(s, task)
+                if last is None:  # never trained: only what the other stages do to it
+                    terms = [(tm.transfer[tm.index(m), j], tm.single_std[tm.index(m), j], b) for m, b, _ in budgets]
+                    base = tm.base[j]
+                else:
+                    own = sum(b for m, b, _ in budgets if m == task) / tm.steps
+                    base = tm.base[j] + tm.transfer[j, j] * own
+                    terms = [(back[j, tm.index(m)], back_std[j, tm.index(m)], b) for m, b, i in budgets if i > last]
+                mean[n, j] = base + sum(v * b / tm.steps for v, _, b in terms)
+                var[n, j] = tm.eval_std[j] ** 2 + sum(
+                    (max(sd, tm.eval_std[j]) * b / tm.steps) ** 2 for _, sd, b in terms
+                )
+        mean = np.clip(mean, 0.0, 1.0)
+        return (mean, np.sqrt(var)) if return_std else mean
+
+
+class TransferPredictor(_Predictor):
+    """Learned, entropy-aware predictor: a schedule is rolled forward stage by stage.
+
+    Low fidelity, from the probes: a task's own stage closes a share of the gap to a perfect score,
+    ``s ← s + (1 − s)·(1 − (1 − h)^((b/p)^gain_exponent))`` with ``h`` the share its single probe closed in ``p``
+    steps; another task's stage moves it through the entropy that stage spills onto it,
+    ``s ← s + c·ΔH·(b/p)^spill_exponent`` with ΔH from the probes (single probe of the stage task; with pairs and
+    once the task was trained, the mean of that and the pair probe) and ``c`` the score change per nat of entropy,
+    fitted over every probe stage of the suite's tasks of the same domain. Entropy carries the transfer because a
+    short probe measures it precisely while the score changes it causes are still within eval noise.
+
+    High fidelity, from full runs: a ridge regression per task of what the low-fidelity model got wrong on every
+    stage of every full run (features: own budget and room to gain; which task's stage it is × its budget, and
+    that again once the task was trained), added to each step of the rollout. With no full run it is zero; each
+    full run adds its stages.
+
+    The std comes from ``n_boot`` rollouts with the probe numbers drawn within their noise (seed std with several
+    probe seeds, else the binomial eval noise for scores and the spread of the structured stages' off-diagonal
+    entropy changes for entropies) and the full runs resampled.
+
+    Args:
+        use_pairs: use the pair probes (False: single-task probes only, the O(K) path).
+        gain_exponent: budget exponent of a task's own stage (1: exponential approach in steps).
+        spill_exponent: budget exponent of the entropy one stage spills onto another task (1: linear in steps).
+        alpha: ridge penalty of the full-run correction.
+        n_boot: rollouts behind the std.
+        random_state: seed of those rollouts.
+
+    Example:
+        >>> model = TransferPredictor().fit(load_records("studies/reference"))  # doctest: +SKIP
+        >>> mean, std = model.predict(["names:200>qa:200>strings:200>arith:200"], return_std=True)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        *,
+        use_pairs: bool = True,
+        gain_exponent: float = 1.0,
+        spill_exponent: float = 1.0,
+        alpha: float = 0.01,
+        n_boot: int = 50,
+        random_state: int = 0,
+    ) -> None:
+        self.use_pairs = use_pairs
+        self.gain_exponent = gain_exponent
+        self.spill_exponent = spill_exponent
+        self.alpha = alpha
+        self.n_boot = n_boot
+        self.random_state = random_state
+
+    def fit(self, records: Iterable[dict[str, Any]], y: Any = None) -> TransferPredictor:
+        """Fit on run records: the probes (the low-fidelity model) and any full runs of the same base model and
+        suite (the correction); baselines, replays and records of other models are ignored."""
+        for name in ("gain_exponent", "spill_exponent"):
+            if not 0 < getattr(self, name) <= 3:
+                raise ValueError(f"{name}={getattr(self, name)!r} must be in (0, 3]; 1 is the default")
+        if not self.alpha > 0 or self.n_boot < 0:
+            raise ValueError(f"alpha={self.alpha!r} must be > 0 and n_boot={self.n_boot!r} ≥ 0")
+        records = list(records)
+        tm = TransferMatrix.from_records(records)
+        if self.use_pairs and not tm.has_pairs:
+            raise ValueError(
+                "use_pairs=True but the probes have no complete set of pair probes; run them (probe.pairs=true) or "
+                "use_pairs=False"
+            )
+        self.transfer_ = tm
+        probes = [r for r in records if r["kind"] == "probe" and (self.use_pairs or len(r["schedule"]["stages"]) == 1)]
+        self.coupling_ = _coupling(probes, tm)
+        self.noise_ = _noise(tm)
+        full = [r for r in records if r["kind"] == "full" and record_model(r) == tm.model and "replay" not in r]
+        for r in full:
+            if list(r["suite"]) != tm.tasks:
+                raise ValueError(
+                    f"full run {r['run_id']} has suite {r['suite']}, the probes {tm.tasks}; fit on runs of one suite"
+                )
+        self.n_full_ = len(full)
+        rng = np.random.default_rng(self.random_state)
+        prior = self._prior(tm, None)
+        self.members_ = [(prior, self._correction(prior, full))]
+        for _ in range(self.n_boot):
+            member = self._prior(tm, rng)
+            sample = [full[i] for i in rng.integers(len(full), size=len(full))] if full else []
+            self.members_.append((member, self._correction(member, sample)))
+        return self
+
+    def predict(self, schedules: Iterable[ScheduleLike], *, return_std: bool = False) -> Any:
+        parsed = self._schedules(schedules)
+        if not hasattr(self, "members_"):
+            self._check_fitted()
+        runs = np.array([[self._rollout(s, *member) for s in parsed] for member in self.members_])
+        mean = runs[0]
+        if not return_std:
+            return mean
+        spread = runs[1:].std(axis=0) if len(runs) > 1 else np.zeros_like(mean)
+        return mean, np.sqrt(spread**2 + self.transfer_.eval_std[None, :] ** 2)
+
+    # --- the low-fidelity model: numbers from the probes ------------------------------------------------------
+    def _prior(self, tm: TransferMatrix, rng: np.random.Generator | None) -> dict[str, np.ndarray]:
+        """Gap share closed per probe length ``h``, entropy spill (single and, for trained tasks, pair-averaged)
+        and coupling per task; drawn within their noise when ``rng`` is given."""
+        k = len(tm.tasks)
+        coupling = np.array([self.coupling_[tm.domains[t]] for t in tm.tasks])
+        # a task's own gain, measured twice: its eval score change and its entropy change × coupling; a short probe
+        # of a slow starter gives a noisy score change, the entropy change is the steadier of the two
+        gain = (np.diag(tm.transfer) + coupling * np.diag(tm.entropy_change)) / 2
+        spill = tm.entropy_change.copy()
+        spill_trained = spill.T.copy()  # [j, m]: entropy change of j when m is trained after it
+        if self.use_pairs:
+            spill_trained = np.where(np.isnan(tm.entropy_bwt), spill_trained, (spill_trained + tm.entropy_bwt) / 2)
+        if rng is not None:
+            gain = gain + rng.normal(0.0, self.noise_["score"])
+            spill = spill + rng.normal(0.0, self.noise_["entropy"], (k, k))
+            spill_trained = spill_trained + rng.normal(0.0, self.noise_["entropy"], (k, k))
+        h = np.clip(gain / np.maximum(1.0 - tm.base, 1e-6), 0.0, 0.99)
+        return {"h": h, "spill": spill, "spill_trained": spill_trained, "coupling": coupling}
+
+    def _prior_step(
+        self, prior: dict[str, np.ndarray], stage: str, steps: float, j: int, trained: bool, score: float
+    ) -> float:
+        tm = self.transfer_
+        k, g = tm.index(stage), steps / tm.steps
+        if k == j:
+            return (1.0 - score) * (1.0 - (1.0 - prior["h"][j]) ** (g**self.gain_exponent))
+        spill = prior["spill_trained"][j, k] if trained else prior["spill"][k, j]
+        return float(prior["coupling"][j] * spill * g**self.spill_exponent)
+
+    # --- the high-fidelity correction: what the probes' model got wrong on full runs ---------------------------
+    def _residual_features(self, stage: str, steps: float, j: int, trained: bool, score: float) -> list[float]:
+        """Own stage: budget and room to gain; another task's stage: which task it is × budget, and the same once
+        this task was trained (who comes after whom)."""
+        tm = self.transfer_
+        k, n = tm.index(stage), len(tm.tasks)
+        if k == j:
+            g = (steps / tm.steps) ** self.gain_exponent
+            return [g, (1.0 - score) * g] + [0.0] * (2 * n)
+        g = (steps / tm.steps) ** self.spill_exponent
+        after = [0.0] * (2 * n)
+        after[k] = g
+        after[n + k] = g * trained
+        return [0.0, 0.0] + after
+
+    def _correction(self, prior: dict[str, np.ndarray], runs: Sequence[dict[str, Any]]) -> list[Any] | None:
+        from sklearn.linear_model import Ridge
+
+        if not runs:
+            return None
+        tm = self.transfer_
+        xs: list[list[list[float]]] = [[] for _ in tm.tasks]
+        ys: list[list[float]] = [[] for _ in tm.tasks]
+        for r in runs:
+            trained: set[str] = set()
+            for i, stage in enumerate(r["schedule"]["stages"]):
+                before, after = r["evals"][i]["scores"], r["evals"][i + 1]["scores"]
+                for j, t in enumerate(tm.tasks):
+                    for name, steps in _shares(stage["tasks"], stage["steps"], stage.get("weights")):
+                        xs[j].append(self._residual_features(name, steps, j, t in trained, before[t]))
+                    predicted = sum(
+                        self._prior_step(prior, name, steps, j, t in trained, before[t])
+                        for name, steps in _shares(stage["tasks"], stage["steps"], stage.get("weights"))
+                    )
+                    n = len(stage["tasks"])  # a mixed stage's shares are rows of their own; each carries its part
+                    ys[j] += [(after[t] - before[t] - predicted) / n] * n
+                trained |= set(stage["tasks"])
+        return [
+            Ridge(alpha=self.alpha, fit_intercept=False).fit(np.array(x), np.array(y))
+            for x, y in zip(xs, ys, strict=True)
+        ]
+
+    def _rollout(self, schedule: Schedule, prior: dict[str, np.ndarray], correction: list[Any] | None) -> np.ndarray:
+        tm = self.transfer_
+        scores = tm.base.copy()
+        trained: set[str] = set()
+        for stage in schedule.stages:
+            step = np.zeros(len(tm.tasks))
+            for j, t in enumerate(tm.tasks):
+                for name, steps in _shares(stage.tasks, stage.steps, stage.weights):
+                    step[j] += self._prior_step(prior, name, steps, j, t in trained, scores[j])
+                    if correction is not None:
+                        x = self._residual_features(name, steps, j, t in trained, scores[j])
+                        step[j] += float(correction[j].predict(np.array([x]))[0])
+            scores = np.clip(scores + step, 0.0, 1.0)
+            trained |= set(stage.tasks)
+        return scores
+
+
+def rank_correlation(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, float]:
+    """Spearman ρ and Kendall τ of predicted vs measured scores."""
+    from scipy.stats import kendalltau, spearmanr
+
+    if len(predicted) != len(measured) or len(predicted) < 3:
+        raise ValueError(f"need ≥ 3 paired scores to rank; got {len(predicted)} predicted, {len(measured)} measured")
+    return {
+        "spearman": float(spearmanr(predicted, measured).statistic),
+        "kendall": float(kendalltau(predicted, measured).statistic),
+    }
+
+
+def _shares(tasks: Sequence[str], steps: int, weights: Sequence[float] | None) -> list[tuple[str, float]]:
+    """A stage's steps split among its tasks by weight (uniform unless weighted)."""
+    w = list(weights) if weights else [1.0] * len(tasks)
+    return [(t, steps * x / sum(w)) for t, x in zip(tasks, w, strict=True)]
+
+
+def _coupling(probes: Sequence[dict[str, Any]], tm: TransferMatrix) -> dict[str, float]:
+    """Score change per nat of entropy change, per domain: least squares through the origin over every probe stage
+    and every task of that domain (own stages and others')."""
+    out = {}
+    for domain in set(tm.domains.values()):
+        tasks = [t for t in tm.tasks if tm.domains[t] == domain]
+        dh, ds = [], []
+        for r in probes:
+            for i in range(len(r["schedule"]["stages"])):
+                before, after = r["evals"][i], r["evals"][i + 1]
+                dh += [after["entropy"][t] - before["entropy"][t] for t in tasks]
+                ds += [after["scores"][t] - before["scores"][t] for t in tasks]
+        x, y = np.array(dh), np.array(ds)
+        out[domain] = float(x @ y / (x @ x)) if len(x) and x @ x > 0 else 0.0
+    return out
+
+
+def _noise(tm: TransferMatrix) -> dict[str, Any]:
+    """Noise of one probe number: seed std with several probe seeds, else the binomial eval noise of a score
+    difference and, for entropies, the typical off-diagonal entropy change of structured stages."""
+    k = len(tm.tasks)
+    if len(tm.seeds) > 1:
+        entropy_sd = float(np.nanmedian(np.abs(tm.single_std))) if tm.single_std.size else 0.0
+        return {"score": np.diag(tm.single_std), "entropy": entropy_sd}
+    structured = [i for i, t in enumerate(tm.tasks) if tm.domains[t] == "structured"]
+    off = [abs(tm.entropy_change[i, j]) for i in structured for j in range(k) if j != i]
+    return {"score": np.sqrt(2) * tm.eval_std, "entropy": float(np.median(off)) if off else 0.0}
+
+
+def _task_budgets(schedule: Schedule, tm: TransferMatrix) -> list[tuple[str, float, int]]:
+    """(task, steps, stage index) for every task of every stage (a mixed stage splits its steps by weight)."""
+    out = []
+    for i, stage in enumerate(schedule.stages):
+        weights = stage.weights or (1.0,) * len(stage.tasks)
+        out += [(t, stage.steps * w / sum(weights), i) for t, w in zip(stage.tasks, weights, strict=True)]
+    return out
+
+
+def _last_stage(schedule: Schedule, task: str) -> int | None:
+    stages = [i for i, s in enumerate(schedule.stages) if task in s.tasks]
+    return stages[-1] if stages else None
+
+
+def _pair_std(tm: TransferMatrix) -> np.ndarray:
+    k = len(tm.tasks)
+    out = np.zeros((k, k))
+    for i in range(k):
+        for j in range(k):
+            if i != j:
+                out[i, j] = np.hypot(tm.pair_std[i, j, i], tm.single_std[i, i])
+    return out
+
+
+def _strip_label(label: str) -> str:
+    """A study-summary label (``joint:<key>``) to its schedule key."""
+    prefix, sep, rest = label.partition(":")
+    if sep and prefix == "merge":
+        raise ValueError(f"{label!r} is a model-merging baseline, not a schedule: predictors predict schedules")
+    return rest if sep and prefix == "joint" else label

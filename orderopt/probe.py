@@ -1,0 +1,454 @@
+"""Probes — short real TRL runs that measure transfer between tasks — and the transfer matrix built from them.
+
+Single-task probe i: ``p`` steps of task i from the base model θ0. Pair probe i→j: ``p`` steps of j after the single
+probe of i (it starts from the single probe's kept weights, so it costs only its second stage). Both are ordinary run
+records of kind ``probe`` under ``<study>/runs/``: cached by run id (what determines them), resumable, parallel.
+
+Formulas (DESIGN.md): T[i][j] = s_j(θ_i) − s_j(θ0); BWT(j on i) = s_i(θ_ij) − s_i(θ_i); ΔH_i = entropy change of
+task i in its own probe. FWT of task j is the mean over i ≠ j of T[i][j] (what the other tasks do for j before j is
+trained); BWT of task i the mean over j ≠ i of BWT(j on i).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import warnings
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from orderopt.config import Config, ScheduleConfig
+
+__all__ = ["ProbeCost", "TransferMatrix", "plan_probes", "probe_cost", "run_probes"]
+
+log = logging.getLogger(__name__)
+
+
+def plan_probes(cfg: Config) -> tuple[list[Any], list[Any]]:
+    """The probes ``cfg.probe`` asks for: single-task probes, and pair probes (empty if ``probe.pairs`` is false),
+    for every seed of ``probe.seeds``. Each pair probe i→j starts from the single probe of i with the same seed."""
+    from orderopt.study import _suite, plan_run
+
+    pc = cfg.probe
+    if isinstance(pc.steps, bool) or not isinstance(pc.steps, int) or pc.steps < 1:
+        raise ValueError(f"probe.steps={pc.steps!r} must be a positive number of steps, e.g. probe.steps=30")
+    if not pc.seeds:
+        raise ValueError("probe.seeds is empty; list at least one seed, e.g. probe.seeds=[0]")
+    unknown = sorted(set(pc.trainer) - set(vars(cfg.trainer)) - {"preset"})
+    if unknown:
+        raise ValueError(
+            f"probe.trainer sets {', '.join(unknown)}, not trainer settings; use fields of trainer "
+            f"({', '.join(k for k in vars(cfg.trainer) if k != 'preset')})"
+        )
+    if len(cfg.suite.tasks) < 2:
+        raise ValueError(f"suite {cfg.suite.tasks} has one task: there is no transfer to probe; add tasks")
+    suite = _suite(cfg)
+    cfg = replace(cfg, trainer=replace(cfg.trainer, **pc.trainer))
+
+    def plan(order: list[str], seed: int) -> Any:
+        return plan_run(
+            replace(cfg, schedule=ScheduleConfig(order=order, steps=pc.steps), seed=seed), suite=suite, kind="probe"
+        )
+
+    singles, pairs = [], []
+    for seed in pc.seeds:
+        first = {}
+        for i in cfg.suite.tasks:
+            first[i] = replace(plan([i], seed), keep_model=pc.pairs)
+            singles.append(first[i])
+        if pc.pairs:
+            pairs += [
+                replace(plan([i, j], seed), prefix=first[i].run_dir)
+                for i in cfg.suite.tasks
+                for j in cfg.suite.tasks
+                if i != j
+            ]
+    return singles, pairs
+
+
+@dataclass
+class ProbeCost:
+    """What the probes cost, against one full run of the study's default schedule (one stage per task)."""
+
+    probes: int
+    steps: int
+    wall_s: float
+    full_steps: int
+    #: median wall time of the study's full runs, or None if it has none (then ``wall_fraction`` is estimated)
+    full_wall_s: float | None
+    #: probe wall per step × full-run steps, when no full run was measured
+    full_wall_estimate_s: float
+
+    @property
+    def step_fraction(self) -> float:
+        return self.steps / self.full_steps
+
+    @property
+    def wall_fraction(self) -> float:
+        return self.wall_s / (self.full_wall_s or self.full_wall_estimate_s)
+
+    def __str__(self) -> str:
+        full = (
+            f"median of the study's full runs {self.full_wall_s:.0f}s"
+            if self.full_wall_s
+            else f"estimated {self.full_wall_estimate_s:.0f}s: no full run in the study yet"
+        )
+        return (
+            f"{self.probes} probes, {self.steps} steps, {self.wall_s:.0f}s of run wall time = "
+            f"{self.wall_fraction:.2f} of one full run ({self.full_steps} steps, {full}); "
+            f"steps: {self.step_fraction:.2f}"
+        )
+
+
+def probe_cost(
+    probes: Sequence[dict[str, Any]], full_steps: int, full_runs: Sequence[dict[str, Any]] = ()
+) -> ProbeCost:
+    """Cost of ``probes`` (their records) against one full run of ``full_steps`` steps (``full_runs``: measured)."""
+    steps = sum(_trained_steps(r) for r in probes)
+    wall = sum(r["wall_s"] for r in probes)
+    walls = [r["wall_s"] for r in full_runs if r["kind"] == "full" and "replay" not in r]
+    return ProbeCost(
+        probes=len(probes),
+        steps=steps,
+        wall_s=wall,
+        full_steps=full_steps,
+        full_wall_s=statistics.median(walls) if walls else None,
+        full_wall_estimate_s=wall / max(steps, 1) * full_steps,
+    )
+
+
+def run_probes(cfg: Config) -> tuple[TransferMatrix, ProbeCost]:
+    """Run the probes of ``cfg.probe`` that have no record yet (singles, then pairs, ``probe.n_jobs`` at a time),
+    save the transfer matrix in the study directory (``transfer.json``, ``transfer.graphml``) and return it with
+    what the probes cost."""
+    from orderopt.store import load_records, study_dir
+    from orderopt.study import run_plans
+
+    singles, pairs = plan_probes(cfg)
+    name = f"probes {cfg.study}"
+    records = run_plans(singles, n_jobs=cfg.probe.n_jobs, name=name + " (single-task)")
+    if pairs:
+        records += run_plans(pairs, n_jobs=cfg.probe.n_jobs, name=name + " (pairs)")
+    where = study_dir(cfg.studies_dir, cfg.study)
+    full = [r for r in load_records(where) if r["kind"] == "full"]
+    cost = probe_cost(records, len(cfg.suite.tasks) * _default_steps(cfg), full)
+    matrix = TransferMatrix.from_records(records)
+    matrix.save(where)
+    log.info("[%s] %s", name, cost)
+    return matrix, cost
+
+
+@dataclass
+class TransferMatrix:
+    """Scores and entropies of every task after every probe, averaged over probe seeds (``*_std``: seed std).
+
+    Arrays are indexed by the order of ``tasks``: ``single[i, j]`` = s_j(θ_i); ``pair[i, j, m]`` = s_m(θ_ij) (NaN
+    where no pair probe i→j was run).
+
+    Example:
+        >>> tm = TransferMatrix.from_records(load_records("studies/reference"))  # doctest: +SKIP
+        >>> tm.bwt_matrix[tm.index("qa"), tm.index("names")]  # qa's change when names follows  # doctest: +SKIP
+        -0.05
+    """
+
+    tasks: list[str]
+    domains: dict[str, str]
+    model: str
+    steps: int
+    seeds: list[int]
+    base: np.ndarray
+    base_entropy: np.ndarray
+    single: np.ndarray
+    single_entropy: np.ndarray
+    pair: np.ndarray
+    pair_entropy: np.ndarray
+    #: seed std of ``single`` and ``pair`` (zeros with one seed; see ``eval_std``)
+    single_std: np.ndarray = field(repr=False)
+    pair_std: np.ndarray = field(repr=False)
+    #: binomial std of one eval score, sqrt(s(1 − s)/n), per task at its base score: the noise floor of one number
+    eval_std: np.ndarray = field(repr=False)
+
+    @classmethod
+    def from_records(cls, records: Iterable[dict[str, Any]]) -> TransferMatrix:
+        """From probe records (other kinds are ignored): every single-task probe of the suite is needed, pairs are
+        optional (the O(K) path). All probes must share the base model and the probe length."""
+        from orderopt.store import record_model
+
+        probes = [r for r in records if r["kind"] == "probe"]
+        if not probes:
+            raise ValueError("no probe records given; run the probes first (orderopt-probe)")
+        models = sorted({record_model(r) for r in probes})
+        if len(models) > 1:
+            raise ValueError(
+                f"probe records come from {len(models)} base models ({', '.join(models)}); a transfer matrix "
+                "measures one model: keep the probes of one model (each study directory holds one)"
+            )
+        trainers = {json.dumps(r.get("config", {}).get("trainer"), sort_keys=True) for r in probes}
+        if len(trainers) > 1:
+            raise ValueError(
+                f"probe records were trained with {len(trainers)} different trainer settings; a transfer matrix "
+                "needs probes of one probe config: keep one set (e.g. a study directory per probe config)"
+            )
+        lengths = sorted({s["steps"] for r in probes for s in r["schedule"]["stages"]})
+        if len(lengths) > 1:
+            raise ValueError(f"probe records of different lengths {lengths} steps; use the probes of one probe.steps")
+        tasks = list(probes[0]["suite"])
+        k = len(tasks)
+        by_seed: dict[int, dict[tuple[str, ...], dict[str, Any]]] = defaultdict(dict)
+        for r in probes:
+            if list(r["suite"]) != tasks:
+                raise ValueError(f"probe {r['run_id']} has suite {r['suite']}, others {tasks}; use one suite")
+            by_seed[r["seed"]][tuple(s["tasks"][0] for s in r["schedule"]["stages"])] = r
+        seeds = sorted(by_seed)
+        for seed in seeds:
+            missing = [t for t in tasks if (t,) not in by_seed[seed]]
+            if missing:
+                raise ValueError(
+                    f"seed {seed} has no single-task probe of {', '.join(missing)}; run the probes (orderopt-probe)"
+                )
+        n = len(seeds)
+        single, single_h = np.full((n, k, k), np.nan), np.full((n, k, k), np.nan)
+        pair, pair_h = np.full((n, k, k, k), np.nan), np.full((n, k, k, k), np.nan)
+        base, base_h = np.full((n, k), np.nan), np.full((n, k), np.nan)
+        for s, seed in enumerate(seeds):
+            for path, r in by_seed[seed].items():
+                scores = [r["final"][t] for t in tasks]
+                entropy = [r["evals"][-1]["entropy"][t] for t in tasks]
+                i = tasks.index(path[0])
+                if len(path) == 1:
+                    single[s, i], single_h[s, i] = scores, entropy
+                    base[s] = [r["evals"][0]["scores"][t] for t in tasks]
+                    base_h[s] = [r["evals"][0]["entropy"][t] for t in tasks]
+                elif len(path) == 2:
+                    j = tasks.index(path[1])
+                    pair[s, i, j], pair_h[s, i, j] = scores, entropy
+        config = probes[0].get("config", {}).get("tasks", {})
+        domains, n_eval = {}, []
+        for t in tasks:
+            from orderopt.tasks import TASK_TYPES
+
+            cls_ = TASK_TYPES.get(config.get(t, {}).get("type", t))
+            domains[t] = cls_.domain if cls_ else "structured"
+            n_eval.append(config.get(t, {}).get("n_eval", 500) * (cls_.eval_samples if cls_ else 1))
+        mean_base = np.nanmean(base, axis=0)
+        return cls(
+            tasks=tasks,
+            domains=domains,
+            model=models[0],
+            steps=lengths[0],
+            seeds=seeds,
+            base=mean_base,
+            base_entropy=np.nanmean(base_h, axis=0),
+            single=np.nanmean(single, axis=0),
+            single_entropy=np.nanmean(single_h, axis=0),
+            pair=_nanmean(pair),
+            pair_entropy=_nanmean(pair_h),
+            single_std=_nanstd(single),
+            pair_std=_nanstd(pair),
+            eval_std=np.sqrt(mean_base * (1 - mean_base) / np.array(n_eval)),
+        )
+
+    # --- derived quantities (DESIGN.md formulas) ---------------------------------------------------------------
+    def index(self, task: str) -> int:
+        if task not in self.tasks:
+            raise ValueError(
+                f"task {task!r} was never probed (probed: {', '.join(self.tasks)}); run the probes of a suite "
+                "that has it, or drop it from the schedule"
+            )
+        return self.tasks.index(task)
+
+    @property
+    def has_pairs(self) -> bool:
+        k = len(self.tasks)
+        return bool(np.all([np.isfinite(self.pair[i, j]).all() for i in range(k) for j in range(k) if i != j]))
+
+    @property
+    def transfer(self) -> np.ndarray:
+        """T[i][j] = s_j(θ_i) − s_j(θ0): score change of task j in task i's single probe."""
+        return self.single - self.base[None, :]
+
+    @property
+    def entropy_change(self) -> np.ndarray:
+        """ΔH[i][j]: entropy change of task j in task i's single probe (ΔH_i is the diagonal)."""
+        return self.single_entropy - self.base_entropy[None, :]
+
+    @property
+    def bwt_matrix(self) -> np.ndarray:
+        """B[i][j] = BWT(j on i) = s_i(θ_ij) − s_i(θ_i): how training j after i moves i (NaN: no pair probe)."""
+        k = len(self.tasks)
+        out = np.full((k, k), np.nan)
+        for i in range(k):
+            for j in range(k):
+                if i != j:
+                    out[i, j] = self.pair[i, j, i] - self.single[i, i]
+        return out
+
+    @property
+    def entropy_bwt(self) -> np.ndarray:
+        """HB[i][j] = H_i(θ_ij) − H_i(θ_i): how training j after i moves i's entropy (NaN: no pair probe)."""
+        k = len(self.tasks)
+        out = np.full((k, k), np.nan)
+        for i in range(k):
+            for j in range(k):
+                if i != j:
+                    out[i, j] = self.pair_entropy[i, j, i] - self.single_entropy[i, i]
+        return out
+
+    @property
+    def bwt(self) -> dict[str, float]:
+        """Per task i: mean over j ≠ i of BWT(j on i) (NaN without pair probes)."""
+        b = self.bwt_matrix
+        return {t: _mean_offdiag(b, i, row=True) for i, t in enumerate(self.tasks)}
+
+    @property
+    def fwt(self) -> dict[str, float]:
+        """Per task j: mean over i ≠ j of T[i][j], what training another task first does for j."""
+        t_ = self.transfer
+        return {t: _mean_offdiag(t_, j, row=False) for j, t in enumerate(self.tasks)}
+
+    def to_graph(self) -> Any:
+        """A networkx DiGraph: nodes are tasks (``domain``, ``base``, ``gain`` = T[i][i], ``entropy_change`` = ΔH_i,
+        ``bwt``, ``fwt``); edge i→j for i ≠ j carries ``weight`` = T[i][j] (single-probe transfer of i onto j) and,
+        with pair probes, ``bwt`` = BWT(i on j) (how training i after j moves j)."""
+        import networkx as nx
+
+        g = nx.DiGraph(model=self.model, probe_steps=self.steps, seeds=",".join(map(str, self.seeds)))
+        t_, b, dh = self.transfer, self.bwt_matrix, self.entropy_change
+        bwt, fwt = self.bwt, self.fwt
+        for i, t in enumerate(self.tasks):
+            g.add_node(
+                t,
+                domain=self.domains[t],
+                base=float(self.base[i]),
+                gain=float(t_[i, i]),
+                entropy_change=float(dh[i, i]),
+                bwt=float(bwt[t]),
+                fwt=float(fwt[t]),
+            )
+        for i, a in enumerate(self.tasks):
+            for j, c in enumerate(self.tasks):
+                if i != j:
+                    g.add_edge(a, c, weight=float(t_[i, j]), bwt=float(b[j, i]), entropy_change=float(dh[i, j]))
+        return g
+
+    # --- persistence ----------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        arrays = {k: np.asarray(v).tolist() for k, v in vars(self).items() if isinstance(v, np.ndarray)}
+        derived = {
+            "transfer": self.transfer.tolist(),
+            "bwt_matrix": self.bwt_matrix.tolist(),
+            "entropy_change": self.entropy_change.tolist(),
+            "bwt": self.bwt,
+            "fwt": self.fwt,
+        }
+        meta = {"tasks": self.tasks, "domains": self.domains, "model": self.model, "steps": self.steps}
+        return {**meta, "seeds": self.seeds, **_nan_to_none(arrays), "derived": _nan_to_none(derived)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TransferMatrix:
+        arrays = {
+            k: np.array(_none_to_nan(data[k]), dtype=float)
+            for k in cls.__dataclass_fields__
+            if k not in ("tasks", "domains", "model", "steps", "seeds")
+        }
+        return cls(
+            tasks=data["tasks"],
+            domains=data["domains"],
+            model=data["model"],
+            steps=data["steps"],
+            seeds=data["seeds"],
+            **arrays,
+        )
+
+    def save(self, where: str | Path) -> Path:
+        """``transfer.json`` (arrays and derived BWT/FWT) and ``transfer.graphml`` (the graph) in ``where``."""
+        import networkx as nx
+
+        from orderopt.store import write_json_atomic
+
+        where = Path(where)
+        write_json_atomic(where / "transfer.json", self.to_dict())
+        nx.write_graphml(self.to_graph(), where / "transfer.graphml")
+        return where / "transfer.json"
+
+    @classmethod
+    def load(cls, path: str | Path) -> TransferMatrix:
+        from orderopt.store import read_json
+
+        path = Path(path)
+        return cls.from_dict(read_json(path / "transfer.json" if path.is_dir() else path))
+
+    def format(self) -> str:
+        """The matrices as text tables: T (rows: probe task, columns: scored task), BWT(column on row), ΔH."""
+        w = max(8, *(len(t) + 1 for t in self.tasks))
+        head = " " * w + "".join(f"{t:>{w}}" for t in self.tasks)
+
+        def table(title: str, m: np.ndarray) -> list[str]:
+            rows = [title, head]
+            for i, t in enumerate(self.tasks):
+                rows.append(f"{t:<{w}}" + "".join(f"{'-':>{w}}" if np.isnan(v) else f"{v:>+{w}.3f}" for v in m[i]))
+            return rows
+
+        lines = [f"transfer matrix of {self.model} ({self.steps}-step probes, seeds {self.seeds})"]
+        lines += table("T[i][j] = s_j(θ_i) − s_j(θ0), single-task probe i (row):", self.transfer)
+        lines += table("BWT(column on row) = s_row(θ_row,col) − s_row(θ_row), pair probes:", self.bwt_matrix)
+        lines += table("entropy change ΔH[i][j] in single-task probe i (row):", self.entropy_change)
+        lines.append(
+            "per task: "
+            + ", ".join(
+                f"{t} BWT {self.bwt[t]:+.3f} FWT {self.fwt[t]:+.3f} ΔH {self.entropy_change[i, i]:+.3f}"
+                for i, t in enumerate(self.tasks)
+            )
+        )
+        return "\n".join(lines)
+
+
+def _trained_steps(record: dict[str, Any]) -> int:
+    """Steps a record's own run trained (a run started from a prefix did not train the prefix's stages)."""
+    stages = record["schedule"]["stages"]
+    return stages[-1]["steps"] if "prefix" in record else sum(s["steps"] for s in stages)
+
+
+def _default_steps(cfg: Config) -> int:
+    steps = cfg.schedule.steps
+    return int(steps if isinstance(steps, int) else statistics.mean(steps))
+
+
+def _mean_offdiag(m: np.ndarray, i: int, *, row: bool) -> float:
+    values = [m[i, j] if row else m[j, i] for j in range(len(m)) if j != i]
+    values = [v for v in values if np.isfinite(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def _nanmean(a: np.ndarray) -> np.ndarray:
+    with warnings.catch_warnings():  # all-NaN slices (pairs not probed) stay NaN, silently by design
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(a, axis=0)
+
+
+def _nanstd(a: np.ndarray) -> np.ndarray:
+    if len(a) < 2:
+        return np.zeros(a.shape[1:])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nan_to_num(np.nanstd(a, axis=0, ddof=1), nan=0.0)
+
+
+def _nan_to_none(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _nan_to_none(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_nan_to_none(x) for x in v]
+    return None if isinstance(v, float) and not np.isfinite(v) else v
+
+
+def _none_to_nan(v: Any) -> Any:
+    if isinstance(v, list):
+        return [_none_to_nan(x) for x in v]
+    return np.nan if v is None else v
