@@ -17,6 +17,10 @@ from orderopt.report import format_record, format_table
 __all__ = [
     "base_main",
     "evaluate_base",
+    "predict_from_config",
+    "predict_main",
+    "probe_from_config",
+    "probe_main",
     "report_main",
     "study_from_config",
     "study_main",
@@ -70,6 +74,117 @@ def study_from_config(cfg: Config) -> tuple[list[dict[str, Any]], str]:
     return records, text
 
 
+def probe_from_config(cfg: Config) -> str:
+    """Run the study's probes still missing, save the transfer matrix (JSON, GraphML, PNG); the text report."""
+    from orderopt.orders import heuristic_orders
+    from orderopt.probe import run_probes
+    from orderopt.report import plot_transfer
+    from orderopt.store import study_dir
+
+    tm, cost = run_probes(cfg)
+    where = study_dir(cfg.studies_dir, cfg.study)
+    figure = plot_transfer(tm, where / "transfer.png")
+    orders = "\n".join(f"  {name:<17}{' > '.join(order)}" for name, order in heuristic_orders(tm).items())
+    return (
+        f"{tm.format()}\n\nheuristic orders:\n{orders}\n\nprobe cost: {cost}\n"
+        f"written: {where}/transfer.json, transfer.graphml, {figure.name}"
+    )
+
+
+def predict_from_config(cfg: Config) -> str:
+    """Fit the configured predictor on the study's probes and full runs and rank the candidate schedules (every
+    order at ``schedule.steps``, ``predictor.schedules``); with ``predictor.validate``, also compare predictions with
+    the full runs, each schedule predicted without its own runs. Writes ``predictions.json`` (and
+    ``validation.{json,png}``) into the study directory; returns the text report."""
+    from orderopt.orders import heuristic_orders
+    from orderopt.predict import cross_validate, make_predictor, rank_schedules
+    from orderopt.probe import probe_records
+    from orderopt.report import plot_validation
+    from orderopt.store import load_records, study_dir, write_json_atomic
+
+    where = study_dir(cfg.studies_dir, cfg.study)
+    probes = probe_records(cfg)
+    full = [r for r in load_records(where) if r["kind"] == "full" and "replay" not in r]
+    model = make_predictor(cfg.predictor).fit(probes + full)
+    tm = model.transfer_
+    heuristics = {">".join(f"{t}:{cfg.schedule.steps}" for t in o): name for name, o in heuristic_orders(tm).items()}
+    candidates = _candidates(cfg) + list(heuristics)
+    rows = rank_schedules(model, candidates, full)
+    lines = [
+        f"{cfg.predictor.name} predictor ({'pair' if cfg.predictor.use_pairs else 'single-task'} probes, "
+        f"{cfg.probe.steps} steps, seeds {cfg.probe.seeds}; fitted on {len(probes)} probes and {len(full)} full runs):"
+        f" {len(rows)} candidate schedules, best predicted first",
+        _format_ranking(rows[: cfg.predictor.top or None], heuristics),
+    ]
+    out: dict[str, Any] = {"predictor": vars(cfg.predictor), "n_probes": len(probes), "n_full": len(full), "rows": rows}
+    if cfg.predictor.validate:
+        unfitted = make_predictor(cfg.predictor)
+        cv_rows, stats = cross_validate(unfitted, probes, full)
+        probe_only = rank_schedules(make_predictor(cfg.predictor).fit(probes), [r["schedule"] for r in cv_rows], full)
+        stats0 = _stats(probe_only)
+        title = (
+            f"{cfg.predictor.name}: probes only ρ {stats0['spearman']:.2f}; with the other schedules' full runs "
+            f"ρ {stats['spearman']:.2f} ({len(cv_rows)} schedules)"
+        )
+        figure = plot_validation(cv_rows, title, where / "validation.png")
+        lines += [
+            f"\nvalidation against {len(full)} full runs of {len(cv_rows)} schedules:",
+            f"  probes only:                        Spearman ρ {stats0['spearman']:+.3f}  Kendall τ "
+            f"{stats0['kendall']:+.3f}  mean abs error {stats0['mae']:.3f}",
+            f"  + full runs of the other schedules: Spearman ρ {stats['spearman']:+.3f}  Kendall τ "
+            f"{stats['kendall']:+.3f}  mean abs error {stats['mae']:.3f}  (each schedule left out of its own fit)",
+            f"written: {figure}",
+        ]
+        write_json_atomic(where / "validation.json", {"probes_only": stats0, "leave_one_out": stats, "rows": cv_rows})
+    write_json_atomic(where / "predictions.json", out)
+    lines.append(f"written: {where / 'predictions.json'}")
+    return "\n".join(lines)
+
+
+def _candidates(cfg: Config) -> list[str]:
+    import itertools
+    import math
+
+    from orderopt.schedule import Schedule
+
+    tasks = cfg.suite.tasks
+    steps = cfg.schedule.steps
+    if not isinstance(steps, int):
+        raise ValueError(f"schedule.steps={steps!r}: candidates are every order at one budget; give one number")
+    keys = [Schedule.parse(k).validate(tasks).key for k in cfg.predictor.schedules]
+    if math.factorial(len(tasks)) > 5040:  # 8+ tasks: the heuristic orders and the given schedules only
+        log.warning(
+            "%d tasks: %d orders are too many to list; ranking the heuristic orders and predictor.schedules",
+            len(tasks),
+            math.factorial(len(tasks)),
+        )
+        return keys
+    return [">".join(f"{t}:{steps}" for t in order) for order in itertools.permutations(tasks)] + keys
+
+
+def _stats(rows: list[dict[str, Any]]) -> dict[str, float]:
+    from orderopt.predict import rank_correlation
+
+    stats = rank_correlation([r["predicted"] for r in rows], [r["measured"] for r in rows])
+    stats["mae"] = sum(abs(r["predicted"] - r["measured"]) for r in rows) / len(rows)
+    return stats
+
+
+def _format_ranking(rows: list[dict[str, Any]], heuristics: dict[str, str]) -> str:
+    tasks = list(rows[0]["tasks"]) if rows else []
+    head = f"{'#':>3} {'schedule':<44}{'predicted':>16}" + "".join(f"{t:>9}" for t in tasks) + f"{'measured':>18}"
+    lines = [head]
+    for n, r in enumerate(rows, start=1):
+        measured = f"{r['measured']:.3f} ± {r['measured_std']:.3f} ({len(r['seeds'])})" if "measured" in r else "-"
+        note = f"  <- {heuristics[r['schedule']]}" if r["schedule"] in heuristics else ""
+        lines.append(
+            f"{n:>3} {r['schedule']:<44}{r['predicted']:>9.3f} ± {r['predicted_std']:.3f}"
+            + "".join(f"{r['tasks'][t][0]:>9.3f}" for t in tasks)
+            + f"{measured:>18}{note}"
+        )
+    return "\n".join(lines)
+
+
 def report_from_config(cfg: Config) -> tuple[str, Path]:
     """Summarise the study's run records: a table (printed and saved) and a figure beside them."""
     from orderopt.report import entropy_table, format_summary, order_effect, plot_summary, stage_transfer, summarize
@@ -112,6 +227,20 @@ def study_main(cfg: DictConfig) -> None:
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+def probe_main(cfg: DictConfig) -> None:
+    """``orderopt-probe``: run the study's probes (cached, resumable, parallel) and print the transfer matrix."""
+    _quiet_transformers()
+    print(probe_from_config(_typed(cfg)))
+
+
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+def predict_main(cfg: DictConfig) -> None:
+    """``orderopt-predict``: fit a predictor on the study's probes (and full runs) and rank candidate schedules."""
+    _quiet_transformers()
+    print(predict_from_config(_typed(cfg)))
+
+
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def report_main(cfg: DictConfig) -> None:
     """``orderopt-report``: summarise a study's runs (table, order effect, entropy per stage, figure)."""
     text, figure = report_from_config(_typed(cfg))
@@ -134,9 +263,16 @@ def _typed(cfg: DictConfig) -> Config:
     return OmegaConf.to_object(cfg)  # type: ignore[return-value]
 
 
-if __name__ == "__main__":  # python -m orderopt.cli [train|study|report] <overrides>
+if __name__ == "__main__":  # python -m orderopt.cli [base|train|study|report|probe|predict] <overrides>
     import sys
 
-    mains = {"train": train_main, "study": study_main, "report": report_main, "base": base_main}
+    mains = {
+        "train": train_main,
+        "study": study_main,
+        "report": report_main,
+        "base": base_main,
+        "probe": probe_main,
+        "predict": predict_main,
+    }
     command = sys.argv.pop(1) if len(sys.argv) > 1 and sys.argv[1] in mains else "base"
     mains[command]()

@@ -11,7 +11,15 @@ from omegaconf import MISSING
 from orderopt.model import ModelConfig
 from orderopt.tracking import WandbConfig
 
-__all__ = ["Config", "ProbeConfig", "ScheduleConfig", "SuiteConfig", "TrainerConfig", "register_configs"]
+__all__ = [
+    "Config",
+    "PredictorConfig",
+    "ProbeConfig",
+    "ScheduleConfig",
+    "SuiteConfig",
+    "TrainerConfig",
+    "register_configs",
+]
 
 
 @dataclass
@@ -99,6 +107,28 @@ class ProbeConfig:
 
 
 @dataclass
+class PredictorConfig:
+    """What ``orderopt-predict`` fits and ranks (``conf/predictor/``): the estimator and its settings, the
+    candidates (every order of the suite at ``schedule.steps`` plus ``schedules``), rows shown, validation."""
+
+    #: learned (TransferPredictor) or additive (AdditiveBWTPredictor, Omni-Thinker's baseline)
+    name: str = "learned"
+    #: false: single-task probes only (the O(K) path)
+    use_pairs: bool = True
+    gain_exponent: float = 1.0
+    spill_exponent: float = 1.0
+    alpha: float = 0.01
+    n_boot: int = 50
+    random_state: int = 0
+    #: further candidate schedules (keys), e.g. names:300>qa:200>strings:200>arith:100
+    schedules: list[str] = field(default_factory=list)
+    #: rows of the ranked table to print (0: all)
+    top: int = 10
+    #: also compare predictions with the study's full runs (leave-one-schedule-out for the learned predictor)
+    validate: bool = False
+
+
+@dataclass
 class Config:
     """The root config (``conf/config.yaml``)."""
 
@@ -108,6 +138,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     studies_dir: str = "studies"
     #: task name → that task's config (``type`` picks the implementation; see ``conf/task/``)
@@ -124,3 +155,4 @@ def register_configs() -> None:
     cs.store(group="suite", name="base_suite", node=SuiteConfig)
     cs.store(group="trainer", name="base_trainer", node=TrainerConfig)
     cs.store(group="probe", name="base_probe", node=ProbeConfig)
+    cs.store(group="predictor", name="base_predictor", node=PredictorConfig)

@@ -19,17 +19,25 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator
 
 from orderopt.probe import TransferMatrix
 from orderopt.schedule import Schedule
 from orderopt.store import record_model
 
-__all__ = ["AdditiveBWTPredictor", "TransferPredictor", "rank_correlation"]
+__all__ = [
+    "AdditiveBWTPredictor",
+    "TransferPredictor",
+    "cross_validate",
+    "make_predictor",
+    "rank_correlation",
+    "rank_schedules",
+]
 
 ScheduleLike = Schedule | str
 
 
-class _Predictor:
+class _Predictor(BaseEstimator):  # get_params/set_params/clone, as every scikit-learn estimator
     """Shared input handling: records in, schedules parsed and checked against what the probes saw."""
 
     transfer_: TransferMatrix
@@ -295,6 +303,89 @@ class TransferPredictor(_Predictor):
             scores = np.clip(scores + step, 0.0, 1.0)
             trained |= set(stage.tasks)
         return scores
+
+
+def make_predictor(cfg: Any) -> AdditiveBWTPredictor | TransferPredictor:
+    """The unfitted predictor a ``PredictorConfig`` (``conf/predictor/``) names."""
+    if cfg.name == "additive":
+        return AdditiveBWTPredictor(use_pairs=cfg.use_pairs)
+    if cfg.name == "learned":
+        return TransferPredictor(
+            use_pairs=cfg.use_pairs,
+            gain_exponent=cfg.gain_exponent,
+            spill_exponent=cfg.spill_exponent,
+            alpha=cfg.alpha,
+            n_boot=cfg.n_boot,
+            random_state=cfg.random_state,
+        )
+    raise ValueError(f"predictor.name={cfg.name!r}; use learned or additive (predictor=learned / predictor=additive)")
+
+
+def rank_schedules(
+    model: AdditiveBWTPredictor | TransferPredictor,
+    schedules: Iterable[ScheduleLike],
+    full_runs: Iterable[dict[str, Any]] = (),
+) -> list[dict[str, Any]]:
+    """Predicted mean final score (± std) and per-task scores of every schedule, best first, with the measured mean
+    over seeds where full runs of it exist."""
+    keys = list(dict.fromkeys(s.key if isinstance(s, Schedule) else Schedule.parse(s).key for s in schedules))
+    mean, std = model.predict(keys, return_std=True)
+    measured = _measured(full_runs)
+    rows = []
+    for n, key in enumerate(keys):
+        row: dict[str, Any] = {
+            "schedule": key,
+            "predicted": float(mean[n].mean()),
+            # tasks' errors are not independent (one rollout moves them together): the std of the mean is bounded
+            # by the mean of the stds
+            "predicted_std": float(std[n].mean()),
+            "tasks": {t: (float(mean[n, j]), float(std[n, j])) for j, t in enumerate(model.tasks_)},
+        }
+        if key in measured:
+            row["measured"], row["measured_std"], row["seeds"] = measured[key]
+        rows.append(row)
+    return sorted(rows, key=lambda r: -r["predicted"])
+
+
+def cross_validate(
+    model: AdditiveBWTPredictor | TransferPredictor,
+    probes: Sequence[dict[str, Any]],
+    full_runs: Sequence[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Predicted vs measured for every schedule with full runs: each predicted by ``model`` refitted on the probes
+    and the full runs of every *other* schedule (leave one schedule out), so no schedule is predicted from its own
+    runs. Returns the rows (as :func:`rank_schedules`) and ρ, τ and the mean absolute error."""
+    from sklearn.base import clone
+
+    measured = _measured(full_runs)
+    if len(measured) < 3:
+        raise ValueError(
+            f"validation needs full runs of at least 3 schedules; the study has {len(measured)}: train some "
+            "(orderopt-train, orderopt-study)"
+        )
+    rows = []
+    for key in measured:
+        rest = [r for r in full_runs if r["schedule_key"] != key]
+        rows += rank_schedules(clone(model).fit([*probes, *rest]), [key], [r for r in full_runs if r not in rest])
+    stats = rank_correlation([r["predicted"] for r in rows], [r["measured"] for r in rows])
+    stats["mae"] = float(np.mean([abs(r["predicted"] - r["measured"]) for r in rows]))
+    return sorted(rows, key=lambda r: -r["predicted"]), stats
+
+
+def _measured(full_runs: Iterable[dict[str, Any]]) -> dict[str, tuple[float, float, list[int]]]:
+    """Schedule key → (mean over seeds of the mean final score, seed std, seeds) of full (non-replayed) runs."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in full_runs:
+        if r["kind"] == "full" and "replay" not in r:
+            groups.setdefault(r["schedule_key"], []).append(r)
+    return {
+        k: (
+            float(np.mean([r["mean_final"] for r in runs])),
+            float(np.std([r["mean_final"] for r in runs], ddof=1)) if len(runs) > 1 else 0.0,
+            sorted(r["seed"] for r in runs),
+        )
+        for k, runs in groups.items()
+    }
 
 
 def rank_correlation(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, float]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import statistics
+import time
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -25,7 +26,7 @@ import numpy as np
 
 from orderopt.config import Config, ScheduleConfig
 
-__all__ = ["ProbeCost", "TransferMatrix", "plan_probes", "probe_cost", "run_probes"]
+__all__ = ["ProbeCost", "TransferMatrix", "plan_probes", "probe_cost", "probe_records", "run_probes"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,22 @@ def plan_probes(cfg: Config) -> tuple[list[Any], list[Any]]:
     return singles, pairs
 
 
+def probe_records(cfg: Config) -> list[dict[str, Any]]:
+    """The records of the probes ``cfg.probe`` plans, all of which must have run (``orderopt-probe``)."""
+    from orderopt.store import read_json
+
+    singles, pairs = plan_probes(cfg)
+    plans = singles + pairs
+    missing = [p for p in plans if not p.done]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} of the {len(plans)} probes of study {cfg.study!r} ({cfg.probe.steps} steps, seeds "
+            f"{cfg.probe.seeds}, pairs={cfg.probe.pairs}) have no record under {Path(cfg.studies_dir) / cfg.study}, "
+            f"e.g. {missing[0].label} seed {missing[0].cfg.seed}; run them first: orderopt-probe study={cfg.study}"
+        )
+    return [read_json(p.run_dir / "result.json") for p in plans]
+
+
 @dataclass
 class ProbeCost:
     """What the probes cost, against one full run of the study's default schedule (one stage per task)."""
@@ -79,69 +96,98 @@ class ProbeCost:
     probes: int
     steps: int
     wall_s: float
+    #: the single-task probes alone (and the base evaluation): what the O(K) path costs
+    single_steps: int
+    single_wall_s: float
     full_steps: int
-    #: median wall time of the study's full runs, or None if it has none (then ``wall_fraction`` is estimated)
+    #: median wall time of the study's full runs; None if it has none yet (then there is no wall fraction)
     full_wall_s: float | None
-    #: probe wall per step × full-run steps, when no full run was measured
-    full_wall_estimate_s: float
 
     @property
-    def step_fraction(self) -> float:
-        return self.steps / self.full_steps
+    def wall_fraction(self) -> float | None:
+        return self.wall_s / self.full_wall_s if self.full_wall_s else None
 
     @property
-    def wall_fraction(self) -> float:
-        return self.wall_s / (self.full_wall_s or self.full_wall_estimate_s)
+    def single_wall_fraction(self) -> float | None:
+        return self.single_wall_s / self.full_wall_s if self.full_wall_s else None
 
     def __str__(self) -> str:
-        full = (
-            f"median of the study's full runs {self.full_wall_s:.0f}s"
-            if self.full_wall_s
-            else f"estimated {self.full_wall_estimate_s:.0f}s: no full run in the study yet"
-        )
-        return (
-            f"{self.probes} probes, {self.steps} steps, {self.wall_s:.0f}s of run wall time = "
-            f"{self.wall_fraction:.2f} of one full run ({self.full_steps} steps, {full}); "
-            f"steps: {self.step_fraction:.2f}"
+        text = f"{self.probes} probes, {self.steps} steps ({self.steps / self.full_steps:.2f} of a full run's "
+        text += f"{self.full_steps}), {self.wall_s:.0f}s of run wall time"
+        if self.full_wall_s is None:
+            return text + (
+                f" (single-task probes {self.single_wall_s:.0f}s); no full run in the study yet to compare with"
+            )
+        return text + (
+            f" = {self.wall_fraction:.2f} of one full run (median of the study's full runs, {self.full_wall_s:.0f}s);"
+            f" single-task probes alone {self.single_wall_s:.0f}s = {self.single_wall_fraction:.2f}"
         )
 
 
 def probe_cost(
-    probes: Sequence[dict[str, Any]], full_steps: int, full_runs: Sequence[dict[str, Any]] = ()
+    probes: Sequence[dict[str, Any]],
+    full_steps: int,
+    full_runs: Sequence[dict[str, Any]] = (),
+    *,
+    base_eval_s: float = 0.0,
 ) -> ProbeCost:
-    """Cost of ``probes`` (their records) against one full run of ``full_steps`` steps (``full_runs``: measured)."""
+    """Cost of ``probes`` (their records; ``base_eval_s``: the shared base evaluation) against one full run of
+    ``full_steps`` steps, measured by the median of ``full_runs`` if any."""
+    singles = [r for r in probes if len(r["schedule"]["stages"]) == 1]
     steps = sum(_trained_steps(r) for r in probes)
-    wall = sum(r["wall_s"] for r in probes)
+    wall = sum(r["wall_s"] for r in probes) + base_eval_s
     walls = [r["wall_s"] for r in full_runs if r["kind"] == "full" and "replay" not in r]
     return ProbeCost(
         probes=len(probes),
         steps=steps,
         wall_s=wall,
+        single_steps=sum(_trained_steps(r) for r in singles),
+        single_wall_s=sum(r["wall_s"] for r in singles) + base_eval_s,
         full_steps=full_steps,
         full_wall_s=statistics.median(walls) if walls else None,
-        full_wall_estimate_s=wall / max(steps, 1) * full_steps,
     )
 
 
 def run_probes(cfg: Config) -> tuple[TransferMatrix, ProbeCost]:
     """Run the probes of ``cfg.probe`` that have no record yet (singles, then pairs, ``probe.n_jobs`` at a time),
     save the transfer matrix in the study directory (``transfer.json``, ``transfer.graphml``) and return it with
-    what the probes cost."""
+    what the probes cost. The base model is evaluated once per seed, here, not once per single-task probe."""
     from orderopt.store import load_records, study_dir
     from orderopt.study import run_plans
 
     singles, pairs = plan_probes(cfg)
     name = f"probes {cfg.study}"
-    records = run_plans(singles, n_jobs=cfg.probe.n_jobs, name=name + " (single-task)")
+    base_s = 0.0
+    todo = [p for p in singles if not p.done]
+    if todo:
+        start = time.perf_counter()
+        evals = _base_evals(todo[0], sorted({p.cfg.seed for p in todo}))
+        base_s = time.perf_counter() - start
+        todo = [replace(p, base_eval=evals[p.cfg.seed]) for p in todo]
+    done = {p.run_dir for p in todo}
+    records = run_plans(
+        [p for p in singles if p.run_dir not in done] + todo, n_jobs=cfg.probe.n_jobs, name=name + " (single-task)"
+    )
     if pairs:
         records += run_plans(pairs, n_jobs=cfg.probe.n_jobs, name=name + " (pairs)")
     where = study_dir(cfg.studies_dir, cfg.study)
     full = [r for r in load_records(where) if r["kind"] == "full"]
-    cost = probe_cost(records, len(cfg.suite.tasks) * _default_steps(cfg), full)
+    cost = probe_cost(records, len(cfg.suite.tasks) * _default_steps(cfg), full, base_eval_s=base_s)
     matrix = TransferMatrix.from_records(records)
     matrix.save(where)
     log.info("[%s] %s", name, cost)
     return matrix, cost
+
+
+def _base_evals(plan: Any, seeds: list[int]) -> dict[int, dict[str, Any]]:
+    """``evaluate_all`` of the base model for every seed (what each single-task probe would evaluate first)."""
+    from orderopt.model import load_model
+    from orderopt.study import _spec
+    from orderopt.train import evaluate_all
+
+    spec = _spec(plan.cfg, kind="probe")
+    model, tokenizer = load_model(spec.model)
+    return {seed: evaluate_all(model, tokenizer, spec.tasks, seed) for seed in seeds}
 
 
 @dataclass
@@ -229,13 +275,19 @@ class TransferMatrix:
                     j = tasks.index(path[1])
                     pair[s, i, j], pair_h[s, i, j] = scores, entropy
         config = probes[0].get("config", {}).get("tasks", {})
-        domains, n_eval = {}, []
+        domains: dict[str, str] = {}
+        n_eval = []
         for t in tasks:
             from orderopt.tasks import TASK_TYPES
 
-            cls_ = TASK_TYPES.get(config.get(t, {}).get("type", t))
-            domains[t] = cls_.domain if cls_ else "structured"
-            n_eval.append(config.get(t, {}).get("n_eval", 500) * (cls_.eval_samples if cls_ else 1))
+            kind = config.get(t, {}).get("type", t)
+            if kind not in TASK_TYPES:
+                raise ValueError(
+                    f"probe records name task {t!r} of type {kind!r}, not a known task type ({', '.join(TASK_TYPES)}); "
+                    "probe with this version of orderopt"
+                )
+            domains[t] = TASK_TYPES[kind].domain
+            n_eval.append(config.get(t, {}).get("n_eval", 500) * TASK_TYPES[kind].eval_samples)
         mean_base = np.nanmean(base, axis=0)
         return cls(
             tasks=tasks,

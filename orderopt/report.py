@@ -17,6 +17,8 @@ __all__ = [
     "format_table",
     "order_effect",
     "plot_summary",
+    "plot_transfer",
+    "plot_validation",
     "stage_transfer",
     "summarize",
 ]
@@ -175,6 +177,66 @@ def plot_summary(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
     ax.set_title(f"{len(ordered)} schedules, best on top (blue: trained schedules, orange: baselines)", fontsize=9)
     lo = min(r["mean"] - r["std"] for r in ordered)
     ax.set_xlim(max(0.0, lo - 0.05), min(1.0, max(r["mean"] + r["std"] for r in ordered) + 0.05))
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_transfer(tm: Any, path: str | Path) -> Path:
+    """Heatmaps of a transfer matrix: T (single probes), BWT (pair probes, if any) and entropy change (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    panels = [("T[i][j]: score change of j in i's probe", tm.transfer)]
+    if tm.has_pairs:
+        panels.append(("BWT(column on row): row's change when column follows", tm.bwt_matrix))
+    panels.append(("ΔH[i][j]: entropy change of j in i's probe", tm.entropy_change))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8))
+    for ax, (title, m) in zip(np.atleast_1d(axes), panels, strict=True):
+        lim = float(np.nanmax(np.abs(m))) or 1.0
+        ax.imshow(m, cmap="RdBu", vmin=-lim, vmax=lim)
+        ax.set_xticks(range(len(tm.tasks)), tm.tasks, rotation=45, fontsize=8)
+        ax.set_yticks(range(len(tm.tasks)), tm.tasks, fontsize=8)
+        for (i, j), v in np.ndenumerate(m):
+            if np.isfinite(v):
+                ax.text(j, i, f"{v:+.3f}", ha="center", va="center", fontsize=7)
+        ax.set_title(title, fontsize=8)
+    fig.suptitle(f"{tm.steps}-step probes of {tm.model}, seeds {tm.seeds} (rows: trained task)", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_validation(rows: Sequence[dict[str, Any]], title: str, path: str | Path) -> Path:
+    """Predicted vs measured mean final score per schedule (± predicted std and ± seed std), with the diagonal."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.errorbar(
+        [r["measured"] for r in rows],
+        [r["predicted"] for r in rows],
+        xerr=[r["measured_std"] for r in rows],
+        yerr=[r["predicted_std"] for r in rows],
+        fmt="o",
+        ms=4,
+        alpha=0.7,
+    )
+    values = [v for r in rows for v in (r["measured"], r["predicted"])]
+    lo, hi = min(values) - 0.02, max(values) + 0.02
+    ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("measured mean final score (± seed std)")
+    ax.set_ylabel("predicted (± predicted std)")
+    ax.set_title(title, fontsize=8)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)

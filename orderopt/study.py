@@ -38,6 +38,8 @@ class RunPlan:
     keep_model: bool = False
     #: a finished run of this run's first stages to start from (``train.start_from_prefix``), if it kept its model
     prefix: Path | None = None
+    #: the base model's evaluation with this run's seed, if already computed (``train.run_schedule``)
+    base_eval: dict[str, Any] | None = None
 
     @property
     def done(self) -> bool:
@@ -63,7 +65,9 @@ class RunPlan:
             )
         if self.prefix is not None and start_from_prefix(self.run_dir, self.prefix, spec):
             log.info("run %s starts from the finished run %s", self.run_dir.name, self.prefix.name)
-        return run_schedule(spec, self.run_dir, group=cfg.study, wandb=cfg.wandb, keep_model=self.keep_model)
+        return run_schedule(
+            spec, self.run_dir, group=cfg.study, wandb=cfg.wandb, keep_model=self.keep_model, base_eval=self.base_eval
+        )
 
 
 def plan_run(cfg: Config, *, suite: tuple[list[Any], str] | None = None, kind: str = "full") -> RunPlan:

@@ -98,10 +98,12 @@ def run_schedule(
     group: str = "default",
     wandb: WandbConfig | None = None,
     keep_model: bool = False,
+    base_eval: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train ``spec`` (resuming from ``run_dir`` if a previous attempt stopped) and return its run record.
 
-    ``keep_model`` keeps the final weights in ``run_dir/model``; otherwise only the record stays.
+    ``keep_model`` keeps the final weights in ``run_dir/model``; otherwise only the record stays. ``base_eval``
+    (``evaluate_all`` of the base model with the run's seed) saves evaluating the base again when many runs share it.
 
     Example:
         >>> schedule = Schedule.curriculum(["arith", "qa"], 20)
@@ -146,7 +148,10 @@ def run_schedule(
     try:
         if not done:
             start = time.perf_counter()
-            state["evals"][0] = {"after": "base", **evaluate_all(model, tokenizer, spec.tasks, spec.seed)}
+            state["evals"][0] = {
+                "after": "base",
+                **(base_eval or evaluate_all(model, tokenizer, spec.tasks, spec.seed)),
+            }
             state["wall_s"] += time.perf_counter() - start
             _log_eval(tracker, state["evals"][0], 0)
         progress = _Progress(run_id, spec.schedule, tracker)

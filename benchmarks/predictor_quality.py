@@ -1,0 +1,121 @@
+"""How well do the predictors rank schedules? Against a study whose schedules were all trained for real.
+
+    python benchmarks/predictor_quality.py                       # studies/reference, its committed probes
+    python benchmarks/predictor_quality.py --study DIR --draws 50 --json out.json
+
+For every set of probe records in the study (one probe config; each probe seed on its own and all seeds together)
+it fits (a) the additive BWT predictor, (b) the learned predictor on the probes only, (c) the learned predictor on
+the probes plus ``--n-full`` full runs drawn at random (``--draws`` draws; evaluated on the schedules not drawn;
+median, min and max over draws) — each with pair probes and with single-task probes only (the O(K) path) — and
+prints Spearman ρ and Kendall τ of predicted vs measured mean final score (mean over the recorded seeds) over every
+curriculum of the study. No training: only recorded runs are read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from orderopt.predict import AdditiveBWTPredictor, TransferPredictor, rank_correlation
+from orderopt.store import load_records
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--study", default="studies/reference")
+    parser.add_argument("--n-full", type=int, default=4)
+    parser.add_argument("--draws", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the draws of full runs")
+    parser.add_argument("--json", type=Path, help="also write the numbers here")
+    args = parser.parse_args()
+
+    records = load_records(args.study)
+    full = [r for r in records if r["kind"] == "full"]
+    measured: dict[str, list[float]] = defaultdict(list)
+    for r in full:
+        measured[r["schedule_key"]].append(r["mean_final"])
+    keys = sorted(measured)
+    print(f"{args.study}: {len(full)} full runs of {len(keys)} schedules; ranking the mean final score over seeds")
+    results: list[dict[str, Any]] = []
+    for name, probes in _probe_sets(records):
+        for pairs in (True, False):
+            path = "pairs" if pairs else "single-task only"
+            row = {"probes": name, "path": path}
+            row["additive"] = _rank(AdditiveBWTPredictor(use_pairs=pairs).fit(probes), keys, measured)
+            row["learned"] = _rank(TransferPredictor(use_pairs=pairs, n_boot=0).fit(probes), keys, measured)
+            row["learned+full"] = _with_full(probes, full, measured, pairs, args)
+            results.append(row)
+            print(_format(row, args.n_full))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+        print(f"written: {args.json}")
+
+
+def _probe_sets(records: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Probe records grouped by probe config (trainer settings and length); within each, every seed alone and,
+    if there are several, all together."""
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        if r["kind"] == "probe":
+            cfg = r.get("config", {}).get("trainer", {})
+            steps = r["schedule"]["stages"][0]["steps"]
+            groups[
+                f"{steps}-step probes, lr {cfg.get('learning_rate')}, batch {cfg.get('per_device_train_batch_size')}"
+            ].append(r)
+    if not groups:
+        raise SystemExit("no probe records in the study; run orderopt-probe first")
+    out = []
+    for name, probes in groups.items():
+        seeds = sorted({r["seed"] for r in probes})
+        out += [(f"{name}, seed {s}", [r for r in probes if r["seed"] == s]) for s in seeds]
+        if len(seeds) > 1:
+            out.append((f"{name}, seeds {','.join(map(str, seeds))}", probes))
+    return out
+
+
+def _rank(model: Any, keys: list[str], measured: dict[str, list[float]]) -> dict[str, float]:
+    predicted = model.predict(keys).mean(axis=1)
+    return rank_correlation(list(predicted), [statistics.fmean(measured[k]) for k in keys])
+
+
+def _with_full(
+    probes: list[dict[str, Any]],
+    full: list[dict[str, Any]],
+    measured: dict[str, list[float]],
+    pairs: bool,
+    args: argparse.Namespace,
+) -> dict[str, float]:
+    rng = np.random.default_rng(args.seed)
+    rho, tau = [], []
+    for _ in range(args.draws):
+        seen = [full[i] for i in rng.choice(len(full), args.n_full, replace=False)]
+        rest = sorted(set(measured) - {r["schedule_key"] for r in seen})
+        model = TransferPredictor(use_pairs=pairs, n_boot=0).fit(probes + seen)
+        r = _rank(model, rest, measured)
+        rho.append(r["spearman"])
+        tau.append(r["kendall"])
+    return {
+        "spearman": statistics.median(rho),
+        "kendall": statistics.median(tau),
+        "spearman_min": min(rho),
+        "spearman_max": max(rho),
+    }
+
+
+def _format(row: dict[str, Any], n_full: int) -> str:
+    a, b, c = row["additive"], row["learned"], row["learned+full"]
+    return (
+        f"{row['probes']:<45} {row['path']:<16} | additive ρ {a['spearman']:+.3f} τ {a['kendall']:+.3f} | learned ρ "
+        f"{b['spearman']:+.3f} τ {b['kendall']:+.3f} | +{n_full} full ρ {c['spearman']:+.3f} τ {c['kendall']:+.3f} "
+        f"(ρ {c['spearman_min']:+.2f}..{c['spearman_max']:+.2f})"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""Probes for real (tiny GRPO runs): plans, reuse of the single-task probe by pair probes, caching, the transfer
+matrix and its formulas, the heuristic orders, and the errors on mixed-up probe records."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+import pytest
+
+from orderopt.config import Config, ProbeConfig, TrainerConfig
+from orderopt.orders import graph_order, greedy_bwt_order, heuristic_orders, structured_first_order
+from orderopt.probe import TransferMatrix, plan_probes, probe_records, run_probes
+from orderopt.schedule import Schedule
+from orderopt.store import load_records
+from orderopt.tracking import WandbConfig
+from orderopt.train import RunSpec, run_schedule
+
+TRAINER = TrainerConfig(per_device_train_batch_size=8, num_generations=4, learning_rate=1e-3)
+TASKS = ["arith", "strings", "qa", "names"]
+
+
+def _cfg(tmp_path: Path, cache_dir: str, **probe: object) -> Config:
+    cfg = Config(
+        studies_dir=str(tmp_path),
+        study="probes",
+        trainer=TRAINER,
+        probe=ProbeConfig(**{"steps": 2, "n_jobs": 2, **probe}),  # type: ignore[arg-type]
+        wandb=WandbConfig(enabled=False),
+    )
+    cfg.model.cache_dir = cache_dir
+    return cfg
+
+
+@pytest.mark.slow
+def test_probes_run_once_reuse_single_probes_and_give_the_transfer_matrix(
+    base: tuple[str, list], cache_dir: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = _cfg(tmp_path, cache_dir)
+    caplog.set_level(logging.INFO, logger="orderopt")
+    tm, cost = run_probes(cfg)
+    records = load_records(tmp_path / "probes")
+    assert len(records) == 4 + 12 and {r["kind"] for r in records} == {"probe"}
+    assert "[probes probes (pairs)] 12/12 runs done" in caplog.text and "ETA" in caplog.text
+    singles = {r["schedule_key"]: r for r in records if len(r["schedule"]["stages"]) == 1}
+    pairs = {r["schedule_key"]: r for r in records if len(r["schedule"]["stages"]) == 2}
+    # a pair probe starts from its single probe's weights: it trains (and costs) only its second stage ...
+    pair = pairs["arith:2>names:2"]
+    assert pair["prefix"] == singles["arith:2"]["run_id"] and pair["evals"][:2] == singles["arith:2"]["evals"]
+    assert cost.steps == 4 * 2 + 12 * 2 and cost.single_steps == 8 and cost.full_steps == 4 * 200
+    assert cost.wall_fraction is None and "no full run in the study" in str(cost)  # nothing to compare with yet
+    assert cost.wall_s == pytest.approx(cost.single_wall_s + sum(r["wall_s"] for r in pairs.values()), abs=0.01)
+    # ... and ends exactly where training both stages from the base model ends
+    path, tasks = base
+    spec = RunSpec(Schedule.parse("arith:2>names:2"), tasks, path, seed=0, kind="probe", trainer=TRAINER)
+    scratch = run_schedule(spec, tmp_path / "scratch")
+    assert scratch["final"] == pair["final"]  # entropies agree to float precision only: 1 vs 2 torch threads
+    for a, b in zip(scratch["evals"], pair["evals"], strict=True):
+        assert a["scores"] == b["scores"] and a["entropy"] == pytest.approx(b["entropy"], abs=1e-6)
+
+    # the formulas of DESIGN.md, from the records
+    i, j = tm.index("qa"), tm.index("names")
+    s_qa, s_qa_names = singles["qa:2"]["final"], pairs["qa:2>names:2"]["final"]
+    assert tm.transfer[i, j] == pytest.approx(s_qa["names"] - singles["qa:2"]["evals"][0]["scores"]["names"])
+    assert tm.bwt_matrix[i, j] == pytest.approx(s_qa_names["qa"] - s_qa["qa"])
+    assert tm.bwt["qa"] == pytest.approx(np.mean([tm.bwt_matrix[i, k] for k in range(4) if k != i]))
+    assert tm.fwt["qa"] == pytest.approx(np.mean([tm.transfer[k, i] for k in range(4) if k != i]))
+    h = singles["names:2"]["evals"]
+    assert tm.entropy_change[j, j] == pytest.approx(h[1]["entropy"]["names"] - h[0]["entropy"]["names"])
+    assert tm.has_pairs and tm.domains["names"] == "open" and tm.model == Path(path).name
+
+    # saved beside the runs: arrays and a graph whose edges carry the transfer
+    loaded = TransferMatrix.load(tmp_path / "probes")
+    assert np.allclose(loaded.transfer, tm.transfer) and np.allclose(loaded.bwt_matrix, tm.bwt_matrix, equal_nan=True)
+    graph = nx.read_graphml(tmp_path / "probes" / "transfer.graphml")
+    assert graph.number_of_edges() == 12
+    assert graph.edges["names", "qa"]["weight"] == pytest.approx(tm.transfer[j, i])
+    assert graph.edges["names", "qa"]["bwt"] == pytest.approx(tm.bwt_matrix[i, j])
+
+    # cached: the same probes are found, nothing is trained again; a lost record is the only one retrained
+    caplog.clear()
+    shutil.rmtree(tmp_path / "probes" / "runs" / pairs["qa:2>names:2"]["run_id"])
+    again, _ = run_probes(cfg)
+    assert "4 runs: 4 finished before, 0 to train" in caplog.text
+    assert "12 runs: 11 finished before, 1 to train" in caplog.text
+    assert np.allclose(again.single, tm.single) and np.allclose(again.pair, tm.pair, equal_nan=True)
+    assert len(probe_records(cfg)) == 16
+
+
+@pytest.mark.slow
+def test_single_task_probes_only_and_errors_on_mixed_probe_records(
+    base: tuple[str, list], cache_dir: str, tmp_path: Path
+) -> None:
+    cfg = _cfg(tmp_path, cache_dir, pairs=False, steps=1, n_jobs=1)
+    tm, cost = run_probes(cfg)
+    assert not tm.has_pairs and np.isnan(tm.bwt_matrix).all() and cost.probes == 4
+    assert cost.wall_s == pytest.approx(cost.single_wall_s)
+    records = probe_records(cfg)
+    assert greedy_bwt_order(tm) and graph_order(tm)  # the O(K) path has every heuristic too
+
+    other_model = [{**r, "model": "/models/other", "model_id": "other"} for r in records[:2]]
+    with pytest.raises(ValueError, match="2 base models .*one model"):
+        TransferMatrix.from_records(records + other_model)
+    longer = json.loads(json.dumps(records[0]))
+    longer["schedule"]["stages"][0]["steps"] = 5
+    with pytest.raises(ValueError, match=r"different lengths \[1, 5\]"):
+        TransferMatrix.from_records([*records[1:], longer])
+    other_trainer = json.loads(json.dumps(records[0]))
+    other_trainer["config"]["trainer"]["learning_rate"] = 0.1
+    with pytest.raises(ValueError, match="2 different trainer settings"):
+        TransferMatrix.from_records([*records[1:], other_trainer])
+    with pytest.raises(ValueError, match="no single-task probe of names"):
+        TransferMatrix.from_records([r for r in records if r["schedule_key"] != "names:1"])
+    with pytest.raises(ValueError, match="no probe records"):
+        TransferMatrix.from_records([])
+    with pytest.raises(ValueError, match=r"probes of study 'probes' .* orderopt-probe study=probes"):
+        probe_records(replace(cfg, probe=replace(cfg.probe, seeds=[5])))
+
+
+def test_probe_plans_and_bad_probe_configs(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, str(tmp_path))
+    cfg.model.name_or_path = "some/model"  # planning needs no model on disk
+    singles, pairs = plan_probes(replace(cfg, probe=ProbeConfig(steps=30, seeds=[0, 1])))
+    assert len(singles) == 8 and len(pairs) == 24 and all(p.kind == "probe" for p in singles + pairs)
+    assert all(p.keep_model for p in singles) and all(p.prefix is not None for p in pairs)
+    assert {p.label for p in pairs} >= {"names:30>qa:30", "qa:30>names:30"}
+    smaller = plan_probes(replace(cfg, probe=ProbeConfig(steps=30, trainer={"per_device_train_batch_size": 16})))[0]
+    assert smaller[0].cfg.trainer.per_device_train_batch_size == 16 and smaller[0].run_dir != singles[0].run_dir
+    for bad, match in [
+        (ProbeConfig(steps=0), "probe.steps=0"),
+        (ProbeConfig(seeds=[]), "probe.seeds is empty"),
+        (ProbeConfig(trainer={"lr": 1.0}), "probe.trainer sets lr"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            plan_probes(replace(cfg, probe=bad))
+    with pytest.raises(ValueError, match="one task"):
+        plan_probes(replace(cfg, suite=replace(cfg.suite, tasks=["arith"])))
+
+
+def _matrix(bwt: np.ndarray, transfer: np.ndarray, domains: list[str]) -> TransferMatrix:
+    """A transfer matrix with the given BWT (bwt[i, j] = BWT(j on i)) and single-probe transfer."""
+    k = len(domains)
+    names = [f"t{i}" for i in range(k)]
+    base = np.full(k, 0.5)
+    single = base[None, :] + transfer
+    pair = np.full((k, k, k), np.nan)
+    for i, j in itertools.permutations(range(k), 2):
+        pair[i, j] = single[i]
+        pair[i, j, i] = single[i, i] + bwt[i, j]
+    zeros = np.zeros((k, k))
+    return TransferMatrix(
+        tasks=names,
+        domains=dict(zip(names, domains, strict=True)),
+        model="m",
+        steps=10,
+        seeds=[0],
+        base=base,
+        base_entropy=base,
+        single=single,
+        single_entropy=single,
+        pair=pair,
+        pair_entropy=pair,
+        single_std=zeros,
+        pair_std=np.zeros((k, k, k)),
+        eval_std=np.full(k, 0.02),
+    )
+
+
+def _forgetting(tm: TransferMatrix, bwt: np.ndarray, order: list[str]) -> float:
+    idx = [tm.index(t) for t in order]
+    return float(sum(-bwt[a, b] for n, a in enumerate(idx) for b in idx[n + 1 :]))
+
+
+def test_heuristic_orders_on_a_known_matrix() -> None:
+    rng = np.random.default_rng(0)
+    for k in (3, 4, 5):
+        bwt = -rng.uniform(0, 0.2, (k, k))
+        tm = _matrix(bwt, rng.uniform(-0.1, 0.2, (k, k)), ["structured"] * (k - 1) + ["open"])
+
+        best = min(itertools.permutations(tm.tasks), key=lambda o: _forgetting(tm, bwt, list(o)))
+        assert _forgetting(tm, bwt, graph_order(tm)) == pytest.approx(_forgetting(tm, bwt, list(best)))  # optimum
+        assert structured_first_order(tm)[-1] == f"t{k - 1}"
+        assert sorted(heuristic_orders(tm)) == ["graph", "greedy_bwt", "structured_first"]
+    # one task that every other task erases: greedy BWT trains it last, and so does the graph order
+    bwt = np.zeros((3, 3))
+    bwt[1, :] = -0.3
+    tm = _matrix(bwt, np.zeros((3, 3)), ["structured"] * 3)
+    assert greedy_bwt_order(tm)[-1] == "t1" and graph_order(tm)[-1] == "t1"
