@@ -5,10 +5,10 @@
 
 For every set of probe records in the study (one probe config; each probe seed on its own and all seeds together)
 it fits (a) the additive BWT predictor, (b) the learned predictor on the probes only, (c) the learned predictor on
-the probes plus ``--n-full`` full runs drawn at random (``--draws`` draws; evaluated on the schedules not drawn;
-median, min and max over draws) — each with pair probes and with single-task probes only (the O(K) path) — and
-prints Spearman ρ and Kendall τ of predicted vs measured mean final score (mean over the recorded seeds) over every
-curriculum of the study. No training: only recorded runs are read.
+the probes plus ``--n-full`` full runs drawn at random (4, 8 and 16 by default; ``--draws`` draws each; evaluated
+on the schedules not drawn; median, min and max of ρ over draws) — each with pair probes and with single-task
+probes only (the O(K) path) — and prints Spearman ρ and Kendall τ of predicted vs measured mean final score (mean
+over the recorded seeds) over every curriculum of the study. No training: only recorded runs are read.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from orderopt.store import load_records
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", default="studies/reference")
-    parser.add_argument("--n-full", type=int, default=4)
+    parser.add_argument("--n-full", type=int, nargs="+", default=[4, 8, 16], help="full runs seen, one figure each")
     parser.add_argument("--draws", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0, help="seed of the draws of full runs")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
@@ -49,9 +49,9 @@ def main() -> None:
             row = {"probes": name, "path": path}
             row["additive"] = _rank(AdditiveBWTPredictor(use_pairs=pairs).fit(probes), keys, measured)
             row["learned"] = _rank(TransferPredictor(use_pairs=pairs, n_boot=0).fit(probes), keys, measured)
-            row["learned+full"] = _with_full(probes, full, measured, pairs, args)
+            row["learned+full"] = {n: _with_full(probes, full, measured, pairs, n, args) for n in args.n_full}
             results.append(row)
-            print(_format(row, args.n_full))
+            print(_format(row))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
         print(f"written: {args.json}")
@@ -89,12 +89,13 @@ def _with_full(
     full: list[dict[str, Any]],
     measured: dict[str, list[float]],
     pairs: bool,
+    n_full: int,
     args: argparse.Namespace,
 ) -> dict[str, float]:
     rng = np.random.default_rng(args.seed)
     rho, tau = [], []
     for _ in range(args.draws):
-        seen = [full[i] for i in rng.choice(len(full), args.n_full, replace=False)]
+        seen = [full[i] for i in rng.choice(len(full), n_full, replace=False)]
         rest = sorted(set(measured) - {r["schedule_key"] for r in seen})
         model = TransferPredictor(use_pairs=pairs, n_boot=0).fit(probes + seen)
         r = _rank(model, rest, measured)
@@ -108,13 +109,16 @@ def _with_full(
     }
 
 
-def _format(row: dict[str, Any], n_full: int) -> str:
-    a, b, c = row["additive"], row["learned"], row["learned+full"]
-    return (
-        f"{row['probes']:<45} {row['path']:<16} | additive ρ {a['spearman']:+.3f} τ {a['kendall']:+.3f} | learned ρ "
-        f"{b['spearman']:+.3f} τ {b['kendall']:+.3f} | +{n_full} full ρ {c['spearman']:+.3f} τ {c['kendall']:+.3f} "
-        f"(ρ {c['spearman_min']:+.2f}..{c['spearman_max']:+.2f})"
+def _format(row: dict[str, Any]) -> str:
+    a, b = row["additive"], row["learned"]
+    text = (
+        f"{row['probes']:<42} {row['path']:<16} | additive ρ {a['spearman']:+.3f} τ {a['kendall']:+.3f} | "
+        f"learned ρ {b['spearman']:+.3f} τ {b['kendall']:+.3f}"
     )
+    for n, c in row["learned+full"].items():
+        text += f" | +{n} full ρ {c['spearman']:+.3f} τ {c['kendall']:+.3f}"
+        text += f" ({c['spearman_min']:+.2f}..{c['spearman_max']:+.2f})"
+    return text
 
 
 if __name__ == "__main__":

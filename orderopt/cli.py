@@ -85,10 +85,40 @@ def probe_from_config(cfg: Config) -> str:
     where = study_dir(cfg.studies_dir, cfg.study)
     figure = plot_transfer(tm, where / "transfer.png")
     orders = "\n".join(f"  {name:<17}{' > '.join(order)}" for name, order in heuristic_orders(tm).items())
+    _log_probes(cfg, tm, cost, figure)
     return (
         f"{tm.format()}\n\nheuristic orders:\n{orders}\n\nprobe cost: {cost}\n"
         f"written: {where}/transfer.json, transfer.graphml, {figure.name}"
     )
+
+
+def _log_probes(cfg: Config, tm: Any, cost: Any, figure: Path) -> None:
+    """One wandb run for all the probes of a study: the matrices as tables, the heatmap, the cost."""
+    import hashlib
+
+    from orderopt.tracking import Tracker
+
+    digest = hashlib.sha256(json.dumps(vars(cfg.probe), sort_keys=True, default=str).encode()).hexdigest()[:8]
+    tracker = Tracker(
+        cfg.wandb,
+        run_id=f"probes-{cfg.study}-{digest}",
+        group=cfg.study,
+        config={"probe": vars(cfg.probe), "model": tm.model, "tasks": tm.tasks},
+        dir=str(figure.parent),
+    )
+    try:
+        rows = [
+            [a, b, float(tm.transfer[i, j]), float(tm.bwt_matrix[j, i]), float(tm.entropy_change[i, j])]
+            for i, a in enumerate(tm.tasks)
+            for j, b in enumerate(tm.tasks)
+        ]
+        columns = ["trained", "scored", "transfer", "bwt_of_trained_on_scored", "entropy_change"]
+        tracker.log_tables({"transfer": (columns, rows)}, {"transfer_heatmap": str(figure)})
+        tracker.summary(
+            {"probe_steps": cost.steps, "probe_wall_s": cost.wall_s, "probe_wall_fraction": cost.wall_fraction}
+        )
+    finally:
+        tracker.finish()
 
 
 def predict_from_config(cfg: Config) -> str:
@@ -115,6 +145,14 @@ def predict_from_config(cfg: Config) -> str:
         f"{cfg.probe.steps} steps, seeds {cfg.probe.seeds}; fitted on {len(probes)} probes and {len(full)} full runs):"
         f" {len(rows)} candidate schedules, best predicted first",
         _format_ranking(rows[: cfg.predictor.top or None], heuristics),
+        "heuristic orders (rank among the candidates, predicted mean final score):",
+        *(
+            f"  {name:<17}{key}  #{n} {row['predicted']:.3f} ± {row['predicted_std']:.3f}"
+            + (f"  measured {row['measured']:.3f}" if "measured" in row else "")
+            for n, row in enumerate(rows, start=1)
+            for key, name in heuristics.items()
+            if row["schedule"] == key
+        ),
     ]
     out: dict[str, Any] = {"predictor": vars(cfg.predictor), "n_probes": len(probes), "n_full": len(full), "rows": rows}
     if cfg.predictor.validate:
@@ -172,7 +210,7 @@ def _stats(rows: list[dict[str, Any]]) -> dict[str, float]:
 
 def _format_ranking(rows: list[dict[str, Any]], heuristics: dict[str, str]) -> str:
     tasks = list(rows[0]["tasks"]) if rows else []
-    head = f"{'#':>3} {'schedule':<44}{'predicted':>16}" + "".join(f"{t:>9}" for t in tasks) + f"{'measured':>18}"
+    head = f"{'#':>3} {'schedule':<44}{'predicted':>16}" + "".join(f"{t:>9}" for t in tasks) + f"{'measured':>20}"
     lines = [head]
     for n, r in enumerate(rows, start=1):
         measured = f"{r['measured']:.3f} ± {r['measured_std']:.3f} ({len(r['seeds'])})" if "measured" in r else "-"
@@ -180,7 +218,7 @@ def _format_ranking(rows: list[dict[str, Any]], heuristics: dict[str, str]) -> s
         lines.append(
             f"{n:>3} {r['schedule']:<44}{r['predicted']:>9.3f} ± {r['predicted_std']:.3f}"
             + "".join(f"{r['tasks'][t][0]:>9.3f}" for t in tasks)
-            + f"{measured:>18}{note}"
+            + f"{measured:>20}{note}"
         )
     return "\n".join(lines)
 

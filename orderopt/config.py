@@ -97,7 +97,7 @@ class ProbeConfig:
     """The probes of a study (``conf/probe/``): single-task probes of ``steps`` steps from the base model and, if
     ``pairs``, every pair i→j (``steps`` more of j after i's probe), for each seed, ``n_jobs`` at a time."""
 
-    steps: int = 40
+    steps: int = 25
     #: false: single-task probes only (K runs instead of K², the O(K) path)
     pairs: bool = True
     seeds: list[int] = field(default_factory=lambda: [0])
@@ -117,7 +117,7 @@ class PredictorConfig:
     use_pairs: bool = True
     gain_exponent: float = 1.0
     spill_exponent: float = 1.0
-    alpha: float = 0.01
+    alpha: float = 0.1
     n_boot: int = 50
     random_state: int = 0
     #: further candidate schedules (keys), e.g. names:300>qa:200>strings:200>arith:100

@@ -159,7 +159,7 @@ class TransferPredictor(_Predictor):
         use_pairs: bool = True,
         gain_exponent: float = 1.0,
         spill_exponent: float = 1.0,
-        alpha: float = 0.01,
+        alpha: float = 0.1,
         n_boot: int = 50,
         random_state: int = 0,
     ) -> None:

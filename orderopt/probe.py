@@ -50,7 +50,8 @@ def plan_probes(cfg: Config) -> tuple[list[Any], list[Any]]:
     if len(cfg.suite.tasks) < 2:
         raise ValueError(f"suite {cfg.suite.tasks} has one task: there is no transfer to probe; add tasks")
     suite = _suite(cfg)
-    cfg = replace(cfg, trainer=replace(cfg.trainer, **pc.trainer))
+    # a wandb run per 30-step probe would cost more than the probe; run_probes logs them together as one run
+    cfg = replace(cfg, trainer=replace(cfg.trainer, **pc.trainer), wandb=replace(cfg.wandb, enabled=False))
 
     def plan(order: list[str], seed: int) -> Any:
         return plan_run(

@@ -57,6 +57,25 @@ class Tracker:
         if self._run is not None:
             self._run.log({**metrics, "global_step": global_step})
 
+    def log_tables(self, tables: dict[str, tuple[list[str], list[list[Any]]]], images: dict[str, str]) -> None:
+        """Tables (name → columns, rows) and images (name → PNG path) for the run's media panels."""
+        if self._run is None:
+            return
+        import wandb
+
+        self._run.log(
+            {
+                **{
+                    name: wandb.Table(columns=list[str | int](cols), data=rows) for name, (cols, rows) in tables.items()
+                },
+                **{name: wandb.Image(path) for name, path in images.items()},
+            }
+        )
+
+    def summary(self, values: dict[str, Any]) -> None:
+        if self._run is not None:
+            self._run.summary.update(values)
+
     def finish(self) -> None:
         if self._run is not None:
             self._run.finish()

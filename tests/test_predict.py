@@ -1,0 +1,161 @@
+"""Predictors on the committed reference study: real probes and real full runs, no training here."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from orderopt.predict import AdditiveBWTPredictor, TransferPredictor, cross_validate, rank_correlation, rank_schedules
+from orderopt.store import load_records
+
+REFERENCE = Path(__file__).resolve().parents[1] / "studies" / "reference"
+
+
+@pytest.fixture(scope="module")
+def records() -> list[dict]:
+    return load_records(REFERENCE)
+
+
+@pytest.fixture(scope="module")
+def probes(records: list[dict]) -> list[dict]:
+    """The committed probes of seed 0 (the default probe config)."""
+    return [r for r in records if r["kind"] == "probe" and r["seed"] == 0]
+
+
+@pytest.fixture(scope="module")
+def full(records: list[dict]) -> list[dict]:
+    return [r for r in records if r["kind"] == "full"]
+
+
+def _measured(full: list[dict]) -> dict[str, float]:
+    keys = sorted({r["schedule_key"] for r in full})
+    return {k: float(np.mean([r["mean_final"] for r in full if r["schedule_key"] == k])) for k in keys}
+
+
+def test_reference_study_has_probes_of_one_config(probes: list[dict], full: list[dict]) -> None:
+    assert len(probes) == 16 and len(full) == 108
+    assert len({json.dumps(r["config"]["trainer"], sort_keys=True) for r in probes}) == 1
+
+
+def test_predictors_follow_the_estimator_api_and_refuse_bad_input(probes: list[dict], full: list[dict]) -> None:
+    for model in (AdditiveBWTPredictor(), TransferPredictor(n_boot=5)):
+        with pytest.raises(RuntimeError, match="not fitted yet; call fit"):
+            model.predict(["arith:200>strings:200>qa:200>names:200"])
+        assert model.fit(probes + full) is model
+        mean, std = model.predict(["arith:200>strings:200>qa:200>names:200", "names:100>qa:300"], return_std=True)
+        assert mean.shape == std.shape == (2, 4) and model.tasks_ == ["arith", "strings", "qa", "names"]
+        assert ((0 <= mean) & (mean <= 1)).all() and (std > 0).all()
+        with pytest.raises(ValueError, match=r"names task\(s\) 'code' the probes never saw .*probed: arith"):
+            model.predict(["arith:200>code:200"])
+        with pytest.raises(ValueError, match="model-merging baseline, not a schedule"):
+            model.predict(["merge:arith:200>strings:200>qa:200>names:200"])
+        other = [{**r, "model": "/elsewhere/other-model", "model_id": "other-model"} for r in probes[:3]]
+        with pytest.raises(ValueError, match="2 base models"):
+            clone(model).fit(probes + other)
+        singles = [r for r in probes if len(r["schedule"]["stages"]) == 1]
+        with pytest.raises(ValueError, match="no complete set of pair probes"):
+            clone(model).fit(singles)
+        assert clone(model).set_params(use_pairs=False).fit(singles).predict(["qa:200>names:200"]).shape == (1, 4)
+    assert clone(TransferPredictor(alpha=0.5)).get_params()["alpha"] == 0.5
+    with pytest.raises(ValueError, match="alpha=0"):
+        TransferPredictor(alpha=0).fit(probes)
+    wrong_suite = [{**full[0], "suite": ["arith", "qa"]}]
+    with pytest.raises(ValueError, match="fit on runs of one suite"):
+        TransferPredictor().fit(probes + wrong_suite)
+
+
+def test_additive_predictor_is_the_formula(probes: list[dict]) -> None:
+    """At the probe length, Omni-Thinker's sum is exact for a pair: a task's score after its own probe plus the
+    measured BWT of the task after it."""
+    pair = next(r for r in probes if r["schedule_key"].startswith("qa:") and ">names:" in r["schedule_key"])
+    single = next(r for r in probes if r["schedule_key"] == pair["schedule_key"].split(">")[0])
+    model = AdditiveBWTPredictor().fit(probes)
+    predicted = dict(zip(model.tasks_, model.predict([pair["schedule_key"]])[0], strict=True))
+    assert predicted["qa"] == pytest.approx(pair["final"]["qa"])
+    assert predicted["names"] == pytest.approx(single["evals"][0]["scores"]["names"] + model.transfer_.transfer[3, 3])
+
+
+def test_learned_predictor_ranks_better_than_additive_and_gains_from_full_runs(
+    probes: list[dict], full: list[dict]
+) -> None:
+    measured = _measured(full)
+    keys = list(measured)
+    truth = [measured[k] for k in keys]
+    additive = rank_correlation(list(AdditiveBWTPredictor().fit(probes).predict(keys).mean(1)), truth)
+    learned = rank_correlation(list(TransferPredictor(n_boot=0).fit(probes).predict(keys).mean(1)), truth)
+    assert learned["spearman"] > additive["spearman"] + 0.2 and learned["spearman"] > 0.6
+    rows, stats = cross_validate(TransferPredictor(n_boot=0), probes, full)
+    assert len(rows) == len(keys) and stats["spearman"] > learned["spearman"]
+    assert {r["schedule"] for r in rows} == set(keys) and all("measured" in r for r in rows)
+
+
+def test_cross_validation_never_sees_the_schedule_it_predicts(probes: list[dict], full: list[dict]) -> None:
+    some = sorted({r["schedule_key"] for r in full})[:4]
+    subset = [r for r in full if r["schedule_key"] in some]
+    rows, _ = cross_validate(TransferPredictor(n_boot=0), probes, subset)
+    target = some[0]
+    poisoned = [
+        {**r, "evals": [{**e, "scores": dict.fromkeys(e["scores"], 0.0)} for e in r["evals"]]}
+        if r["schedule_key"] == target
+        else r
+        for r in subset
+    ]
+    again, _ = cross_validate(TransferPredictor(n_boot=0), probes, poisoned)
+    before = next(r for r in rows if r["schedule"] == target)["predicted"]
+    after = next(r for r in again if r["schedule"] == target)["predicted"]
+    assert before == pytest.approx(after)  # its own (now absurd) runs never entered its prediction
+    others = [r for r in again if r["schedule"] != target]
+    assert any(r["predicted"] != next(x for x in rows if x["schedule"] == r["schedule"])["predicted"] for r in others)
+    ranked = rank_schedules(TransferPredictor(n_boot=0).fit(probes), some, subset)
+    assert [r["predicted"] for r in ranked] == sorted((r["predicted"] for r in ranked), reverse=True)
+
+
+@pytest.mark.slow
+def test_predict_command_ranks_and_validates_on_a_copy_of_the_reference_study(
+    base: tuple[str, list], cache_dir: str, tmp_path: Path
+) -> None:
+    shutil.copytree(REFERENCE, tmp_path / "reference")
+    env = {**os.environ, "ORDEROPT_CACHE": cache_dir, "HF_HUB_OFFLINE": "1"}
+    args = ["study=reference", f"studies_dir={tmp_path}", "predictor.validate=true", "predictor.top=5"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "orderopt.cli", "predict", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "24 candidate schedules" in out
+    assert "validation against 108 full runs of 36 schedules" in out and "Spearman" in out
+    assert "heuristic orders (" in out and "greedy_bwt" in out and "structured_first" in out
+    for name in ("predictions.json", "validation.json", "validation.png"):
+        assert (tmp_path / "reference" / name).exists()
+    saved = json.loads((tmp_path / "reference" / "predictions.json").read_text())
+    assert len(saved["rows"]) >= 24 and saved["n_full"] == 108
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orderopt.cli",
+            "predict",
+            "study=reference",
+            f"studies_dir={tmp_path}",
+            "probe.steps=7",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert bad.returncode != 0 and "run them first: orderopt-probe study=reference" in bad.stderr
