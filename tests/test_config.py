@@ -13,6 +13,7 @@ from support import save_random_lm
 from orderopt.cli import CONF_DIR, _typed
 from orderopt.config import Config
 from orderopt.model import build_tokenizer
+from orderopt.predict import make_predictor
 from orderopt.rewards import make_judge
 from orderopt.tasks import build_suite
 
@@ -33,7 +34,7 @@ def _options() -> list[tuple[str, str]]:
 
 
 def test_every_group_has_options() -> None:
-    assert {"model", "suite", "task", "trainer", "judge"} <= set(GROUPS)
+    assert {"model", "suite", "task", "trainer", "judge", "probe", "predictor"} <= set(GROUPS)
     assert {"cpu", "gpu"} <= set(GROUPS["trainer"])
 
 
@@ -59,6 +60,9 @@ def test_compose_and_build(group: str, option: str, judge_model: str, tmp_path: 
     assert args.max_steps == 2 and args.num_generations == cfg.trainer.num_generations
     assert args.learning_rate == cfg.trainer.learning_rate
     assert OmegaConf.to_yaml(raw)  # fully resolvable
+    predictor = make_predictor(cfg.predictor)
+    assert predictor.get_params()["use_pairs"] == cfg.predictor.use_pairs
+    assert cfg.probe.steps > 0 and cfg.probe.seeds
 
 
 def test_overrides_reach_objects() -> None:
