@@ -15,6 +15,7 @@ learned state ends in ``_``, ``predict(schedules)`` returns an ``(n_schedules, n
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -53,6 +54,16 @@ class _Predictor(BaseEstimator):  # get_params/set_params/clone, as every scikit
     def tasks_(self) -> list[str]:
         self._check_fitted()
         return self.transfer_.tasks
+
+    def predict(self, schedules: Iterable[ScheduleLike], *, return_std: bool = False) -> Any:
+        raise NotImplementedError
+
+    def predict_mean(self, schedules: Iterable[ScheduleLike], *, return_std: bool = False) -> Any:
+        """The mean final score over tasks of each schedule (the number schedules are ranked by) and, with
+        ``return_std``, its std (here from the tasks' stds taken as independent)."""
+        mean, std = self.predict(schedules, return_std=True)
+        total = mean.mean(axis=1)
+        return (total, np.sqrt((std**2).sum(axis=1)) / mean.shape[1]) if return_std else total
 
     def _schedules(self, schedules: Iterable[ScheduleLike]) -> list[Schedule]:
         self._check_fitted()
@@ -93,9 +104,8 @@ class AdditiveBWTPredictor(_Predictor):
         return self
 
     def predict(self, schedules: Iterable[ScheduleLike], *, return_std: bool = False) -> Any:
-        tm = self.transfer_ if hasattr(self, "transfer_") else None
         parsed = self._schedules(schedules)
-        assert tm is not None
+        tm = self.transfer_
         k = len(tm.tasks)
         back = tm.bwt_matrix if self.use_pairs else tm.transfer.T  # back[j, m]: how a stage of m moves j
         back_std = _pair_std(tm) if self.use_pairs else tm.single_std.T
@@ -189,7 +199,15 @@ class TransferPredictor(_Predictor):
         probes = [r for r in records if r["kind"] == "probe" and (self.use_pairs or len(r["schedule"]["stages"]) == 1)]
         self.coupling_ = _coupling(probes, tm)
         self.noise_ = _noise(tm)
-        full = [r for r in records if r["kind"] == "full" and record_model(r) == tm.model and "replay" not in r]
+        full = [r for r in records if r["kind"] == "full" and "replay" not in r]
+        other = [r["run_id"] for r in full if record_model(r) != tm.model]
+        if other:  # runs of another base model say nothing about this one; say so rather than drop them quietly
+            warnings.warn(
+                f"{len(other)} full runs (e.g. {other[0]}) were trained from another base model than the probes "
+                f"({tm.model}); they are left out of the fit",
+                stacklevel=2,
+            )
+            full = [r for r in full if record_model(r) == tm.model]
         for r in full:
             if list(r["suite"]) != tm.tasks:
                 raise ValueError(
@@ -206,15 +224,28 @@ class TransferPredictor(_Predictor):
         return self
 
     def predict(self, schedules: Iterable[ScheduleLike], *, return_std: bool = False) -> Any:
-        parsed = self._schedules(schedules)
-        if not hasattr(self, "members_"):
-            self._check_fitted()
-        runs = np.array([[self._rollout(s, *member) for s in parsed] for member in self.members_])
+        runs = self._rollouts(self._schedules(schedules))
         mean = runs[0]
         if not return_std:
             return mean
         spread = runs[1:].std(axis=0) if len(runs) > 1 else np.zeros_like(mean)
         return mean, np.sqrt(spread**2 + self.transfer_.eval_std[None, :] ** 2)
+
+    def predict_mean(self, schedules: Iterable[ScheduleLike], *, return_std: bool = False) -> Any:
+        """The mean final score over tasks of each schedule and, with ``return_std``, its std: the spread of the
+        mean over the rollouts (the tasks move together within one) and the eval noise of a mean of K scores."""
+        runs = self._rollouts(self._schedules(schedules)).mean(axis=2)  # (members, schedules)
+        if not return_std:
+            return runs[0]
+        spread = runs[1:].std(axis=0) if len(runs) > 1 else np.zeros_like(runs[0])
+        noise = np.sqrt((self.transfer_.eval_std**2).sum()) / len(self.transfer_.tasks)
+        return runs[0], np.sqrt(spread**2 + noise**2)
+
+    def _rollouts(self, parsed: list[Schedule]) -> np.ndarray:
+        """(members, schedules, tasks): every bootstrap member's rollout of every schedule."""
+        if not hasattr(self, "members_"):
+            self._check_fitted()
+        return np.array([[self._rollout(s, *member) for s in parsed] for member in self.members_])
 
     # --- the low-fidelity model: numbers from the probes ------------------------------------------------------
     def _prior(self, tm: TransferMatrix, rng: np.random.Generator | None) -> dict[str, np.ndarray]:
@@ -330,15 +361,14 @@ def rank_schedules(
     over seeds where full runs of it exist."""
     keys = list(dict.fromkeys(s.key if isinstance(s, Schedule) else Schedule.parse(s).key for s in schedules))
     mean, std = model.predict(keys, return_std=True)
+    total, total_std = model.predict_mean(keys, return_std=True)
     measured = _measured(full_runs)
     rows = []
     for n, key in enumerate(keys):
         row: dict[str, Any] = {
             "schedule": key,
-            "predicted": float(mean[n].mean()),
-            # tasks' errors are not independent (one rollout moves them together): the std of the mean is bounded
-            # by the mean of the stds
-            "predicted_std": float(std[n].mean()),
+            "predicted": float(total[n]),
+            "predicted_std": float(total_std[n]),
             "tasks": {t: (float(mean[n, j]), float(std[n, j])) for j, t in enumerate(model.tasks_)},
         }
         if key in measured:

@@ -13,7 +13,15 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
-from orderopt.predict import AdditiveBWTPredictor, TransferPredictor, cross_validate, rank_correlation, rank_schedules
+from orderopt.config import PredictorConfig
+from orderopt.predict import (
+    AdditiveBWTPredictor,
+    TransferPredictor,
+    cross_validate,
+    make_predictor,
+    rank_correlation,
+    rank_schedules,
+)
 from orderopt.store import load_records
 
 REFERENCE = Path(__file__).resolve().parents[1] / "studies" / "reference"
@@ -67,6 +75,10 @@ def test_predictors_follow_the_estimator_api_and_refuse_bad_input(probes: list[d
     assert clone(TransferPredictor(alpha=0.5)).get_params()["alpha"] == 0.5
     with pytest.raises(ValueError, match="alpha=0"):
         TransferPredictor(alpha=0).fit(probes)
+    with pytest.warns(UserWarning, match="1 full runs .* another base model"):
+        TransferPredictor(n_boot=0).fit([*probes, {**full[0], "model_id": "other-model"}])
+    with pytest.raises(ValueError, match="predictor.name='gp'; use learned or additive"):
+        make_predictor(PredictorConfig(name="gp"))
     wrong_suite = [{**full[0], "suite": ["arith", "qa"]}]
     with pytest.raises(ValueError, match="fit on runs of one suite"):
         TransferPredictor().fit(probes + wrong_suite)
