@@ -334,24 +334,12 @@ class TransferMatrix:
     @property
     def bwt_matrix(self) -> np.ndarray:
         """B[i][j] = BWT(j on i) = s_i(θ_ij) − s_i(θ_i): how training j after i moves i (NaN: no pair probe)."""
-        k = len(self.tasks)
-        out = np.full((k, k), np.nan)
-        for i in range(k):
-            for j in range(k):
-                if i != j:
-                    out[i, j] = self.pair[i, j, i] - self.single[i, i]
-        return out
+        return _backward(self.pair, self.single)
 
     @property
     def entropy_bwt(self) -> np.ndarray:
         """HB[i][j] = H_i(θ_ij) − H_i(θ_i): how training j after i moves i's entropy (NaN: no pair probe)."""
-        k = len(self.tasks)
-        out = np.full((k, k), np.nan)
-        for i in range(k):
-            for j in range(k):
-                if i != j:
-                    out[i, j] = self.pair_entropy[i, j, i] - self.single_entropy[i, i]
-        return out
+        return _backward(self.pair_entropy, self.single_entropy)
 
     @property
     def bwt(self) -> dict[str, float]:
@@ -460,6 +448,17 @@ class TransferMatrix:
             )
         )
         return "\n".join(lines)
+
+
+def _backward(pair: np.ndarray, single: np.ndarray) -> np.ndarray:
+    """out[i][j] = pair[i, j, i] − single[i, i]: task i's change when j is trained after it (NaN on the diagonal)."""
+    k = len(single)
+    out = np.full((k, k), np.nan)
+    for i in range(k):
+        for j in range(k):
+            if i != j:
+                out[i, j] = pair[i, j, i] - single[i, i]
+    return out
 
 
 def _trained_steps(record: dict[str, Any]) -> int:
