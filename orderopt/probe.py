@@ -101,8 +101,11 @@ class ProbeCost:
     single_steps: int
     single_wall_s: float
     full_steps: int
-    #: median wall time of the study's full runs; None if it has none yet (then there is no wall fraction)
+    #: median wall time of the study's full runs or, without any, an estimate from the probes (None if impossible)
     full_wall_s: float | None
+    #: True when ``full_wall_s`` is estimated: full-run steps × the probes' median step time + one evaluation and
+    #: trainer start per stage and one more (for the base), both as the probes measured them
+    full_wall_estimated: bool = False
 
     @property
     def wall_fraction(self) -> float | None:
@@ -119,9 +122,14 @@ class ProbeCost:
             return text + (
                 f" (single-task probes {self.single_wall_s:.0f}s); no full run in the study yet to compare with"
             )
+        full = (
+            f"estimated {self.full_wall_s:.0f}s from the probes' step times: no full run in the study yet"
+            if self.full_wall_estimated
+            else f"median of the study's full runs, {self.full_wall_s:.0f}s"
+        )
         return text + (
-            f" = {self.wall_fraction:.2f} of one full run (median of the study's full runs, {self.full_wall_s:.0f}s);"
-            f" single-task probes alone {self.single_wall_s:.0f}s = {self.single_wall_fraction:.2f}"
+            f" = {self.wall_fraction:.2f} of one full run ({full}); single-task probes alone "
+            f"{self.single_wall_s:.0f}s = {self.single_wall_fraction:.2f}"
         )
 
 
@@ -131,13 +139,16 @@ def probe_cost(
     full_runs: Sequence[dict[str, Any]] = (),
     *,
     base_eval_s: float = 0.0,
+    full_stages: int = 1,
 ) -> ProbeCost:
     """Cost of ``probes`` (their records; ``base_eval_s``: the shared base evaluation) against one full run of
-    ``full_steps`` steps, measured by the median of ``full_runs`` if any."""
+    ``full_steps`` steps in ``full_stages`` stages: the median of ``full_runs`` if any, else estimated from the
+    probes (``ProbeCost.full_wall_estimated``)."""
     singles = [r for r in probes if len(r["schedule"]["stages"]) == 1]
     steps = sum(_trained_steps(r) for r in probes)
     wall = sum(r["wall_s"] for r in probes) + base_eval_s
     walls = [r["wall_s"] for r in full_runs if r["kind"] == "full" and "replay" not in r]
+    estimate = None if walls else _full_wall_estimate(probes, full_steps, full_stages)
     return ProbeCost(
         probes=len(probes),
         steps=steps,
@@ -145,8 +156,26 @@ def probe_cost(
         single_steps=sum(_trained_steps(r) for r in singles),
         single_wall_s=sum(r["wall_s"] for r in singles) + base_eval_s,
         full_steps=full_steps,
-        full_wall_s=statistics.median(walls) if walls else None,
+        full_wall_s=statistics.median(walls) if walls else estimate,
+        full_wall_estimated=not walls and estimate is not None,
     )
+
+
+def _full_wall_estimate(probes: Sequence[dict[str, Any]], full_steps: int, full_stages: int) -> float | None:
+    """A full run's wall time from the probes: steps × median step time, plus per stage (and once more for the base
+    evaluation) what a probe spent on its own stage besides its steps (evaluation, trainer start)."""
+    step_times, overheads = [], []
+    for r in probes:
+        last = len(r["schedule"]["stages"]) - 1
+        own = [row["step_time"] for row in r.get("train_log", []) if row.get("stage") == last and "step_time" in row]
+        if not own:
+            return None  # slim records keep no step times
+        step_times += own
+        if "prefix" in r or last == 0:  # wall_s is then this one stage and its evaluation
+            overheads.append(r["wall_s"] - sum(own))
+    if not overheads:
+        return None
+    return full_steps * statistics.median(step_times) + (full_stages + 1) * statistics.median(overheads)
 
 
 def run_probes(cfg: Config) -> tuple[TransferMatrix, ProbeCost]:
@@ -173,7 +202,13 @@ def run_probes(cfg: Config) -> tuple[TransferMatrix, ProbeCost]:
         records += run_plans(pairs, n_jobs=cfg.probe.n_jobs, name=name + " (pairs)")
     where = study_dir(cfg.studies_dir, cfg.study)
     full = [r for r in load_records(where) if r["kind"] == "full"]
-    cost = probe_cost(records, len(cfg.suite.tasks) * _default_steps(cfg), full, base_eval_s=base_s)
+    cost = probe_cost(
+        records,
+        len(cfg.suite.tasks) * _default_steps(cfg),
+        full,
+        base_eval_s=base_s,
+        full_stages=len(cfg.suite.tasks),
+    )
     matrix = TransferMatrix.from_records(records)
     matrix.save(where)
     log.info("[%s] %s", name, cost)
