@@ -194,3 +194,40 @@ def test_heuristic_orders_on_a_known_matrix() -> None:
     bwt[1, :] = -0.3
     tm = _matrix(bwt, np.zeros((3, 3)), ["structured"] * 3)
     assert greedy_bwt_order(tm)[-1] == "t1" and graph_order(tm)[-1] == "t1"
+
+
+@pytest.mark.slow
+def test_probe_command_writes_the_matrix_figure_graph_and_one_wandb_run(
+    base: tuple[str, list], cache_dir: str, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ORDEROPT_CACHE": cache_dir, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    args = [
+        "study=cmd",
+        f"studies_dir={tmp_path}",
+        "probe=single",
+        "probe.steps=1",
+        "probe.n_jobs=1",
+        "trainer.per_device_train_batch_size=8",
+        "trainer.num_generations=4",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "orderopt.cli", "probe", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "T[i][j] = s_j(θ_i) − s_j(θ0)" in proc.stdout and "heuristic orders:" in proc.stdout
+    assert "probe cost: 4 probes, 4 steps" in proc.stdout
+    where = tmp_path / "cmd"
+    for name in ("transfer.json", "transfer.graphml", "transfer.png"):
+        assert (where / name).exists()
+    runs = list(where.glob("wandb/offline-run-*-probes-cmd-*"))
+    assert len(runs) == 1  # one wandb run for the probe set, none per probe
+    assert not list(where.glob("runs/*/wandb"))
