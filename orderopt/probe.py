@@ -236,7 +236,7 @@ class TransferMatrix:
     Example:
         >>> tm = TransferMatrix.from_records(load_records("studies/reference"))  # doctest: +SKIP
         >>> tm.bwt_matrix[tm.index("qa"), tm.index("names")]  # qa's change when names follows  # doctest: +SKIP
-        -0.05
+        -0.013
     """
 
     tasks: list[str]
@@ -260,26 +260,7 @@ class TransferMatrix:
     def from_records(cls, records: Iterable[dict[str, Any]]) -> TransferMatrix:
         """From probe records (other kinds are ignored): every single-task probe of the suite is needed, pairs are
         optional (the O(K) path). All probes must share the base model and the probe length."""
-        from orderopt.store import record_model
-
-        probes = [r for r in records if r["kind"] == "probe"]
-        if not probes:
-            raise ValueError("no probe records given; run the probes first (orderopt-probe)")
-        models = sorted({record_model(r) for r in probes})
-        if len(models) > 1:
-            raise ValueError(
-                f"probe records come from {len(models)} base models ({', '.join(models)}); a transfer matrix "
-                "measures one model: keep the probes of one model (each study directory holds one)"
-            )
-        trainers = {json.dumps(r.get("config", {}).get("trainer"), sort_keys=True) for r in probes}
-        if len(trainers) > 1:
-            raise ValueError(
-                f"probe records were trained with {len(trainers)} different trainer settings; a transfer matrix "
-                "needs probes of one probe config: keep one set (e.g. a study directory per probe config)"
-            )
-        lengths = sorted({s["steps"] for r in probes for s in r["schedule"]["stages"]})
-        if len(lengths) > 1:
-            raise ValueError(f"probe records of different lengths {lengths} steps; use the probes of one probe.steps")
+        probes, model, steps = _consistent_probes(records)
         tasks = list(probes[0]["suite"])
         k = len(tasks)
         by_seed: dict[int, dict[tuple[str, ...], dict[str, Any]]] = defaultdict(dict)
@@ -310,26 +291,13 @@ class TransferMatrix:
                 elif len(path) == 2:
                     j = tasks.index(path[1])
                     pair[s, i, j], pair_h[s, i, j] = scores, entropy
-        config = probes[0].get("config", {}).get("tasks", {})
-        domains: dict[str, str] = {}
-        n_eval = []
-        for t in tasks:
-            from orderopt.tasks import TASK_TYPES
-
-            kind = config.get(t, {}).get("type", t)
-            if kind not in TASK_TYPES:
-                raise ValueError(
-                    f"probe records name task {t!r} of type {kind!r}, not a known task type ({', '.join(TASK_TYPES)}); "
-                    "probe with this version of orderopt"
-                )
-            domains[t] = TASK_TYPES[kind].domain
-            n_eval.append(config.get(t, {}).get("n_eval", 500) * TASK_TYPES[kind].eval_samples)
+        domains, n_eval = _task_meta(probes[0].get("config", {}).get("tasks", {}), tasks)
         mean_base = np.nanmean(base, axis=0)
         return cls(
             tasks=tasks,
             domains=domains,
-            model=models[0],
-            steps=lengths[0],
+            model=model,
+            steps=steps,
             seeds=seeds,
             base=mean_base,
             base_entropy=np.nanmean(base_h, axis=0),
@@ -483,6 +451,50 @@ class TransferMatrix:
             )
         )
         return "\n".join(lines)
+
+
+def _consistent_probes(records: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]], str, int]:
+    """The probe records among ``records``, checked to measure one thing: one base model, one trainer setting, one
+    probe length; with that model and length."""
+    from orderopt.store import record_model
+
+    probes = [r for r in records if r["kind"] == "probe"]
+    if not probes:
+        raise ValueError("no probe records given; run the probes first (orderopt-probe)")
+    models = sorted({record_model(r) for r in probes})
+    if len(models) > 1:
+        raise ValueError(
+            f"probe records come from {len(models)} base models ({', '.join(models)}); a transfer matrix "
+            "measures one model: keep the probes of one model (each study directory holds one)"
+        )
+    trainers = {json.dumps(r.get("config", {}).get("trainer"), sort_keys=True) for r in probes}
+    if len(trainers) > 1:
+        raise ValueError(
+            f"probe records were trained with {len(trainers)} different trainer settings; a transfer matrix "
+            "needs probes of one probe config: keep one set (e.g. a study directory per probe config)"
+        )
+    lengths = sorted({s["steps"] for r in probes for s in r["schedule"]["stages"]})
+    if len(lengths) > 1:
+        raise ValueError(f"probe records of different lengths {lengths} steps; use the probes of one probe.steps")
+    return probes, models[0], lengths[0]
+
+
+def _task_meta(config: dict[str, Any], tasks: list[str]) -> tuple[dict[str, str], list[int]]:
+    """Each task's domain and the number of scores behind one eval score, from the records' task configs."""
+    from orderopt.tasks import TASK_TYPES
+
+    domains: dict[str, str] = {}
+    n_eval = []
+    for t in tasks:
+        kind = config.get(t, {}).get("type", t)
+        if kind not in TASK_TYPES:
+            raise ValueError(
+                f"probe records name task {t!r} of type {kind!r}, not a known task type ({', '.join(TASK_TYPES)}); "
+                "probe with this version of orderopt"
+            )
+        domains[t] = TASK_TYPES[kind].domain
+        n_eval.append(config.get(t, {}).get("n_eval", 500) * TASK_TYPES[kind].eval_samples)
+    return domains, n_eval
 
 
 def _backward(pair: np.ndarray, single: np.ndarray) -> np.ndarray:
