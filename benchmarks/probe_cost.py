@@ -25,7 +25,7 @@ from omegaconf import OmegaConf
 
 from orderopt.cli import CONF_DIR, _quiet_transformers
 from orderopt.config import Config, ExperimentConfig
-from orderopt.probe import run_probes
+from orderopt.probe import probe_jobs, run_probes
 from orderopt.study import plan_experiment, run_plans
 
 
@@ -52,7 +52,7 @@ def main() -> None:
         f"median of {args.repeats}: all probes = {statistics.median(r['all'] for r in rows):.2f} full runs, "
         f"single-task probes = {statistics.median(r['single'] for r in rows):.2f} ({cfg.probe.steps}-step probes, "
         f"{len(cfg.suite.tasks)} tasks, full run {len(cfg.suite.tasks)} x {cfg.schedule.steps} steps, "
-        f"{cfg.probe.n_jobs} at a time)"
+        f"{probe_jobs(cfg)} at a time)"
     )
 
 
@@ -70,7 +70,7 @@ def _measure(cfg: Config) -> dict[str, float]:
     probe_clock = time.perf_counter() - start
     full_cfg = replace(cfg, experiment=ExperimentConfig(orders=None, schedules=[_default_key(cfg)], seeds=[0, 1]))
     start = time.perf_counter()
-    full = run_plans(plan_experiment(full_cfg), n_jobs=cfg.probe.n_jobs, name="full runs")
+    full = run_plans(plan_experiment(full_cfg), n_jobs=probe_jobs(cfg), name="full runs")
     full_clock = time.perf_counter() - start
     full_s = statistics.median(r["wall_s"] for r in full)
     return {

@@ -101,7 +101,8 @@ class ProbeConfig:
     #: false: single-task probes only (K runs instead of K², the O(K) path)
     pairs: bool = True
     seeds: list[int] = field(default_factory=lambda: [0])
-    n_jobs: int = 2
+    #: probes trained at a time, each in its own process (null: one per CPU core on the CPU preset, one on a GPU)
+    n_jobs: int | None = 2
     #: trainer settings of the probes that differ from ``trainer`` (any of its fields), e.g. a smaller batch
     trainer: dict[str, Any] = field(default_factory=dict)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import statistics
 import time
 import warnings
@@ -26,7 +27,7 @@ import numpy as np
 
 from orderopt.config import Config, ScheduleConfig
 
-__all__ = ["ProbeCost", "TransferMatrix", "plan_probes", "probe_cost", "probe_records", "run_probes"]
+__all__ = ["ProbeCost", "TransferMatrix", "plan_probes", "probe_cost", "probe_jobs", "probe_records", "run_probes"]
 
 log = logging.getLogger(__name__)
 
@@ -195,11 +196,12 @@ def run_probes(cfg: Config) -> tuple[TransferMatrix, ProbeCost]:
         base_s = time.perf_counter() - start
         todo = [replace(p, base_eval=evals[p.cfg.seed]) for p in todo]
     done = {p.run_dir for p in todo}
+    n_jobs = probe_jobs(cfg)
     records = run_plans(
-        [p for p in singles if p.run_dir not in done] + todo, n_jobs=cfg.probe.n_jobs, name=name + " (single-task)"
+        [p for p in singles if p.run_dir not in done] + todo, n_jobs=n_jobs, name=name + " (single-task)"
     )
     if pairs:
-        records += run_plans(pairs, n_jobs=cfg.probe.n_jobs, name=name + " (pairs)")
+        records += run_plans(pairs, n_jobs=n_jobs, name=name + " (pairs)")
     where = study_dir(cfg.studies_dir, cfg.study)
     full = [r for r in load_records(where) if r["kind"] == "full"]
     cost = probe_cost(
@@ -213,6 +215,13 @@ def run_probes(cfg: Config) -> tuple[TransferMatrix, ProbeCost]:
     matrix.save(where)
     log.info("[%s] %s", name, cost)
     return matrix, cost
+
+
+def probe_jobs(cfg: Config) -> int:
+    """``probe.n_jobs``, or with null one probe per CPU core on the CPU preset and one at a time on a GPU."""
+    if cfg.probe.n_jobs is None:
+        return max(1, os.cpu_count() or 1) if cfg.trainer.use_cpu else 1
+    return cfg.probe.n_jobs
 
 
 def _base_evals(plan: Any, seeds: list[int]) -> dict[int, dict[str, Any]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 
 from orderopt.config import Config, ProbeConfig, TrainerConfig
 from orderopt.orders import graph_order, greedy_bwt_order, heuristic_orders, structured_first_order
-from orderopt.probe import TransferMatrix, plan_probes, probe_records, run_probes
+from orderopt.probe import TransferMatrix, plan_probes, probe_jobs, probe_records, run_probes
 from orderopt.schedule import Schedule
 from orderopt.store import load_records
 from orderopt.tracking import WandbConfig
@@ -143,6 +144,9 @@ def test_probe_plans_and_bad_probe_configs(tmp_path: Path) -> None:
             plan_probes(replace(cfg, probe=bad))
     with pytest.raises(ValueError, match="one task"):
         plan_probes(replace(cfg, suite=replace(cfg.suite, tasks=["arith"])))
+    auto = replace(cfg, probe=ProbeConfig(n_jobs=None))
+    assert probe_jobs(auto) == (os.cpu_count() or 1) and probe_jobs(replace(cfg, probe=ProbeConfig(n_jobs=3))) == 3
+    assert probe_jobs(replace(auto, trainer=replace(TRAINER, use_cpu=False))) == 1  # one GPU: one probe at a time
 
 
 def _matrix(bwt: np.ndarray, transfer: np.ndarray, domains: list[str]) -> TransferMatrix:
