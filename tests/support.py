@@ -17,6 +17,22 @@ def base(cache_dir: str | None = None) -> tuple[str, list]:
     return path, tasks
 
 
+def cli(command: str, args: list[str], cwd: str | Path, cache_dir: str, **env: str) -> Any:
+    """``python -m orderopt.cli <command> <args>``: the real Hydra app in a subprocess (``env`` adds variables)."""
+    import subprocess
+    import sys
+
+    full_env = {**os.environ, "ORDEROPT_CACHE": cache_dir, "HF_HUB_OFFLINE": "1", **env}
+    return subprocess.run(
+        [sys.executable, "-m", "orderopt.cli", command, *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
 def save_random_lm(path: str | Path, tokenizer: Any, *, hidden: int = 32, layers: int = 1) -> str:
     """A real (randomly initialised, seeded) Llama causal LM with ``tokenizer``, saved to ``path``: for tests of
     code that loads a model, where the weights do not matter."""

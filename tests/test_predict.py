@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn.base import clone
+from support import cli
 
 from orderopt.config import PredictorConfig
 from orderopt.predict import (
@@ -135,16 +133,8 @@ def test_predict_command_ranks_and_validates_on_a_copy_of_the_reference_study(
     base: tuple[str, list], cache_dir: str, tmp_path: Path
 ) -> None:
     shutil.copytree(REFERENCE, tmp_path / "reference")
-    env = {**os.environ, "ORDEROPT_CACHE": cache_dir, "HF_HUB_OFFLINE": "1"}
     args = ["study=reference", f"studies_dir={tmp_path}", "predictor.validate=true", "predictor.top=5"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "orderopt.cli", "predict", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = cli("predict", args, tmp_path, cache_dir)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "24 candidate schedules" in out
@@ -154,20 +144,5 @@ def test_predict_command_ranks_and_validates_on_a_copy_of_the_reference_study(
         assert (tmp_path / "reference" / name).exists()
     saved = json.loads((tmp_path / "reference" / "predictions.json").read_text())
     assert len(saved["rows"]) >= 24 and saved["n_full"] == 108
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "orderopt.cli",
-            "predict",
-            "study=reference",
-            f"studies_dir={tmp_path}",
-            "probe.steps=7",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    bad = cli("predict", ["study=reference", f"studies_dir={tmp_path}", "probe.steps=7"], tmp_path, cache_dir)
     assert bad.returncode != 0 and "run them first: orderopt-probe study=reference" in bad.stderr

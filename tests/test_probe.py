@@ -14,6 +14,7 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 import pytest
+from support import cli
 
 from orderopt.config import Config, ProbeConfig, TrainerConfig
 from orderopt.orders import graph_order, greedy_bwt_order, heuristic_orders, structured_first_order
@@ -204,11 +205,6 @@ def test_heuristic_orders_on_a_known_matrix() -> None:
 def test_probe_command_writes_the_matrix_figure_graph_and_one_wandb_run(
     base: tuple[str, list], cache_dir: str, tmp_path: Path
 ) -> None:
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "ORDEROPT_CACHE": cache_dir, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
     args = [
         "study=cmd",
         f"studies_dir={tmp_path}",
@@ -218,14 +214,7 @@ def test_probe_command_writes_the_matrix_figure_graph_and_one_wandb_run(
         "trainer.per_device_train_batch_size=8",
         "trainer.num_generations=4",
     ]
-    proc = subprocess.run(
-        [sys.executable, "-m", "orderopt.cli", "probe", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = cli("probe", args, tmp_path, cache_dir, WANDB_MODE="offline")
     assert proc.returncode == 0, proc.stderr
     assert "T[i][j] = s_j(θ_i) − s_j(θ0)" in proc.stdout and "heuristic orders:" in proc.stdout
     assert "probe cost: 4 probes, 4 steps" in proc.stdout
