@@ -80,6 +80,7 @@ def order_effect(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
 def entropy_table(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """For every task: mean policy entropy just before and just after its own stage (one-task stages only), and in
     how many of those stages it rose."""
+    records = list(records)
     before: dict[str, list[float]] = defaultdict(list)
     after: dict[str, list[float]] = defaultdict(list)
     for r in records:
@@ -99,7 +100,7 @@ def entropy_table(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, floa
             "rose": sum(a > b for a, b in zip(after[t], before[t], strict=True)),
             "n": len(before[t]),
         }
-        for t in before
+        for t in sorted(before, key=_suite_order(records))
     }
 
 
@@ -113,6 +114,7 @@ def stage_transfer(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, flo
         >>> {k: round(v, 3) for k, v in stage_transfer([rec])["a"].items()}
         {'a': 0.4, 'b': -0.1}
     """
+    records = list(records)
     changes: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
         if "baseline" in r:
@@ -122,7 +124,17 @@ def stage_transfer(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, flo
                 before, after = r["evals"][i]["scores"], r["evals"][i + 1]["scores"]
                 for task in before:
                     changes[stage["tasks"][0]][task].append(after[task] - before[task])
-    return {t: {j: statistics.fmean(v) for j, v in row.items()} for t, row in changes.items()}
+    order = _suite_order(records)
+    return {
+        t: {j: statistics.fmean(changes[t][j]) for j in sorted(changes[t], key=order)}
+        for t in sorted(changes, key=order)
+    }
+
+
+def _suite_order(records: Iterable[dict[str, Any]]) -> Any:
+    """Sort key: a task's position in the suite (so tables do not depend on the order records were read in)."""
+    suite: list[str] = next((r["suite"] for r in records if "suite" in r), [])
+    return lambda task: (suite.index(task) if task in suite else len(suite), task)
 
 
 def format_summary(
@@ -149,7 +161,7 @@ def format_summary(
             rose = f"{e['rose']}/{e['n']}"
             lines.append(f"{t:<10}{e['before']:>26.3f}{e['after']:>10.3f}{e['change']:>+10.3f}{rose:>10}")
     if transfer:
-        tasks = sorted({j for row in transfer.values() for j in row})
+        tasks = list(dict.fromkeys(j for row in transfer.values() for j in row))  # suite order (stage_transfer)
         lines.append(f"\n{'score change during a stage of (row)':<38}" + "".join(f"{t:>10}" for t in tasks))
         for t, row in transfer.items():
             lines.append(f"{t:<38}" + "".join(f"{row[j]:>+10.3f}" if j in row else f"{'-':>10}" for j in tasks))
