@@ -6,11 +6,11 @@ learned state ends in ``_``, ``predict(schedules)`` returns an ``(n_schedules, n
 
 - :class:`AdditiveBWTPredictor` — Omni-Thinker's assumption: a task's final score is its score after its own stage
   plus the backward transfer of every task trained after it. The baseline.
-- :class:`TransferPredictor` — learned: rolls a schedule forward stage by stage with a regression of each task's
-  score change over a stage on features from the transfer matrix (stage task, its budget, what the probes measured it
-  does to the task, entropy changes, whether the task was trained already). Fitted on every stage of the probes
-  (low-fidelity rows) and of any full runs (high-fidelity rows, weighted up), so it gets better as full runs arrive;
-  without pair probes it uses single-task probes only (the O(K) path).
+- :class:`TransferPredictor` — learned: rolls a schedule forward stage by stage. Its low-fidelity part is fitted on
+  the probes (a task's own stage closes a share of its gap to a perfect score; another task's stage moves it through
+  the entropy it spills onto it, times a fitted score-per-entropy coupling); a per-task correction is fitted on every
+  stage of the full runs already done (which task's stage, its budget, whether the task was trained), so it gets
+  better as full runs arrive. Without pair probes it uses the single-task probes only (the O(K) path).
 """
 
 from __future__ import annotations
