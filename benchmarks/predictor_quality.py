@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--n-full", type=int, nargs="+", default=[4, 8, 16], help="full runs seen, one figure each")
     parser.add_argument("--draws", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0, help="seed of the draws of full runs")
+    parser.add_argument("--pool", type=int, default=0, help="also pool the probes of every N consecutive seeds")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
 
@@ -43,7 +44,7 @@ def main() -> None:
     keys = sorted(measured)
     print(f"{args.study}: {len(full)} full runs of {len(keys)} schedules; ranking the mean final score over seeds")
     results: list[dict[str, Any]] = []
-    for name, probes in _probe_sets(records):
+    for name, probes in _probe_sets(records, args.pool):
         for pairs in (True, False):
             path = "pairs" if pairs else "single-task only"
             row = {"probes": name, "path": path}
@@ -57,9 +58,9 @@ def main() -> None:
         print(f"written: {args.json}")
 
 
-def _probe_sets(records: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
-    """Probe records grouped by probe config (trainer settings and length); within each, every seed alone and,
-    if there are several, all together."""
+def _probe_sets(records: list[dict[str, Any]], pool: int) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Probe records grouped by probe config (trainer settings and length); within each, every seed alone, every
+    ``pool`` consecutive seeds together, and all seeds together."""
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         if r["kind"] == "probe":
@@ -74,6 +75,9 @@ def _probe_sets(records: list[dict[str, Any]]) -> list[tuple[str, list[dict[str,
     for name, probes in groups.items():
         seeds = sorted({r["seed"] for r in probes})
         out += [(f"{name}, seed {s}", [r for r in probes if r["seed"] == s]) for s in seeds]
+        for i in range(0, len(seeds) - pool + 1, pool) if 1 < pool < len(seeds) else ():
+            group = seeds[i : i + pool]
+            out.append((f"{name}, seeds {','.join(map(str, group))}", [r for r in probes if r["seed"] in group]))
         if len(seeds) > 1:
             out.append((f"{name}, seeds {','.join(map(str, seeds))}", probes))
     return out

@@ -134,21 +134,21 @@ class TransferPredictor(_Predictor):
     """Learned, entropy-aware predictor: a schedule is rolled forward stage by stage.
 
     Low fidelity, from the probes: a task's own stage closes a share of the gap to a perfect score,
-    ``s ← s + (1 − s)·(1 − (1 − h)^((b/p)^gain_exponent))`` with ``h`` the share its single probe closed in ``p``
-    steps; another task's stage moves it through the entropy that stage spills onto it,
-    ``s ← s + c·ΔH·(b/p)^spill_exponent`` with ΔH from the probes (single probe of the stage task; with pairs and
-    once the task was trained, the mean of that and the pair probe) and ``c`` the score change per nat of entropy,
-    fitted over every probe stage of the suite's tasks of the same domain. Entropy carries the transfer because a
-    short probe measures it precisely while the score changes it causes are still within eval noise.
+    ``s ← s + (1 − s)·(1 − (1 − h)^((b/p)^gain_exponent))`` with ``h = c·ΔH_own / (1 − s_base)`` the share its
+    single probe's entropy change stands for; another task's stage moves it through the entropy that stage adds to
+    it, ``s ← s + c·max(ΔH, 0)·(b/p)^spill_exponent`` with ΔH from the probes (single probe of the stage task; with
+    pairs and once the task was trained, the mean of that and the pair probe). ``c`` is the score change per nat of
+    entropy, fitted over every probe stage of the suite's tasks of the same domain. Entropy carries the transfer
+    because a short probe measures it precisely while the score changes it causes are still within eval noise.
 
     High fidelity, from full runs: a ridge regression per task of what the low-fidelity model got wrong on every
     stage of every full run (features: own budget and room to gain; which task's stage it is × its budget, and
     that again once the task was trained), added to each step of the rollout. With no full run it is zero; each
     full run adds its stages.
 
-    The std comes from ``n_boot`` rollouts with the probe numbers drawn within their noise (seed std with several
-    probe seeds, else the binomial eval noise for scores and the spread of the structured stages' off-diagonal
-    entropy changes for entropies) and the full runs resampled.
+    The std comes from ``n_boot`` rollouts with the probes' entropy changes drawn within their noise (the typical
+    off-diagonal entropy change of a structured stage, ≈ 0 but for noise) and the full runs resampled, plus the eval
+    noise of the scores.
 
     Args:
         use_pairs: use the pair probes (False: single-task probes only, the O(K) path).
@@ -253,18 +253,22 @@ class TransferPredictor(_Predictor):
         and coupling per task; drawn within their noise when ``rng`` is given."""
         k = len(tm.tasks)
         coupling = np.array([self.coupling_[tm.domains[t]] for t in tm.tasks])
-        # a task's own gain, measured twice: its eval score change and its entropy change × coupling; a short probe
-        # of a slow starter gives a noisy score change, the entropy change is the steadier of the two
-        gain = (np.diag(tm.transfer) + coupling * np.diag(tm.entropy_change)) / 2
+        own_entropy = np.diag(tm.entropy_change).copy()
         spill = tm.entropy_change.copy()
         spill_trained = spill.T.copy()  # [j, m]: entropy change of j when m is trained after it
         if self.use_pairs:
             spill_trained = np.where(np.isnan(tm.entropy_bwt), spill_trained, (spill_trained + tm.entropy_bwt) / 2)
         if rng is not None:
-            gain = gain + rng.normal(0.0, self.noise_["score"])
-            spill = spill + rng.normal(0.0, self.noise_["entropy"], (k, k))
-            spill_trained = spill_trained + rng.normal(0.0, self.noise_["entropy"], (k, k))
+            own_entropy = own_entropy + rng.normal(0.0, self.noise_, k)
+            spill = spill + rng.normal(0.0, self.noise_, (k, k))
+            spill_trained = spill_trained + rng.normal(0.0, self.noise_, (k, k))
+        # a task's own gain through its entropy change too: a short probe of a slow starter moves its score by
+        # less than the eval noise, its entropy measurably (and the coupling ties the two)
+        gain = coupling * own_entropy
         h = np.clip(gain / np.maximum(1.0 - tm.base, 1e-6), 0.0, 0.99)
+        # only entropy a stage *adds* to another task erodes it; the small decreases structured stages cause are
+        # within probe noise and, times the coupling, would read as spurious gains
+        spill, spill_trained = np.maximum(spill, 0.0), np.maximum(spill_trained, 0.0)
         return {"h": h, "spill": spill, "spill_trained": spill_trained, "coupling": coupling}
 
     def _prior_step(
@@ -453,16 +457,12 @@ def _coupling(probes: Sequence[dict[str, Any]], tm: TransferMatrix) -> dict[str,
     return out
 
 
-def _noise(tm: TransferMatrix) -> dict[str, Any]:
-    """Noise of one probe number: seed std with several probe seeds, else the binomial eval noise of a score
-    difference and, for entropies, the typical off-diagonal entropy change of structured stages."""
-    k = len(tm.tasks)
-    if len(tm.seeds) > 1:
-        entropy_sd = float(np.nanmedian(np.abs(tm.single_std))) if tm.single_std.size else 0.0
-        return {"score": np.diag(tm.single_std), "entropy": entropy_sd}
+def _noise(tm: TransferMatrix) -> float:
+    """Noise of one probe entropy change: the typical entropy change a structured stage causes on another task,
+    which is ≈ 0 but for noise (smaller when the matrix averages several probe seeds, as it should be)."""
     structured = [i for i, t in enumerate(tm.tasks) if tm.domains[t] == "structured"]
-    off = [abs(tm.entropy_change[i, j]) for i in structured for j in range(k) if j != i]
-    return {"score": np.sqrt(2) * tm.eval_std, "entropy": float(np.median(off)) if off else 0.0}
+    off = [abs(tm.entropy_change[i, j]) for i in structured for j in range(len(tm.tasks)) if j != i]
+    return float(np.median(off)) if off else 0.0
 
 
 def _task_budgets(schedule: Schedule, tm: TransferMatrix) -> list[tuple[str, float, int]]:
