@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import statistics
 import time
 import warnings
@@ -202,6 +203,8 @@ def run_probes(cfg: Config) -> tuple[TransferMatrix, ProbeCost]:
     )
     if pairs:
         records += run_plans(pairs, n_jobs=n_jobs, name=name + " (pairs)")
+        for p in singles:  # every pair probe has its record: the weights they started from are not needed again
+            shutil.rmtree(p.run_dir / "model", ignore_errors=True)
     where = study_dir(cfg.studies_dir, cfg.study)
     full = [r for r in load_records(where) if r["kind"] == "full"]
     cost = probe_cost(

@@ -56,6 +56,7 @@ def test_probes_run_once_reuse_single_probes_and_give_the_transfer_matrix(
     pair = pairs["arith:2>names:2"]
     assert pair["prefix"] == singles["arith:2"]["run_id"] and pair["evals"][:2] == singles["arith:2"]["evals"]
     assert cost.steps == 4 * 2 + 12 * 2 and cost.single_steps == 8 and cost.full_steps == 4 * 200
+    assert not list((tmp_path / "probes").glob("runs/*/model"))  # kept for the pairs only, then removed
     # no full run in the study: the fraction is an estimate from the probes' step times, and says so
     assert cost.full_wall_estimated and cost.wall_fraction is not None and "estimated" in str(cost)
     assert cost.full_wall_s is not None and cost.full_wall_s > 800 * min(r["step_time"] for r in pair["train_log"])
