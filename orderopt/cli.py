@@ -123,103 +123,53 @@ def _log_probes(cfg: Config, tm: Any, cost: Any, figure: Path) -> None:
 
 def predict_from_config(cfg: Config) -> str:
     """Fit the configured predictor on the study's probes and full runs and rank the candidate schedules (every
-    order at ``schedule.steps``, ``predictor.schedules``); with ``predictor.validate``, also compare predictions with
-    the full runs, each schedule predicted without its own runs. Writes ``predictions.json`` (and
-    ``validation.{json,png}``) into the study directory; returns the text report."""
+    order at ``schedule.steps``, ``predictor.schedules``, the heuristic orders); with ``predictor.validate``, also
+    compare predictions with the full runs, each schedule predicted without its own runs. Writes
+    ``predictions.json`` (and ``validation.{json,png}``) into the study directory; returns the text report."""
     from orderopt.orders import heuristic_orders
-    from orderopt.predict import cross_validate, make_predictor, rank_schedules
+    from orderopt.predict import candidate_schedules, cross_validate, make_predictor, rank_schedules, ranking_quality
     from orderopt.probe import probe_records
-    from orderopt.report import plot_validation
+    from orderopt.report import format_ranking, plot_validation
     from orderopt.store import load_records, study_dir, write_json_atomic
 
     where = study_dir(cfg.studies_dir, cfg.study)
     probes = probe_records(cfg)
     full = [r for r in load_records(where) if r["kind"] == "full" and "replay" not in r]
     model = make_predictor(cfg.predictor).fit(probes + full)
-    tm = model.transfer_
-    heuristics = {">".join(f"{t}:{cfg.schedule.steps}" for t in o): name for name, o in heuristic_orders(tm).items()}
-    candidates = _candidates(cfg) + list(heuristics)
-    rows = rank_schedules(model, candidates, full)
+    orders = heuristic_orders(model.transfer_)
+    heuristics = {">".join(f"{t}:{cfg.schedule.steps}" for t in o): name for name, o in orders.items()}
+    candidates = candidate_schedules(cfg.suite.tasks, cfg.schedule.steps, cfg.predictor.schedules)
+    rows = rank_schedules(model, candidates + list(heuristics), full)
     lines = [
         f"{cfg.predictor.name} predictor ({'pair' if cfg.predictor.use_pairs else 'single-task'} probes, "
         f"{cfg.probe.steps} steps, seeds {cfg.probe.seeds}; fitted on {len(probes)} probes and {len(full)} full runs):"
         f" {len(rows)} candidate schedules, best predicted first",
-        _format_ranking(rows[: cfg.predictor.top or None], heuristics),
-        "heuristic orders (rank among the candidates, predicted mean final score):",
-        *(
-            f"  {name:<17}{key}  #{n} {row['predicted']:.3f} ± {row['predicted_std']:.3f}"
-            + (f"  measured {row['measured']:.3f}" if "measured" in row else "")
-            for n, row in enumerate(rows, start=1)
-            for key, name in heuristics.items()
-            if row["schedule"] == key
-        ),
+        format_ranking(rows, heuristics, top=cfg.predictor.top),
     ]
     out: dict[str, Any] = {"predictor": vars(cfg.predictor), "n_probes": len(probes), "n_full": len(full), "rows": rows}
     if cfg.predictor.validate:
-        unfitted = make_predictor(cfg.predictor)
-        cv_rows, stats = cross_validate(unfitted, probes, full)
-        probe_only = rank_schedules(make_predictor(cfg.predictor).fit(probes), [r["schedule"] for r in cv_rows], full)
-        stats0 = _stats(probe_only)
+        cv_rows, stats = cross_validate(make_predictor(cfg.predictor), probes, full)
+        probes_only = ranking_quality(
+            rank_schedules(make_predictor(cfg.predictor).fit(probes), [r["schedule"] for r in cv_rows], full)
+        )
         title = (
-            f"{cfg.predictor.name}: probes only ρ {stats0['spearman']:.2f}; with the other schedules' full runs "
+            f"{cfg.predictor.name}: probes only ρ {probes_only['spearman']:.2f}; with the other schedules' full runs "
             f"ρ {stats['spearman']:.2f} ({len(cv_rows)} schedules)"
         )
         figure = plot_validation(cv_rows, title, where / "validation.png")
         lines += [
             f"\nvalidation against {len(full)} full runs of {len(cv_rows)} schedules:",
-            f"  probes only:                        Spearman ρ {stats0['spearman']:+.3f}  Kendall τ "
-            f"{stats0['kendall']:+.3f}  mean abs error {stats0['mae']:.3f}",
+            f"  probes only:                        Spearman ρ {probes_only['spearman']:+.3f}  Kendall τ "
+            f"{probes_only['kendall']:+.3f}  mean abs error {probes_only['mae']:.3f}",
             f"  + full runs of the other schedules: Spearman ρ {stats['spearman']:+.3f}  Kendall τ "
             f"{stats['kendall']:+.3f}  mean abs error {stats['mae']:.3f}  (each schedule left out of its own fit)",
             f"written: {figure}",
         ]
-        write_json_atomic(where / "validation.json", {"probes_only": stats0, "leave_one_out": stats, "rows": cv_rows})
+        write_json_atomic(
+            where / "validation.json", {"probes_only": probes_only, "leave_one_out": stats, "rows": cv_rows}
+        )
     write_json_atomic(where / "predictions.json", out)
     lines.append(f"written: {where / 'predictions.json'}")
-    return "\n".join(lines)
-
-
-def _candidates(cfg: Config) -> list[str]:
-    import itertools
-    import math
-
-    from orderopt.schedule import Schedule
-
-    tasks = cfg.suite.tasks
-    steps = cfg.schedule.steps
-    if not isinstance(steps, int):
-        raise ValueError(f"schedule.steps={steps!r}: candidates are every order at one budget; give one number")
-    keys = [Schedule.parse(k).validate(tasks).key for k in cfg.predictor.schedules]
-    if math.factorial(len(tasks)) > 5040:  # 8+ tasks: the heuristic orders and the given schedules only
-        log.warning(
-            "%d tasks: %d orders are too many to list; ranking the heuristic orders and predictor.schedules",
-            len(tasks),
-            math.factorial(len(tasks)),
-        )
-        return keys
-    return [">".join(f"{t}:{steps}" for t in order) for order in itertools.permutations(tasks)] + keys
-
-
-def _stats(rows: list[dict[str, Any]]) -> dict[str, float]:
-    from orderopt.predict import rank_correlation
-
-    stats = rank_correlation([r["predicted"] for r in rows], [r["measured"] for r in rows])
-    stats["mae"] = sum(abs(r["predicted"] - r["measured"]) for r in rows) / len(rows)
-    return stats
-
-
-def _format_ranking(rows: list[dict[str, Any]], heuristics: dict[str, str]) -> str:
-    tasks = list(rows[0]["tasks"]) if rows else []
-    head = f"{'#':>3} {'schedule':<44}{'predicted':>16}" + "".join(f"{t:>9}" for t in tasks) + f"{'measured':>20}"
-    lines = [head]
-    for n, r in enumerate(rows, start=1):
-        measured = f"{r['measured']:.3f} ± {r['measured_std']:.3f} ({len(r['seeds'])})" if "measured" in r else "-"
-        note = f"  <- {heuristics[r['schedule']]}" if r["schedule"] in heuristics else ""
-        lines.append(
-            f"{n:>3} {r['schedule']:<44}{r['predicted']:>9.3f} ± {r['predicted_std']:.3f}"
-            + "".join(f"{r['tasks'][t][0]:>9.3f}" for t in tasks)
-            + f"{measured:>20}{note}"
-        )
     return "\n".join(lines)
 
 

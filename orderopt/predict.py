@@ -29,10 +29,12 @@ from orderopt.store import record_model
 __all__ = [
     "AdditiveBWTPredictor",
     "TransferPredictor",
+    "candidate_schedules",
     "cross_validate",
     "make_predictor",
     "rank_correlation",
     "rank_schedules",
+    "ranking_quality",
 ]
 
 ScheduleLike = Schedule | str
@@ -56,14 +58,18 @@ class _Predictor(BaseEstimator):  # get_params/set_params/clone, as every scikit
         return self.transfer_.tasks
 
     def predict(self, schedules: Iterable[ScheduleLike], *, return_std: bool = False) -> Any:
-        raise NotImplementedError
+        mean, std, _, _ = self._predict_all(schedules)
+        return (mean, std) if return_std else mean
 
     def predict_mean(self, schedules: Iterable[ScheduleLike], *, return_std: bool = False) -> Any:
         """The mean final score over tasks of each schedule (the number schedules are ranked by) and, with
-        ``return_std``, its std (here from the tasks' stds taken as independent)."""
-        mean, std = self.predict(schedules, return_std=True)
-        total = mean.mean(axis=1)
-        return (total, np.sqrt((std**2).sum(axis=1)) / mean.shape[1]) if return_std else total
+        ``return_std``, its std."""
+        _, _, total, total_std = self._predict_all(schedules)
+        return (total, total_std) if return_std else total
+
+    def _predict_all(self, schedules: Iterable[ScheduleLike]) -> tuple[np.ndarray, ...]:
+        """Per-task scores and stds, and the mean over tasks and its std, of every schedule."""
+        raise NotImplementedError
 
     def _schedules(self, schedules: Iterable[ScheduleLike]) -> list[Schedule]:
         self._check_fitted()
@@ -103,7 +109,7 @@ class AdditiveBWTPredictor(_Predictor):
         self.transfer_ = tm
         return self
 
-    def predict(self, schedules: Iterable[ScheduleLike], *, return_std: bool = False) -> Any:
+    def _predict_all(self, schedules: Iterable[ScheduleLike]) -> tuple[np.ndarray, ...]:
         parsed = self._schedules(schedules)
         tm = self.transfer_
         k = len(tm.tasks)
@@ -127,7 +133,8 @@ class AdditiveBWTPredictor(_Predictor):
                     (max(sd, tm.eval_std[j]) * b / tm.steps) ** 2 for _, sd, b in terms
                 )
         mean = np.clip(mean, 0.0, 1.0)
-        return (mean, np.sqrt(var)) if return_std else mean
+        # the terms of different tasks are measured separately: their errors add as independent
+        return mean, np.sqrt(var), mean.mean(axis=1), np.sqrt(var.sum(axis=1)) / k
 
 
 class TransferPredictor(_Predictor):
@@ -223,23 +230,22 @@ class TransferPredictor(_Predictor):
             self.members_.append((member, self._correction(member, sample)))
         return self
 
-    def predict(self, schedules: Iterable[ScheduleLike], *, return_std: bool = False) -> Any:
-        runs = self._rollouts(self._schedules(schedules))
-        mean = runs[0]
-        if not return_std:
-            return mean
-        spread = runs[1:].std(axis=0) if len(runs) > 1 else np.zeros_like(mean)
-        return mean, np.sqrt(spread**2 + self.transfer_.eval_std[None, :] ** 2)
-
-    def predict_mean(self, schedules: Iterable[ScheduleLike], *, return_std: bool = False) -> Any:
-        """The mean final score over tasks of each schedule and, with ``return_std``, its std: the spread of the
-        mean over the rollouts (the tasks move together within one) and the eval noise of a mean of K scores."""
-        runs = self._rollouts(self._schedules(schedules)).mean(axis=2)  # (members, schedules)
-        if not return_std:
-            return runs[0]
+    def _predict_all(self, schedules: Iterable[ScheduleLike]) -> tuple[np.ndarray, ...]:
+        """From the rollouts: per task, the first member's scores and the members' spread with the eval noise; for
+        the mean over tasks, the spread of the members' means (the tasks move together within one rollout) with
+        the eval noise of a mean of K scores."""
+        runs = self._rollouts(self._schedules(schedules))  # (members, schedules, tasks)
+        eval_std = self.transfer_.eval_std
         spread = runs[1:].std(axis=0) if len(runs) > 1 else np.zeros_like(runs[0])
-        noise = np.sqrt((self.transfer_.eval_std**2).sum()) / len(self.transfer_.tasks)
-        return runs[0], np.sqrt(spread**2 + noise**2)
+        means = runs.mean(axis=2)
+        mean_spread = means[1:].std(axis=0) if len(runs) > 1 else np.zeros_like(means[0])
+        mean_noise = np.sqrt((eval_std**2).sum()) / len(eval_std)
+        return (
+            runs[0],
+            np.sqrt(spread**2 + eval_std[None, :] ** 2),
+            means[0],
+            np.sqrt(mean_spread**2 + mean_noise**2),
+        )
 
     def _rollouts(self, parsed: list[Schedule]) -> np.ndarray:
         """(members, schedules, tasks): every bootstrap member's rollout of every schedule."""
@@ -364,8 +370,7 @@ def rank_schedules(
     """Predicted mean final score (± std) and per-task scores of every schedule, best first, with the measured mean
     over seeds where full runs of it exist."""
     keys = list(dict.fromkeys(s.key if isinstance(s, Schedule) else Schedule.parse(s).key for s in schedules))
-    mean, std = model.predict(keys, return_std=True)
-    total, total_std = model.predict_mean(keys, return_std=True)
+    mean, std, total, total_std = model._predict_all(keys)
     measured = _measured(full_runs)
     rows = []
     for n, key in enumerate(keys):
@@ -401,9 +406,34 @@ def cross_validate(
     for key in measured:
         rest = [r for r in full_runs if r["schedule_key"] != key]
         rows += rank_schedules(clone(model).fit([*probes, *rest]), [key], [r for r in full_runs if r not in rest])
-    stats = rank_correlation([r["predicted"] for r in rows], [r["measured"] for r in rows])
-    stats["mae"] = float(np.mean([abs(r["predicted"] - r["measured"]) for r in rows]))
-    return sorted(rows, key=lambda r: -r["predicted"]), stats
+    return sorted(rows, key=lambda r: -r["predicted"]), ranking_quality(rows)
+
+
+def ranking_quality(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Spearman ρ, Kendall τ and mean absolute error of ``predicted`` vs ``measured`` over rows that have both."""
+    pairs = [(r["predicted"], r["measured"]) for r in rows if "measured" in r]
+    stats = rank_correlation([p for p, _ in pairs], [m for _, m in pairs])
+    stats["mae"] = float(np.mean([abs(p - m) for p, m in pairs]))
+    return stats
+
+
+def candidate_schedules(tasks: Sequence[str], steps: Any, extra: Iterable[str] = ()) -> list[str]:
+    """Every order of ``tasks`` at ``steps`` per stage (up to 7 tasks: 5,040 orders), then ``extra`` schedule keys
+    (checked against the tasks)."""
+    import itertools
+    import math
+
+    if isinstance(steps, bool) or not isinstance(steps, int):
+        raise ValueError(f"schedule.steps={steps!r}: candidates are every order at one budget; give one number")
+    keys = [Schedule.parse(k).validate(tasks).key for k in extra]
+    if math.factorial(len(tasks)) > 5040:
+        warnings.warn(
+            f"{len(tasks)} tasks: {math.factorial(len(tasks))} orders are too many to list; ranking only the given "
+            "schedules (and whatever the caller adds)",
+            stacklevel=2,
+        )
+        return keys
+    return [">".join(f"{t}:{steps}" for t in order) for order in itertools.permutations(tasks)] + keys
 
 
 def _measured(full_runs: Iterable[dict[str, Any]]) -> dict[str, tuple[float, float, list[int]]]:

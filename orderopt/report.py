@@ -12,6 +12,7 @@ from orderopt.store import record_label
 
 __all__ = [
     "entropy_table",
+    "format_ranking",
     "format_record",
     "format_summary",
     "format_table",
@@ -254,6 +255,31 @@ def plot_validation(rows: Sequence[dict[str, Any]], title: str, path: str | Path
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def format_ranking(rows: Sequence[dict[str, Any]], heuristics: dict[str, str], *, top: int = 0) -> str:
+    """Ranked predictions (``predict.rank_schedules`` rows; the first ``top``, or all with 0) as a table, then where
+    each heuristic order (schedule key → name) ranks."""
+    tasks = list(rows[0]["tasks"]) if rows else []
+    head = f"{'#':>3} {'schedule':<44}{'predicted':>16}" + "".join(f"{t:>9}" for t in tasks) + f"{'measured':>20}"
+    lines = [head]
+    for n, r in enumerate(rows[: top or None], start=1):
+        measured = f"{r['measured']:.3f} ± {r['measured_std']:.3f} ({len(r['seeds'])})" if "measured" in r else "-"
+        note = f"  <- {heuristics[r['schedule']]}" if r["schedule"] in heuristics else ""
+        lines.append(
+            f"{n:>3} {r['schedule']:<44}{r['predicted']:>9.3f} ± {r['predicted_std']:.3f}"
+            + "".join(f"{r['tasks'][t][0]:>9.3f}" for t in tasks)
+            + f"{measured:>20}{note}"
+        )
+    lines.append("heuristic orders (rank among the candidates, predicted mean final score):")
+    for n, r in enumerate(rows, start=1):
+        if r["schedule"] in heuristics:
+            measured = f"  measured {r['measured']:.3f}" if "measured" in r else ""
+            lines.append(
+                f"  {heuristics[r['schedule']]:<17}{r['schedule']}  #{n} {r['predicted']:.3f} ± "
+                f"{r['predicted_std']:.3f}{measured}"
+            )
+    return "\n".join(lines)
 
 
 def format_table(report: dict[str, Any]) -> str:
