@@ -24,7 +24,7 @@ from sklearn.base import BaseEstimator
 
 from orderopt.probe import TransferMatrix
 from orderopt.schedule import Schedule
-from orderopt.store import record_model
+from orderopt.store import record_model, split_label
 
 __all__ = [
     "AdditiveBWTPredictor",
@@ -43,10 +43,13 @@ ScheduleLike = Schedule | str
 class _Predictor(BaseEstimator):  # get_params/set_params/clone, as every scikit-learn estimator
     """Shared input handling: records in, schedules parsed and checked against what the probes saw."""
 
+    use_pairs: bool
     transfer_: TransferMatrix
+    #: the attribute the last step of ``fit`` sets: a fit that raised half-way leaves the estimator unfitted
+    _fitted_attr = "transfer_"
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "transfer_"):
+        if not hasattr(self, self._fitted_attr):
             raise RuntimeError(
                 f"this {type(self).__name__} is not fitted yet; call fit(records) with the study's probe records "
                 "(orderopt.store.load_records(<study dir>)) before predict"
@@ -70,6 +73,16 @@ class _Predictor(BaseEstimator):  # get_params/set_params/clone, as every scikit
     def _predict_all(self, schedules: Iterable[ScheduleLike]) -> tuple[np.ndarray, ...]:
         """Per-task scores and stds, and the mean over tasks and its std, of every schedule."""
         raise NotImplementedError
+
+    def _fit_transfer(self, records: Iterable[dict[str, Any]]) -> TransferMatrix:
+        """The transfer matrix of the probes among ``records``, checked to have pairs if ``use_pairs``."""
+        tm = TransferMatrix.from_records(records)
+        if self.use_pairs and not tm.has_pairs:
+            raise ValueError(
+                "use_pairs=True but the probes have no complete set of pair probes; run them (probe.pairs=true) or "
+                "use_pairs=False"
+            )
+        return tm
 
     def _schedules(self, schedules: Iterable[ScheduleLike]) -> list[Schedule]:
         self._check_fitted()
@@ -101,12 +114,7 @@ class AdditiveBWTPredictor(_Predictor):
         self.use_pairs = use_pairs
 
     def fit(self, records: Iterable[dict[str, Any]], y: Any = None) -> AdditiveBWTPredictor:
-        tm = TransferMatrix.from_records(records)
-        if self.use_pairs and not tm.has_pairs:
-            raise ValueError(
-                "use_pairs=True but the probes have no complete set of pair probes; run them, or use_pairs=False"
-            )
-        self.transfer_ = tm
+        self.transfer_ = self._fit_transfer(records)
         return self
 
     def _predict_all(self, schedules: Iterable[ScheduleLike]) -> tuple[np.ndarray, ...]:
@@ -118,7 +126,7 @@ class AdditiveBWTPredictor(_Predictor):
         mean = np.empty((len(parsed), k))
         var = np.empty((len(parsed), k))
         for n, s in enumerate(parsed):
-            budgets = _task_budgets(s, tm)
+            budgets = _task_budgets(s)
             for j, task in enumerate(tm.tasks):
                 last = _last_stage(s, task)
                 if last is None:  # never trained: only what the other stages do to it
@@ -170,6 +178,8 @@ class TransferPredictor(_Predictor):
         >>> mean, std = model.predict(["names:200>qa:200>strings:200>arith:200"], return_std=True)  # doctest: +SKIP
     """
 
+    _fitted_attr = "members_"
+
     def __init__(
         self,
         *,
@@ -196,13 +206,7 @@ class TransferPredictor(_Predictor):
         if not self.alpha > 0 or self.n_boot < 0:
             raise ValueError(f"alpha={self.alpha!r} must be > 0 and n_boot={self.n_boot!r} ≥ 0")
         records = list(records)
-        tm = TransferMatrix.from_records(records)
-        if self.use_pairs and not tm.has_pairs:
-            raise ValueError(
-                "use_pairs=True but the probes have no complete set of pair probes; run them (probe.pairs=true) or "
-                "use_pairs=False"
-            )
-        self.transfer_ = tm
+        tm = self.transfer_ = self._fit_transfer(records)
         probes = [r for r in records if r["kind"] == "probe" and (self.use_pairs or len(r["schedule"]["stages"]) == 1)]
         self.coupling_ = _coupling(probes, tm)
         self.noise_ = _noise(tm)
@@ -249,8 +253,6 @@ class TransferPredictor(_Predictor):
 
     def _rollouts(self, parsed: list[Schedule]) -> np.ndarray:
         """(members, schedules, tasks): every bootstrap member's rollout of every schedule."""
-        if not hasattr(self, "members_"):
-            self._check_fitted()
         return np.array([[self._rollout(s, *member) for s in parsed] for member in self.members_])
 
     # --- the low-fidelity model: numbers from the probes ------------------------------------------------------
@@ -314,15 +316,16 @@ class TransferPredictor(_Predictor):
             trained: set[str] = set()
             for i, stage in enumerate(r["schedule"]["stages"]):
                 before, after = r["evals"][i]["scores"], r["evals"][i + 1]["scores"]
+                shares = _shares(stage["tasks"], stage["steps"], stage.get("weights"))
                 for j, t in enumerate(tm.tasks):
-                    for name, steps in _shares(stage["tasks"], stage["steps"], stage.get("weights")):
-                        xs[j].append(self._residual_features(name, steps, j, t in trained, before[t]))
+                    xs[j] += [
+                        self._residual_features(name, steps, j, t in trained, before[t]) for name, steps in shares
+                    ]
                     predicted = sum(
-                        self._prior_step(prior, name, steps, j, t in trained, before[t])
-                        for name, steps in _shares(stage["tasks"], stage["steps"], stage.get("weights"))
+                        self._prior_step(prior, name, steps, j, t in trained, before[t]) for name, steps in shares
                     )
-                    n = len(stage["tasks"])  # a mixed stage's shares are rows of their own; each carries its part
-                    ys[j] += [(after[t] - before[t] - predicted) / n] * n
+                    # a mixed stage's shares are rows of their own; each carries its part of the residual
+                    ys[j] += [(after[t] - before[t] - predicted) / len(shares)] * len(shares)
                 trained |= set(stage["tasks"])
         return [
             Ridge(alpha=self.alpha, fit_intercept=False).fit(np.array(x), np.array(y))
@@ -404,8 +407,9 @@ def cross_validate(
         )
     rows = []
     for key in measured:
+        own = [r for r in full_runs if r["schedule_key"] == key]
         rest = [r for r in full_runs if r["schedule_key"] != key]
-        rows += rank_schedules(clone(model).fit([*probes, *rest]), [key], [r for r in full_runs if r not in rest])
+        rows += rank_schedules(clone(model).fit([*probes, *rest]), [key], own)
     return sorted(rows, key=lambda r: -r["predicted"]), ranking_quality(rows)
 
 
@@ -495,13 +499,9 @@ def _noise(tm: TransferMatrix) -> float:
     return float(np.median(off)) if off else 0.0
 
 
-def _task_budgets(schedule: Schedule, tm: TransferMatrix) -> list[tuple[str, float, int]]:
+def _task_budgets(schedule: Schedule) -> list[tuple[str, float, int]]:
     """(task, steps, stage index) for every task of every stage (a mixed stage splits its steps by weight)."""
-    out = []
-    for i, stage in enumerate(schedule.stages):
-        weights = stage.weights or (1.0,) * len(stage.tasks)
-        out += [(t, stage.steps * w / sum(weights), i) for t, w in zip(stage.tasks, weights, strict=True)]
-    return out
+    return [(t, b, i) for i, st in enumerate(schedule.stages) for t, b in _shares(st.tasks, st.steps, st.weights)]
 
 
 def _last_stage(schedule: Schedule, task: str) -> int | None:
@@ -521,7 +521,7 @@ def _pair_std(tm: TransferMatrix) -> np.ndarray:
 
 def _strip_label(label: str) -> str:
     """A study-summary label (``joint:<key>``) to its schedule key."""
-    prefix, sep, rest = label.partition(":")
-    if sep and prefix == "merge":
+    baseline, key = split_label(label)
+    if baseline == "merge":
         raise ValueError(f"{label!r} is a model-merging baseline, not a schedule: predictors predict schedules")
-    return rest if sep and prefix == "joint" else label
+    return key

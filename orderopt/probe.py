@@ -195,12 +195,9 @@ def run_probes(cfg: Config) -> tuple[TransferMatrix, ProbeCost]:
         start = time.perf_counter()
         evals = _base_evals(todo[0], sorted({p.cfg.seed for p in todo}))
         base_s = time.perf_counter() - start
-        todo = [replace(p, base_eval=evals[p.cfg.seed]) for p in todo]
-    done = {p.run_dir for p in todo}
+        singles = [p if p.done else replace(p, base_eval=evals[p.cfg.seed]) for p in singles]
     n_jobs = probe_jobs(cfg)
-    records = run_plans(
-        [p for p in singles if p.run_dir not in done] + todo, n_jobs=n_jobs, name=name + " (single-task)"
-    )
+    records = run_plans(singles, n_jobs=n_jobs, name=name + " (single-task)")
     if pairs:
         records += run_plans(pairs, n_jobs=n_jobs, name=name + " (pairs)")
         for p in singles:  # every pair probe has its record: the weights they started from are not needed again

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from orderopt.schedule import Schedule
-from orderopt.store import load_records, record_label
+from orderopt.store import load_records, record_label, split_label
 
 __all__ = ["ReplayBackend"]
 
@@ -81,7 +81,6 @@ class ReplayBackend:
 def _key(schedule: Schedule | str) -> str:
     if isinstance(schedule, Schedule):
         return schedule.key
-    prefix, sep, rest = schedule.partition(":")
-    if sep and prefix in ("joint", "merge"):
-        return f"{prefix}:{Schedule.parse(rest).key}"
-    return Schedule.parse(schedule).key  # canonical form, so "a:1 > b:2" finds "a:1>b:2"
+    baseline, key = split_label(schedule)
+    canonical = Schedule.parse(key).key  # canonical form, so "a:1 > b:2" finds "a:1>b:2"
+    return f"{baseline}:{canonical}" if baseline else canonical

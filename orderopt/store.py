@@ -14,6 +14,7 @@ __all__ = [
     "read_json",
     "record_label",
     "record_model",
+    "split_label",
     "run_dir",
     "slim_record",
     "study_dir",
@@ -82,6 +83,12 @@ def load_records(study_dir: str | Path) -> list[dict[str, Any]]:
 def record_label(record: dict[str, Any]) -> str:
     """What a record is a run of: its schedule key, prefixed by the baseline (``joint:``, ``merge:``) if any."""
     return f"{record['baseline']}:{record['schedule_key']}" if "baseline" in record else record["schedule_key"]
+
+
+def split_label(label: str) -> tuple[str | None, str]:
+    """Inverse of :func:`record_label`: ``"joint:a+b:8"`` → ``("joint", "a+b:8")``, ``"a:4>b:4"`` → ``(None, ...)``."""
+    prefix, sep, rest = label.partition(":")
+    return (prefix, rest) if sep and prefix in ("joint", "merge") else (None, label)
 
 
 def record_model(record: dict[str, Any]) -> str:
