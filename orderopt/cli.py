@@ -44,18 +44,19 @@ def _quiet_transformers() -> None:
 def evaluate_base(cfg: Config) -> dict[str, Any]:
     """Build (or load) the base model of ``cfg`` and evaluate it on every task of the suite."""
     from orderopt.evaluate import evaluate_task
-    from orderopt.model import base_model_path, load_model
+    from orderopt.model import load_model, model_id
+    from orderopt.study import base_model
     from orderopt.tasks import build_suite
 
     tasks = build_suite(cfg.suite.tasks, cfg.tasks)
-    path = base_model_path(cfg.model, tasks)
+    path = base_model(cfg, tasks)
     model, tokenizer = load_model(path)
     results: dict[str, dict[str, Any]] = {}
     for task in tasks:
         res = evaluate_task(model, tokenizer, task, seed=cfg.seed)
         log.info("evaluated %s: score %.3f entropy %.3f", task.name, res.score, res.entropy)
         results[task.name] = {"domain": task.domain, **res.as_dict()}
-    return {"model": path, "seed": cfg.seed, "tasks": results}
+    return {"model": path, "model_id": model_id(path), "seed": cfg.seed, "tasks": results}
 
 
 def train_from_config(cfg: Config) -> dict[str, Any]:

@@ -37,13 +37,25 @@ from transformers import (
 
 from orderopt.tasks import Task
 
-__all__ = ["ModelConfig", "SFTConfig", "base_model_path", "build_tokenizer", "load_model", "model_id"]
+__all__ = [
+    "ModelConfig",
+    "SFTConfig",
+    "base_model_path",
+    "build_tokenizer",
+    "load_model",
+    "model_id",
+    "ship_model",
+    "shipped_model",
+    "weights_digest",
+]
 
 log = logging.getLogger(__name__)
 
 #: bump when the code that builds the tiny model changes what it produces (invalidates caches)
 BUILD_VERSION = 6
 SPECIAL_TOKENS = ["<pad>", "<unk>", "<bos>", "<eos>"]
+WEIGHTS = "model.safetensors"
+_DIGESTS: dict[tuple[str, int, int], str] = {}
 
 
 @dataclass
@@ -81,6 +93,9 @@ class ModelConfig:
     intermediate_size: int = 192
     max_length: int = 64
     sft: SFTConfig = field(default_factory=SFTConfig)
+    #: use the base model shipped with a committed study (``studies/<study>/base_model``) when it was built with
+    #: these settings, instead of building one: warm starts differ across CPUs, the shipped weights do not
+    shipped: bool = True
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
@@ -108,11 +123,22 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def base_model_path(cfg: ModelConfig, tasks: Sequence[Task]) -> str:
-    """Where the base model lives: ``cfg.name_or_path`` as given, or the cached embedded model (built if needed)."""
+def base_model_path(cfg: ModelConfig, tasks: Sequence[Task], *, study_dir: str | Path | None = None) -> str:
+    """Where the base model lives: ``cfg.name_or_path`` as given; else the embedded model built with these settings —
+    the one shipped with a committed study if there is one (``study_dir``'s own first, then its siblings'), else
+    the cached one, built if needed.
+
+    Example:
+        >>> base_model_path(ModelConfig(name_or_path="/models/qwen"), [])
+        '/models/qwen'
+    """
     if cfg.name_or_path is not None:
         return cfg.name_or_path
     key = _build_key(cfg, tasks)
+    if cfg.shipped and study_dir is not None:
+        found = shipped_model(study_dir, key)
+        if found is not None:
+            return str(found)
     root = Path(cfg.cache_dir or os.environ.get("ORDEROPT_CACHE") or Path.home() / ".cache" / "orderopt")
     path = root / "models" / f"tiny-{key[:16]}"
     if (path / "build.json").exists():
@@ -124,21 +150,88 @@ def base_model_path(cfg: ModelConfig, tasks: Sequence[Task]) -> str:
     return str(path)
 
 
+def shipped_model(study_dir: str | Path, key: str) -> Path | None:
+    """The base model committed with a study (``<study>/base_model``) whose build settings hash to ``key``:
+    ``study_dir``'s own (even a pin without weights: the study's runs are of that model), else the first of its
+    sibling studies' that has weights (by name); None if none."""
+    own = Path(study_dir) / "base_model"
+    candidates = [own, *sorted(p for p in Path(study_dir).parent.glob("*/base_model") if (p / WEIGHTS).is_file())]
+    for path in candidates:
+        build = path / "build.json"
+        if build.is_file() and json.loads(build.read_text()).get("key") == key:
+            return path
+    return None
+
+
+def ship_model(name_or_path: str | Path, study_dir: str | Path) -> Path:
+    """Copy an embedded base model into ``<study_dir>/base_model`` (weights, config, tokenizer, ``build.json``:
+    under a megabyte), so a study committed with it is replayed, extended and fitted on exactly that model."""
+    src, dst = Path(name_or_path), Path(study_dir) / "base_model"
+    if not (src / "build.json").is_file():
+        raise ValueError(f"{src} is not an embedded base model (no build.json); only those are shipped with a study")
+    tmp = dst.with_name(dst.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("*.lock", "*.tmp*"))
+    build = json.loads((tmp / "build.json").read_text())
+    build["model_id"] = model_id(str(src))  # models built before content ids lack it
+    (tmp / "build.json").write_text(json.dumps(build, indent=1))
+    if model_id(str(tmp)) != build["model_id"]:
+        raise RuntimeError(f"copying {src} to {tmp} changed its weights; disk error?")
+    shutil.rmtree(dst, ignore_errors=True)
+    os.replace(tmp, dst)
+    return dst
+
+
 def model_id(name_or_path: str) -> str:
-    """What a base model is, wherever it lives: the embedded model's content-hashed name (``tiny-<hash>``, the same
-    in every cache directory), else the Hugging Face id or path as given. Run ids and checks use it, so records
-    trained with the model cached elsewhere (another machine, CI) are recognised as runs of the same model.
+    """What a base model is, wherever it lives: for an embedded model (a directory with orderopt's ``build.json``)
+    ``tiny-<hash of its weights>`` — the same for the same weights in any directory, different for weights that
+    differ in one bit (a warm start on another CPU or thread count gives other weights, so another id) — else the
+    Hugging Face id or path as given. Run ids and checks use it, so runs of one model are recognised wherever the
+    model is cached, and runs of two models are never taken for one.
 
     Example:
-        >>> model_id("/home/me/.cache/orderopt/models/tiny-73a83b23efbfd09e")
-        'tiny-73a83b23efbfd09e'
         >>> model_id("Qwen/Qwen2.5-0.5B")
         'Qwen/Qwen2.5-0.5B'
+        >>> model_id("studies/reference/base_model")  # doctest: +SKIP
+        'tiny-0f3c...'
     """
     path = Path(name_or_path)
+    build = path / "build.json"
+    if build.is_file():
+        pinned = json.loads(build.read_text()).get("model_id")
+        if not (path / WEIGHTS).is_file():
+            if pinned is None:
+                raise ValueError(f"{path} has a build.json but no {WEIGHTS}: a broken model directory; delete it")
+            return str(pinned)  # a study's pinned model whose weights were not kept: its runs can be read, not extended
+        content = "tiny-" + weights_digest(path)[:16]
+        if pinned is not None and pinned != content:
+            raise ValueError(
+                f"the weights in {path} are not the model its build.json names ({pinned}, found {content}); the "
+                "files were changed: restore them (git checkout) or delete the directory to build a new model"
+            )
+        return content
     if path.parent.name == "models" and path.name.startswith("tiny-"):
-        return path.name
+        return path.name  # a record from before content ids, whose model directory is gone: its settings key
     return name_or_path
+
+
+def weights_digest(path: str | Path) -> str:
+    """SHA-256 of a saved model's tensors (names, dtypes, shapes and bytes, in name order): its content, not its
+    file layout or metadata. Cached per file version within a process."""
+    file = Path(path) / WEIGHTS
+    stat = file.stat()
+    key = (str(file.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key not in _DIGESTS:
+        from safetensors import safe_open
+
+        digest = hashlib.sha256()
+        with safe_open(str(file), framework="pt") as fh:
+            for name in sorted(fh.keys()):
+                tensor = fh.get_tensor(name).contiguous()
+                digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+                digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
 
 
 def load_model(name_or_path: str, *, device: str = "cpu") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -146,6 +239,13 @@ def load_model(name_or_path: str, *, device: str = "cpu") -> tuple[PreTrainedMod
 
     The tokenizer pads on the left (batched generation) and gets a pad token if it has none.
     """
+    build = Path(name_or_path) / "build.json"
+    if build.is_file() and not (Path(name_or_path) / WEIGHTS).is_file():
+        raise ValueError(
+            f"{name_or_path} pins base model {model_id(name_or_path)} but holds no weights: "
+            f"{json.loads(build.read_text()).get('note', 'they were not kept')}. The study's runs can be read "
+            "(report, predict, replay), not extended; train in another study (study=<name>)"
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         model = AutoModelForCausalLM.from_pretrained(name_or_path)
@@ -168,7 +268,7 @@ def load_model(name_or_path: str, *, device: str = "cpu") -> tuple[PreTrainedMod
 def _build_key(cfg: ModelConfig, tasks: Sequence[Task]) -> str:
     spec = {
         "build_version": BUILD_VERSION,
-        "model": {k: v for k, v in asdict(cfg).items() if k not in ("name_or_path", "cache_dir")},
+        "model": {k: v for k, v in asdict(cfg).items() if k not in ("name_or_path", "cache_dir", "shipped")},
         "tasks": [{"name": t.name, "cfg": _plain(t.cfg)} for t in tasks],
         "torch": ".".join(torch.__version__.split(".")[:2]),
     }
@@ -222,11 +322,20 @@ def _build(cfg: ModelConfig, tasks: Sequence[Task], path: Path, key: str) -> Non
         "history": history,
         "config": asdict(cfg),
         "tasks": [t.name for t in tasks],
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
     }
+    meta["model_id"] = "tiny-" + weights_digest(tmp)[:16]
     (tmp / "build.json").write_text(json.dumps(meta, indent=1))
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
-    log.info("built the embedded base model in %.1fs (%d SFT steps) -> %s", meta["wall_s"], meta["steps"], path)
+    log.info(
+        "built the embedded base model %s in %.1fs (%d SFT steps) -> %s",
+        model_id(str(path)),
+        meta["wall_s"],
+        meta["steps"],
+        path,
+    )
 
 
 def _warm_start(

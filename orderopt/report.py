@@ -285,7 +285,7 @@ def format_ranking(rows: Sequence[dict[str, Any]], heuristics: dict[str, str], *
 def format_table(report: dict[str, Any]) -> str:
     """The base evaluation as a fixed-width table."""
     lines = [
-        f"model: {report['model']}   seed: {report['seed']}",
+        f"model: {report.get('model_id', report['model'])} ({report['model']})   seed: {report['seed']}",
         f"{'task':<10}{'domain':<12}{'score':>7}{'entropy':>9}{'diversity':>11}{'truncated':>11}{'n':>6}",
     ]
     for name, r in report["tasks"].items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -72,12 +73,43 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
-def load_records(study_dir: str | Path) -> list[dict[str, Any]]:
-    """Every finished run record under ``<study_dir>/runs``."""
+def load_records(study_dir: str | Path, *, model: str | None = None) -> list[dict[str, Any]]:
+    """Every finished run record under ``<study_dir>/runs`` — of one base model.
+
+    ``model`` (an ``orderopt.model.model_id``) keeps that model's records and sets the others apart with a warning;
+    without it, records of more than one base model are refused: two models' runs are never pooled silently.
+    """
     paths = sorted(Path(study_dir).glob("runs/*/result.json"))
     if not paths:
         raise ValueError(f"no run records under {Path(study_dir) / 'runs'}; train some runs first (orderopt-train)")
-    return [read_json(p) for p in paths]
+    records = [read_json(p) for p in paths]
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[record_model(r)] = counts.get(record_model(r), 0) + 1
+    listed = ", ".join(f"{m} ({n} runs)" for m, n in sorted(counts.items()))
+    if model is None:
+        if len(counts) > 1:
+            raise ValueError(
+                f"the records under {Path(study_dir) / 'runs'} come from {len(counts)} base models: {listed}. A study "
+                "compares runs of one model: pass the model to keep (load_records(..., model=<model id>); the "
+                "commands pass their config's), or move one model's runs into a study of its own"
+            )
+        return records
+    kept = [r for r in records if record_model(r) == model]
+    if not kept:
+        raise ValueError(
+            f"no run records of base model {model} under {Path(study_dir) / 'runs'} (there are: {listed}); this "
+            "config's base model differs from the one the study was run with: use the study's shipped base model "
+            "(model.shipped=true, the default settings) or train this model's runs"
+        )
+    if len(kept) < len(records):
+        warnings.warn(
+            f"{len(records) - len(kept)} run records under {Path(study_dir) / 'runs'} are of another base model "
+            f"than {model} and are left out (records by model: {listed})",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return kept
 
 
 def record_label(record: dict[str, Any]) -> str:

@@ -34,6 +34,7 @@ def test_export_keeps_every_contract_number_and_thins_the_log(tmp_path: Path) ->
             "kind": "full",
             "seed": seed,
             "schedule_key": "a:25>b:25",
+            "model": "m",
             "suite": ["a", "b"],
             "evals": [{"after": "base", "scores": {"a": 0.1, "b": 0.2}, "entropy": {"a": 1.0, "b": 2.0}}],
             "final": {"a": 0.3 + seed / 7, "b": 0.4},
