@@ -82,8 +82,11 @@ class ScheduleConfig:
 class ExperimentConfig:
     """What ``orderopt-study`` trains (``conf/experiment/``): schedules × seeds, ``n_jobs`` runs at a time."""
 
-    #: all: every order of the suite, one stage per task at ``schedule.steps``; null: none
+    #: all: every order of the suite, one stage per task at ``schedule.steps``; latin: ``n_orders`` of them in
+    #: Latin-square blocks (every task in every position equally often), drawn with ``design_seed``; null: none
     orders: str | None = None
+    n_orders: int = 12
+    design_seed: int = 0
     #: further schedules as keys, e.g. arith:100>strings:300>qa:200>names:200
     schedules: list[str] = field(default_factory=list)
     #: joint and/or merge, with the total steps of one stage per task at ``schedule.steps``

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Schedule", "Stage", "decode_permutation", "encode_permutation"]
+__all__ = ["Schedule", "Stage", "decode_permutation", "encode_permutation", "latin_orders"]
 
 
 @dataclass(frozen=True)
@@ -203,4 +203,39 @@ def decode_permutation(code: int, universe: Sequence[str]) -> list[str]:
     for i in range(n):
         j, code = divmod(code, math.factorial(n - 1 - i))
         out.append(rest.pop(j))
+    return out
+
+
+def latin_orders(tasks: Sequence[str], n: int, *, seed: int = 0) -> list[list[str]]:
+    """``n`` distinct orders of ``tasks`` (rounded up to a multiple of K), drawn in blocks of K that form a Latin
+    square (every task once in every position), so the sample is stratified by position; seeded, fixed before any
+    result is seen.
+
+    Example:
+        >>> orders = latin_orders(["a", "b", "c"], 6, seed=0)
+        >>> len(orders), sorted(o[0] for o in orders)
+        (6, ['a', 'a', 'b', 'b', 'c', 'c'])
+    """
+    import math
+    import random
+
+    k = len(tasks)
+    if n < 1:
+        raise ValueError(f"latin_orders: n={n!r} must be at least 1")
+    blocks = -(-n // k)
+    if blocks * k > math.factorial(k):
+        raise ValueError(f"latin_orders: {blocks * k} distinct orders asked of {k} tasks, which have {math.factorial(k)}")
+    rng = random.Random(f"latin:{seed}")
+    seen: set[tuple[str, ...]] = set()
+    out: list[list[str]] = []
+    for _ in range(blocks * 1000):
+        if len(out) == blocks * k:
+            break
+        rows, cols, symbols = (rng.sample(range(k), k) for _ in range(3))
+        square = [tuple(tasks[symbols[(rows[i] + cols[j]) % k]] for j in range(k)) for i in range(k)]
+        if seen.isdisjoint(square):  # a block is kept whole, or the positions would not be balanced
+            seen.update(square)
+            out.extend(list(row) for row in square)
+    else:
+        raise ValueError(f"latin_orders: could not draw {blocks} disjoint Latin squares of {k} tasks; ask fewer orders")
     return out

@@ -87,11 +87,14 @@ def plan_run(cfg: Config, *, suite: tuple[list[Any], str] | None = None, kind: s
 
 def plan_experiment(cfg: Config) -> list[RunPlan]:
     """Every run of ``cfg.experiment``: its schedules (orders, keys, baselines) × its seeds, in that order."""
-    from orderopt.schedule import Schedule
+    from orderopt.schedule import Schedule, latin_orders
 
     exp = cfg.experiment
-    if exp.orders not in (None, "all"):
-        raise ValueError(f"experiment.orders={exp.orders!r}; use all (every order of the suite) or null")
+    if exp.orders not in (None, "all", "latin"):
+        raise ValueError(
+            f"experiment.orders={exp.orders!r}; use all (every order of the suite), latin (experiment.n_orders "
+            "orders in Latin-square blocks, drawn with experiment.design_seed) or null"
+        )
     if exp.n_jobs < 1:
         raise ValueError(f"experiment.n_jobs={exp.n_jobs!r} must be at least 1")
     if not exp.seeds:
@@ -100,6 +103,9 @@ def plan_experiment(cfg: Config) -> list[RunPlan]:
     schedules: list[ScheduleConfig] = []
     if exp.orders == "all":
         schedules += [ScheduleConfig(order=list(p), steps=steps) for p in itertools.permutations(cfg.suite.tasks)]
+    elif exp.orders == "latin":
+        design = latin_orders(cfg.suite.tasks, exp.n_orders, seed=exp.design_seed)
+        schedules += [ScheduleConfig(order=order, steps=steps) for order in design]
     for key in exp.schedules:
         parsed = Schedule.parse(key)
         schedules.append(
@@ -187,16 +193,23 @@ def run_plans(plans: list[RunPlan], *, n_jobs: int, name: str) -> list[dict[str,
 
 def _suite(cfg: Config) -> tuple[list[Any], str]:
     """The suite's tasks and the base model's path (built and cached if needed)."""
-    from orderopt.model import base_model_path
     from orderopt.tasks import build_suite
 
     tasks = build_suite(cfg.suite.tasks, cfg.tasks)
-    return tasks, base_model_path(cfg.model, tasks)
+    return tasks, base_model(cfg, tasks)
+
+
+def base_model(cfg: Config, tasks: list[Any]) -> str:
+    """The base model of ``cfg``'s study: the model given, the one shipped with the study (or a sibling) when built
+    with these settings, else the embedded model from the cache (built if needed)."""
+    from orderopt.model import base_model_path
+    from orderopt.store import study_dir
+
+    return base_model_path(cfg.model, tasks, study_dir=study_dir(cfg.studies_dir, cfg.study))
 
 
 def _spec(cfg: Config, suite: tuple[list[Any], str] | None = None, *, kind: str = "full") -> Any:
     from orderopt.baselines import joint_spec
-    from orderopt.model import base_model_path
     from orderopt.schedule import Schedule
     from orderopt.tasks import build_suite
     from orderopt.train import RunSpec
@@ -207,7 +220,7 @@ def _spec(cfg: Config, suite: tuple[list[Any], str] | None = None, *, kind: str 
         raise ValueError(f"schedule.baseline={sched.baseline!r}; use joint, merge or null")
     schedule = Schedule.from_stages(sched.order or cfg.suite.tasks, sched.steps)
     schedule.validate(cfg.suite.tasks, require_all=sched.baseline is None and kind == "full")
-    model = suite[1] if suite else base_model_path(cfg.model, tasks)  # after the checks: a bad schedule fails fast
+    model = suite[1] if suite else base_model(cfg, tasks)  # after the checks: a bad schedule fails fast
     if sched.baseline == "joint":
         return joint_spec(tasks, model, schedule.total_steps, seed=cfg.seed, trainer=cfg.trainer)
     kind = "baseline" if sched.baseline else kind

@@ -9,18 +9,31 @@ from omegaconf import DictConfig, OmegaConf
 
 from orderopt.tasks.arith import Arith, ArithConfig
 from orderopt.tasks.base import Example, Task, TaskConfig
+from orderopt.tasks.chain import Chain, ChainConfig
+from orderopt.tasks.mix import Mix, MixConfig
 from orderopt.tasks.names import Names, NamesConfig
 from orderopt.tasks.qa import QA, QAConfig
-from orderopt.tasks.strings import Strings, StringsConfig
+from orderopt.tasks.strings import Caps, CapsConfig, Strings, StringsConfig
 
 __all__ = ["TASK_TYPES", "Example", "Task", "TaskConfig", "build_suite", "build_task"]
 
-TASK_TYPES: dict[str, type[Task]] = {"arith": Arith, "strings": Strings, "qa": QA, "names": Names}
+TASK_TYPES: dict[str, type[Task]] = {
+    "arith": Arith,
+    "strings": Strings,
+    "qa": QA,
+    "names": Names,
+    "chain": Chain,
+    "caps": Caps,
+    "mix": Mix,
+}
 CONFIG_TYPES: dict[str, type[TaskConfig]] = {
     "arith": ArithConfig,
     "strings": StringsConfig,
     "qa": QAConfig,
     "names": NamesConfig,
+    "chain": ChainConfig,
+    "caps": CapsConfig,
+    "mix": MixConfig,
 }
 
 

@@ -59,3 +59,29 @@ class Strings(Task):
 
     def score(self, prompts: Sequence[str], completions: Sequence[str], answers: Sequence[str]) -> list[float | None]:
         return exact_match(completions, answers)
+
+
+@dataclass
+class CapsConfig(StringsConfig):
+    type: str = "caps"
+    #: overlaps the ``strings`` alphabet: a prompt of shared letters only gives no cue which convention applies
+    alphabet: str = "cdefghij"
+
+
+class Caps(Strings):
+    """``strings`` under the opposite answer convention: the same prompt surface (``"rev(cde)="``), answered in
+    capitals (``"EDC"``). Both tasks share the skill but not the format, and their alphabets overlap, so many prompts
+    carry no cue which convention applies: whichever task is trained later overwrites the other's convention, and
+    mixing them in one stage pulls those answers both ways.
+
+    Example:
+        >>> t = Caps("caps", CapsConfig())
+        >>> t.score(["rev(cde)="], ["EDC"], ["EDC"]), t.score(["rev(cde)="], ["edc"], ["EDC"])
+        ([1.0], [0.0])
+    """
+
+    config_class = CapsConfig
+
+    def _example(self, rng: random.Random) -> Example:
+        ex = super()._example(rng)
+        return Example(prompt=ex.prompt, answer=ex.answer.upper(), demo=ex.demo.upper())
