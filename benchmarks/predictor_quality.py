@@ -9,6 +9,11 @@ the probes plus ``--n-full`` full runs drawn at random (4, 8 and 16 by default; 
 on the schedules not drawn; median, min and max of ρ over draws) — each with pair probes and with single-task
 probes only (the O(K) path) — and prints Spearman ρ and Kendall τ of predicted vs measured mean final score (mean
 over the recorded seeds) over every curriculum of the study. No training: only recorded runs are read.
+
+Beside them, the free rules (``orderopt.rules``: open tasks first — open meaning the entropy rose in the task's own
+single-task probe, measured per probe set, and by the tasks' labels —, structured first, suite order, each task
+first) and the heuristic orders of each probe set (closeness to the order), ranked the same way, over every
+schedule of the study and over its equal-budget curricula alone.
 """
 
 from __future__ import annotations
@@ -22,7 +27,11 @@ from typing import Any
 
 import numpy as np
 
+from orderopt.orders import heuristic_orders
 from orderopt.predict import AdditiveBWTPredictor, TransferPredictor, rank_correlation
+from orderopt.probe import TransferMatrix
+from orderopt.rules import free_rules, opens_from_entropy, order_rule, rule_scores
+from orderopt.schedule import Schedule
 from orderopt.store import load_records
 
 
@@ -44,6 +53,12 @@ def main() -> None:
     keys = sorted(measured)
     print(f"{args.study}: {len(full)} full runs of {len(keys)} schedules; ranking the mean final score over seeds")
     results: list[dict[str, Any]] = []
+    rules = _free_rule_rows(records, keys, measured, args.pool)
+    for row in rules:
+        if not row["probes"]:
+            print(_format_rule(row))
+    for line in _summarise_probe_rules(rules):
+        print(line)
     for name, probes in _probe_sets(records, args.pool):
         for pairs in (True, False):
             path = "pairs" if pairs else "single-task only"
@@ -54,8 +69,85 @@ def main() -> None:
             results.append(row)
             print(_format(row))
     if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+        args.json.write_text(json.dumps({"predictors": results, "free_rules": rules}, indent=1))
         print(f"written: {args.json}")
+
+
+def _free_rule_rows(
+    records: list[dict[str, Any]], keys: list[str], measured: dict[str, list[float]], pool: int
+) -> list[dict[str, Any]]:
+    """ρ and τ of every free rule, and of closeness to each heuristic order of each probe set, over every schedule
+    and over the equal-budget curricula alone."""
+    suite = next(r["suite"] for r in records if r["kind"] == "full")
+    labels = _labels(records, suite)
+    subsets = {"all": keys, "orders": [k for k in keys if _equal_curriculum(k)]}
+    rules = dict(free_rules(suite, [t for t in suite if labels[t] == "open"]))
+    rules = {("open tasks first (labels)" if n == "open tasks first" else n): r for n, r in rules.items()}
+    rules.pop("structured tasks first", None)  # the labels' opposite; printed as "structured first" below
+    rules["structured tasks first (labels)"] = free_rules(suite, [t for t in suite if labels[t] == "open"]).get(
+        "structured tasks first", lambda s: 0.0
+    )
+    for name, probes in _probe_sets(records, pool):
+        tm = TransferMatrix.from_records(probes)
+        opens = opens_from_entropy(dict(zip(tm.tasks, np.diag(tm.entropy_change).tolist(), strict=True)))
+        measured_rules = free_rules(suite, opens)
+        if "open tasks first" in measured_rules:
+            rules[f"open tasks first (measured: {','.join(opens)}) | {name}"] = measured_rules["open tasks first"]
+        for heuristic, order in heuristic_orders(tm).items():
+            rules[f"close to {heuristic} order {'>'.join(order)} | {name}"] = order_rule(order)
+    rows = []
+    for name, rule in rules.items():
+        kind, _, probes = name.partition(" | ")
+        row: dict[str, Any] = {"rule": name, "kind": kind.split(" order ")[0].split(" (measured")[0], "probes": probes}
+        for subset, chosen in subsets.items():
+            if len(chosen) >= 3:
+                row[subset] = rank_correlation(
+                    rule_scores(rule, chosen), [statistics.fmean(measured[k]) for k in chosen]
+                )
+                row[subset]["n"] = len(chosen)
+        rows.append(row)
+    return rows
+
+
+def _labels(records: list[dict[str, Any]], suite: list[str]) -> dict[str, str]:
+    from orderopt.tasks import TASK_TYPES
+
+    config = next(r for r in records if r["kind"] == "full").get("config", {}).get("tasks", {})
+    return {t: TASK_TYPES[config.get(t, {}).get("type", t)].domain for t in suite}
+
+
+def _equal_curriculum(key: str) -> bool:
+    stages = Schedule.parse(key).stages
+    return all(len(s.tasks) == 1 for s in stages) and len({s.steps for s in stages}) == 1
+
+
+def _format_rule(row: dict[str, Any]) -> str:
+    cells = [
+        f"{subset} ({row[subset]['n']}) ρ {row[subset]['spearman']:+.3f} τ {row[subset]['kendall']:+.3f}"
+        for subset in ("all", "orders")
+        if subset in row
+    ]
+    return f"free rule: {row['rule']:<78} | " + " | ".join(cells)
+
+
+def _summarise_probe_rules(rows: list[dict[str, Any]]) -> list[str]:
+    """The rules that depend on a probe set: median (min–max) of ρ over the single-seed probe sets, and the pooled
+    set of every seed."""
+    lines = []
+    for kind in dict.fromkeys(r["kind"] for r in rows if r["probes"]):
+        single = [r for r in rows if r["kind"] == kind and ", seed " in r["probes"]]
+        pooled = [r for r in rows if r["kind"] == kind and ", seeds " in r["probes"]]
+        cells = []
+        for subset in ("all", "orders"):
+            rho = [r[subset]["spearman"] for r in single if subset in r]
+            if rho:
+                cells.append(
+                    f"{subset} ρ median {statistics.median(rho):+.3f} ({min(rho):+.2f}..{max(rho):+.2f}) over "
+                    f"{len(rho)} probe seeds"
+                    + (f", all seeds pooled {pooled[-1][subset]['spearman']:+.3f}" if pooled else "")
+                )
+        lines.append(f"free rule from probes: {kind:<42} | " + " | ".join(cells))
+    return lines
 
 
 def _probe_sets(records: list[dict[str, Any]], pool: int) -> list[tuple[str, list[dict[str, Any]]]]:

@@ -224,7 +224,7 @@ def latin_orders(tasks: Sequence[str], n: int, *, seed: int = 0) -> list[list[st
         raise ValueError(f"latin_orders: n={n!r} must be at least 1")
     blocks = -(-n // k)
     if blocks * k > math.factorial(k):
-        raise ValueError(f"latin_orders: {blocks * k} distinct orders asked of {k} tasks, which have {math.factorial(k)}")
+        raise ValueError(f"latin_orders: {blocks * k} orders asked of {k} tasks, which have {math.factorial(k)}")
     rng = random.Random(f"latin:{seed}")
     seen: set[tuple[str, ...]] = set()
     out: list[list[str]] = []
