@@ -256,6 +256,33 @@ def test_study_plans_the_reference_experiment() -> None:
         plan_experiment(replace(cfg, experiment=ExperimentConfig()))
 
 
+def test_study_plans_the_rich_experiment_from_a_fixed_latin_design() -> None:
+    from collections import Counter
+
+    from hydra import compose, initialize_config_dir
+
+    from orderopt.cli import CONF_DIR, _typed
+    from orderopt.schedule import Schedule, latin_orders
+    from orderopt.study import plan_experiment
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = _typed(compose(config_name="config", overrides=["+experiment=rich", "model.name_or_path=m"]))
+    plans = plan_experiment(cfg)
+    assert len(plans) == (42 + 20 + 2) * 2 and len({p.run_dir for p in plans}) == len(plans)
+    orders = [Schedule.parse(p.label) for p in plans if p.cfg.seed == 0][:42]
+    assert all(len(s.stages) == 6 and {st.steps for st in s.stages} == {100} for s in orders)
+    positions = Counter((st.tasks[0], i) for s in orders for i, st in enumerate(s.stages))
+    assert set(positions.values()) == {7} and len(positions) == 36  # every task 7 times in every position
+    assert {Schedule.parse(p.label).total_steps for p in plans if not p.label.startswith(("joint:", "merge:"))} == {
+        600
+    }
+    # the design is fixed by its seed, and another seed draws another sample
+    assert latin_orders(cfg.suite.tasks, 42, seed=0) == latin_orders(cfg.suite.tasks, 42, seed=0)
+    assert latin_orders(cfg.suite.tasks, 42, seed=0) != latin_orders(cfg.suite.tasks, 42, seed=1)
+    with pytest.raises(ValueError, match="ask fewer orders|which have 6"):
+        latin_orders(["a", "b", "c"], 9)
+
+
 def test_study_trains_in_parallel_resumes_and_reports_progress(
     base: tuple[str, list], cache_dir: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

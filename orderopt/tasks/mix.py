@@ -38,7 +38,7 @@ class MixConfig(TaskConfig):
     max_new_tokens: int = 8
     eval_samples: int = 8
     #: share of demonstrations that are stock rearrangements (the rest are random orders)
-    stock_share: float = 0.8
+    stock_share: float = 0.9
     judge: JudgeConfig = field(default_factory=JudgeConfig)
 
 
