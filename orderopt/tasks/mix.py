@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass
 
-from orderopt.rewards import Judge, JudgeConfig, judged_scores, make_judge
-from orderopt.tasks.base import Example, Task, TaskConfig
+from orderopt.tasks.base import Example, TaskConfig
+from orderopt.tasks.judged import JudgedConfig, JudgedTask
 
 _PROMPT = re.compile(r"^mix\(([a-z]+)\)=$")
 RUBRIC_TEXT = (
@@ -28,7 +26,7 @@ RUBRIC_TEXT = (
 
 
 @dataclass
-class MixConfig(TaskConfig):
+class MixConfig(JudgedConfig):
     type: str = "mix"
     alphabet: str = "abcdefgh"
     min_len: int = 4
@@ -39,10 +37,9 @@ class MixConfig(TaskConfig):
     eval_samples: int = 8
     #: share of demonstrations that are stock rearrangements (the rest are random orders)
     stock_share: float = 0.9
-    judge: JudgeConfig = field(default_factory=JudgeConfig)
 
 
-class Mix(Task):
+class Mix(JudgedTask):
     """Open-ended rearrangement of letters scored by a judge with a preference for distinct outputs.
 
     Example:
@@ -51,7 +48,7 @@ class Mix(Task):
         True
     """
 
-    domain = "open"
+    rubric_text = RUBRIC_TEXT
     config_class = MixConfig
     cfg: MixConfig
 
@@ -62,13 +59,6 @@ class Mix(Task):
                 f"task {name!r}: need 3 <= min_len <= max_len <= {len(set(self.cfg.alphabet))} (distinct letters "
                 f"of alphabet {self.cfg.alphabet!r}), got {self.cfg.min_len}, {self.cfg.max_len}"
             )
-        if not 0.0 <= self.cfg.stock_share <= 1.0:
-            raise ValueError(f"task {name!r}: stock_share={self.cfg.stock_share!r} must lie in [0, 1]")
-        self.eval_samples = self.cfg.eval_samples  # type: ignore[misc]
-
-    @cached_property
-    def judge(self) -> Judge:
-        return make_judge(self.cfg.judge, rubric=self.rubric, rubric_text=RUBRIC_TEXT)
 
     def _example(self, rng: random.Random) -> Example:
         letters = rng.sample(sorted(set(self.cfg.alphabet)), rng.randint(self.cfg.min_len, self.cfg.max_len))
@@ -95,9 +85,6 @@ class Mix(Task):
         given |= {p[::-1] for p in given}
         pairs = [answer[k : k + 2] for k in range(len(answer) - 1)]
         return min(1.0, 0.2 + 0.8 * sum(p not in given for p in pairs) / len(pairs))  # float sum can pass 1
-
-    def score(self, prompts: Sequence[str], completions: Sequence[str], answers: Sequence[str]) -> list[float | None]:
-        return judged_scores(self.judge, prompts, completions, distinct_weight=self.cfg.judge.distinct_weight)
 
 
 def stock_orders(word: str) -> list[str]:

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 
-from orderopt.rewards import Judge, JudgeConfig, judged_scores, make_judge
-from orderopt.tasks.base import Example, Task, TaskConfig
+from orderopt.tasks.base import Example, TaskConfig
+from orderopt.tasks.judged import JudgedConfig, JudgedTask
 
 KINDS: dict[str, tuple[str, ...]] = {
     "planet": ("ar", "on"),
@@ -42,7 +41,7 @@ RUBRIC_TEXT = (
 
 
 @dataclass
-class NamesConfig(TaskConfig):
+class NamesConfig(JudgedConfig):
     type: str = "names"
     kinds: str = ",".join(KINDS)
     letters: str = CONSONANTS
@@ -54,10 +53,9 @@ class NamesConfig(TaskConfig):
     eval_samples: int = 8
     #: share of demonstrations built from STOCK_SYLLABLES (the rest are free-form letter strings)
     stock_share: float = 0.8
-    judge: JudgeConfig = field(default_factory=JudgeConfig)
 
 
-class Names(Task):
+class Names(JudgedTask):
     """Open-ended name invention scored by a judge with a preference for distinct outputs.
 
     Example:
@@ -66,7 +64,7 @@ class Names(Task):
         True
     """
 
-    domain = "open"
+    rubric_text = RUBRIC_TEXT
     config_class = NamesConfig
     cfg: NamesConfig
 
@@ -76,17 +74,10 @@ class Names(Task):
         unknown = [k for k in self.kinds if k not in KINDS]
         if unknown or not self.kinds:
             raise ValueError(f"task {name!r}: unknown kind(s) {unknown or self.cfg.kinds!r}; known: {', '.join(KINDS)}")
-        if not 0.0 <= self.cfg.stock_share <= 1.0:
-            raise ValueError(f"task {name!r}: stock_share={self.cfg.stock_share!r} must lie in [0, 1]")
         if not 4 <= self.cfg.min_len <= self.cfg.max_len <= 12:
             raise ValueError(
                 f"task {name!r}: need 4 <= min_len <= max_len <= 12, got {self.cfg.min_len}, {self.cfg.max_len}"
             )
-        self.eval_samples = self.cfg.eval_samples  # type: ignore[misc]
-
-    @cached_property
-    def judge(self) -> Judge:
-        return make_judge(self.cfg.judge, rubric=self.rubric, rubric_text=RUBRIC_TEXT)
 
     @cached_property
     def stock_names(self) -> frozenset[str]:
@@ -127,9 +118,6 @@ class Names(Task):
             )
             + 0.6 * originality
         )
-
-    def score(self, prompts: Sequence[str], completions: Sequence[str], answers: Sequence[str]) -> list[float | None]:
-        return judged_scores(self.judge, prompts, completions, distinct_weight=self.cfg.judge.distinct_weight)
 
 
 def _trigrams(name: str) -> list[str]:
