@@ -17,6 +17,7 @@ import pytest
 from support import cli
 
 from orderopt.config import Config, ProbeConfig, TrainerConfig
+from orderopt.model import model_id
 from orderopt.orders import graph_order, greedy_bwt_order, heuristic_orders, structured_first_order
 from orderopt.probe import TransferMatrix, plan_probes, probe_jobs, probe_records, run_probes
 from orderopt.schedule import Schedule
@@ -78,7 +79,7 @@ def test_probes_run_once_reuse_single_probes_and_give_the_transfer_matrix(
     assert tm.fwt["qa"] == pytest.approx(np.mean([tm.transfer[k, i] for k in range(4) if k != i]))
     h = singles["names:2"]["evals"]
     assert tm.entropy_change[j, j] == pytest.approx(h[1]["entropy"]["names"] - h[0]["entropy"]["names"])
-    assert tm.has_pairs and tm.domains["names"] == "open" and tm.model == Path(path).name
+    assert tm.has_pairs and tm.domains["names"] == "open" and tm.model == model_id(path)
 
     # saved beside the runs: arrays and a graph whose edges carry the transfer
     loaded = TransferMatrix.load(tmp_path / "probes")

@@ -273,9 +273,7 @@ def test_study_plans_the_rich_experiment_from_a_fixed_latin_design() -> None:
     assert all(len(s.stages) == 6 and {st.steps for st in s.stages} == {100} for s in orders)
     positions = Counter((st.tasks[0], i) for s in orders for i, st in enumerate(s.stages))
     assert set(positions.values()) == {7} and len(positions) == 36  # every task 7 times in every position
-    assert {Schedule.parse(p.label).total_steps for p in plans if not p.label.startswith(("joint:", "merge:"))} == {
-        600
-    }
+    assert {Schedule.parse(p.label).total_steps for p in plans if not p.label.startswith(("joint:", "merge:"))} == {600}
     # the design is fixed by its seed, and another seed draws another sample
     assert latin_orders(cfg.suite.tasks, 42, seed=0) == latin_orders(cfg.suite.tasks, 42, seed=0)
     assert latin_orders(cfg.suite.tasks, 42, seed=0) != latin_orders(cfg.suite.tasks, 42, seed=1)
