@@ -72,7 +72,8 @@ def order_effect(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
         "worst": min(means),
         "spread": max(means) - min(means),
         "std_across_schedules": statistics.stdev(means) if len(means) > 1 else 0.0,
-        "seed_std": statistics.fmean(r["std"] for r in rows),
+        # over the schedules with two seeds or more: a single seed's std of 0 is no measurement of the noise
+        "seed_std": statistics.fmean(r["std"] for r in rows if len(r["means"]) > 1) if groups else float("nan"),
         "anova_f": float(anova.statistic) if anova is not None else float("nan"),
         "anova_p": float(anova.pvalue) if anova is not None else float("nan"),
     }
