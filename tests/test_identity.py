@@ -102,6 +102,8 @@ def test_committed_studies_pin_their_base_models() -> None:
     assert model_id(str(default)) == json.loads((default / "build.json").read_text())["model_id"]
     key = _build_key(ModelConfig(), build_suite(["arith", "strings", "qa", "names"]))
     assert shipped_model(ROOT / "studies" / "mine", key) == default
+    rich = ROOT / "studies" / "rich"
+    assert {r["model_id"] for r in load_records(rich)} == {model_id(str(rich / "base_model"))}
 
 
 def test_records_of_two_models_are_refused_or_kept_apart(tmp_path: Path) -> None:
