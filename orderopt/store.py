@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 import tempfile
 import warnings
 from pathlib import Path
@@ -83,9 +84,7 @@ def load_records(study_dir: str | Path, *, model: str | None = None) -> list[dic
     if not paths:
         raise ValueError(f"no run records under {Path(study_dir) / 'runs'}; train some runs first (orderopt-train)")
     records = [read_json(p) for p in paths]
-    counts: dict[str, int] = {}
-    for r in records:
-        counts[record_model(r)] = counts.get(record_model(r), 0) + 1
+    counts = Counter(record_model(r) for r in records)
     listed = ", ".join(f"{m} ({n} runs)" for m, n in sorted(counts.items()))
     if model is None:
         if len(counts) > 1:
