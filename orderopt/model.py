@@ -44,6 +44,7 @@ __all__ = [
     "build_tokenizer",
     "load_model",
     "model_id",
+    "settings_key",
     "ship_model",
     "shipped_model",
     "weights_digest",
@@ -134,11 +135,11 @@ def base_model_path(cfg: ModelConfig, tasks: Sequence[Task], *, study_dir: str |
     """
     if cfg.name_or_path is not None:
         return cfg.name_or_path
-    key = _build_key(cfg, tasks)
     if cfg.shipped and study_dir is not None:
-        found = shipped_model(study_dir, key)
+        found = shipped_model(study_dir, settings_key(cfg, tasks))
         if found is not None:
             return str(found)
+    key = _build_key(cfg, tasks)
     root = Path(cfg.cache_dir or os.environ.get("ORDEROPT_CACHE") or Path.home() / ".cache" / "orderopt")
     path = root / "models" / f"tiny-{key[:16]}"
     if (path / "build.json").exists():
@@ -146,19 +147,20 @@ def base_model_path(cfg: ModelConfig, tasks: Sequence[Task], *, study_dir: str |
     root.joinpath("models").mkdir(parents=True, exist_ok=True)
     with _file_lock(root / "models" / f"tiny-{key[:16]}.lock"):  # parallel jobs build it once
         if not (path / "build.json").exists():
-            _build(cfg, tasks, path, key)
+            _build(cfg, tasks, path, key, settings_key(cfg, tasks))
     return str(path)
 
 
-def shipped_model(study_dir: str | Path, key: str) -> Path | None:
-    """The base model committed with a study (``<study>/base_model``) whose build settings hash to ``key``:
+def shipped_model(study_dir: str | Path, settings: str) -> Path | None:
+    """The base model committed with a study (``<study>/base_model``) built with the settings that hash to
+    ``settings`` (:func:`settings_key`: any torch version, any machine — the shipped weights are the model):
     ``study_dir``'s own (even a pin without weights: the study's runs are of that model), else the first of its
     sibling studies' that has weights (by name); None if none."""
     own = Path(study_dir) / "base_model"
     candidates = [own, *sorted(p for p in Path(study_dir).parent.glob("*/base_model") if (p / WEIGHTS).is_file())]
     for path in candidates:
         build = path / "build.json"
-        if build.is_file() and json.loads(build.read_text()).get("key") == key:
+        if build.is_file() and json.loads(build.read_text()).get("settings") == settings:
             return path
     return None
 
@@ -173,6 +175,11 @@ def ship_model(name_or_path: str | Path, study_dir: str | Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("*.lock", "*.tmp*"))
     build = json.loads((tmp / "build.json").read_text())
+    if "settings" not in build:
+        raise ValueError(
+            f"{src} was built before orderopt recorded build settings (build.json has no 'settings'): "
+            "delete it and build it again to ship it"
+        )
     build["model_id"] = model_id(str(src))  # models built before content ids lack it
     (tmp / "build.json").write_text(json.dumps(build, indent=1))
     if model_id(str(tmp)) != build["model_id"]:
@@ -265,13 +272,24 @@ def load_model(name_or_path: str, *, device: str = "cpu") -> tuple[PreTrainedMod
     return model, tokenizer
 
 
-def _build_key(cfg: ModelConfig, tasks: Sequence[Task]) -> str:
-    spec = {
+def settings_key(cfg: ModelConfig, tasks: Sequence[Task]) -> str:
+    """Hash of what an embedded base model is built from (model settings, tasks and their data settings): the key a
+    shipped model is found by. It leaves out the machine and torch version, which change the weights a build gives
+    but not which model a study asks for."""
+    return hashlib.sha256(json.dumps(_settings(cfg, tasks), sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _settings(cfg: ModelConfig, tasks: Sequence[Task]) -> dict[str, Any]:
+    return {
         "build_version": BUILD_VERSION,
         "model": {k: v for k, v in asdict(cfg).items() if k not in ("name_or_path", "cache_dir", "shipped")},
         "tasks": [{"name": t.name, "cfg": _plain(t.cfg)} for t in tasks],
-        "torch": ".".join(torch.__version__.split(".")[:2]),
     }
+
+
+def _build_key(cfg: ModelConfig, tasks: Sequence[Task]) -> str:
+    """The local cache's key: the settings and the torch minor version (a build under another torch is rebuilt)."""
+    spec = {**_settings(cfg, tasks), "torch": ".".join(torch.__version__.split(".")[:2])}
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -289,7 +307,7 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _build(cfg: ModelConfig, tasks: Sequence[Task], path: Path, key: str) -> None:
+def _build(cfg: ModelConfig, tasks: Sequence[Task], path: Path, key: str, settings: str) -> None:
     from orderopt.evaluate import evaluate_task  # evaluate depends on model loading, not the other way round
 
     start = time.perf_counter()
@@ -317,6 +335,7 @@ def _build(cfg: ModelConfig, tasks: Sequence[Task], path: Path, key: str) -> Non
     tokenizer.save_pretrained(tmp)
     meta = {
         "key": key,
+        "settings": settings,
         "wall_s": round(time.perf_counter() - start, 2),
         "steps": history[-1]["step"],
         "history": history,

@@ -11,10 +11,10 @@ import torch
 
 from orderopt.model import (
     ModelConfig,
-    _build_key,
     base_model_path,
     load_model,
     model_id,
+    settings_key,
     ship_model,
     shipped_model,
 )
@@ -77,13 +77,13 @@ def test_a_shipped_model_is_used_in_place_of_a_build(base: tuple[str, list], tmp
         assert model_id(found) == model_id(path)
     assert not (tmp_path / "empty-cache").exists()
     # other settings are another model: the shipped one is not taken for it
-    assert shipped_model(tmp_path / "studies" / "b", _build_key(ModelConfig(seed=1), tasks)) is None
+    assert shipped_model(tmp_path / "studies" / "b", settings_key(ModelConfig(seed=1), tasks)) is None
 
 
 def test_a_pin_without_weights_names_its_model_but_cannot_train(tmp_path: Path) -> None:
     pin = tmp_path / "studies" / "old" / "base_model"
     pin.mkdir(parents=True)
-    (pin / "build.json").write_text(json.dumps({"key": "k", "model_id": "tiny-0123456789abcdef", "note": "lost"}))
+    (pin / "build.json").write_text(json.dumps({"settings": "k", "model_id": "tiny-0123456789abcdef", "note": "lost"}))
     assert model_id(str(pin)) == "tiny-0123456789abcdef"
     with pytest.raises(ValueError, match=r"pins base model tiny-0123456789abcdef but holds no weights: lost"):
         load_model(str(pin))
@@ -100,10 +100,21 @@ def test_committed_studies_pin_their_base_models() -> None:
     assert {r["model_id"] for r in records} == {"tiny-73a83b23efbfd09e"}
     default = ROOT / "studies" / "default" / "base_model"
     assert model_id(str(default)) == json.loads((default / "build.json").read_text())["model_id"]
-    key = _build_key(ModelConfig(), build_suite(["arith", "strings", "qa", "names"]))
-    assert shipped_model(ROOT / "studies" / "mine", key) == default
+    tasks = build_suite(["arith", "strings", "qa", "names"])
+    assert shipped_model(ROOT / "studies" / "mine", settings_key(ModelConfig(), tasks)) == default
     rich = ROOT / "studies" / "rich"
     assert {r["model_id"] for r in load_records(rich)} == {model_id(str(rich / "base_model"))}
+
+
+def test_a_shipped_model_is_found_under_any_torch_version(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Another machine may run another torch: it must still get the study's shipped weights, not build its own
+    (found on a GPU machine with torch 2.11, which built a model of other weights and scores)."""
+    tasks = build_suite(["arith", "strings", "qa", "names"])
+    here = base_model_path(ModelConfig(cache_dir=str(tmp_path)), tasks, study_dir=ROOT / "studies" / "mine")
+    monkeypatch.setattr(torch, "__version__", "2.4.1+cu121")
+    there = base_model_path(ModelConfig(cache_dir=str(tmp_path)), tasks, study_dir=ROOT / "studies" / "mine")
+    assert here == there == str(ROOT / "studies" / "default" / "base_model")
+    assert not tmp_path.joinpath("models").exists()
 
 
 def test_records_of_two_models_are_refused_or_kept_apart(tmp_path: Path) -> None:
