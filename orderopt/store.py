@@ -151,9 +151,13 @@ def slim_record(record: dict[str, Any], *, every: int = 10) -> dict[str, Any]:
 
 def export_records(src: str | Path, dst: str | Path, *, every: int = 10) -> int:
     """Slim copies of every record under ``src/runs`` into ``dst/runs/<run_id>/result.json`` (compact JSON);
-    records already there are rewritten. Returns how many were written."""
+    records already there are rewritten; a base model shipped with ``src`` is named by its path under ``dst``.
+    Returns how many were written."""
     records = load_records(src)
+    shipped = Path(src, "base_model").resolve()
     for record in records:
+        if Path(record.get("model", "")).resolve() == shipped:
+            record = {**record, "model": str(Path(dst) / "base_model")}
         path = Path(dst) / "runs" / record["run_id"] / "result.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(slim_record(record, every=every), separators=(",", ":")) + "\n")

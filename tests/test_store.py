@@ -34,7 +34,8 @@ def test_export_keeps_every_contract_number_and_thins_the_log(tmp_path: Path) ->
             "kind": "full",
             "seed": seed,
             "schedule_key": "a:25>b:25",
-            "model": "m",
+            "model": str(tmp_path / "src" / "base_model"),  # the model shipped with the study: renamed on export
+            "model_id": "tiny-m",
             "suite": ["a", "b"],
             "evals": [{"after": "base", "scores": {"a": 0.1, "b": 0.2}, "entropy": {"a": 1.0, "b": 2.0}}],
             "final": {"a": 0.3 + seed / 7, "b": 0.4},
@@ -46,6 +47,7 @@ def test_export_keeps_every_contract_number_and_thins_the_log(tmp_path: Path) ->
     assert export_records(tmp_path / "src", tmp_path / "dst", every=10) == 2
     full, slim = load_records(tmp_path / "src"), load_records(tmp_path / "dst")
     assert summarize(slim) == summarize(full)
+    assert {r["model"] for r in slim} == {str(tmp_path / "dst" / "base_model")}
     assert [(r["stage"], r["step"]) for r in slim[0]["train_log"]] == [
         (0, 10),
         (0, 20),
