@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Tracker", "WandbConfig"]
+__all__ = ["Tracker", "WandbConfig", "wandb_run_id"]
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +21,24 @@ class WandbConfig:
     entity: str | None = None
     mode: str | None = None
     dir: str | None = None  # default: the run directory
+
+
+def wandb_run_id(group: str, run_id: str) -> str:
+    """The wandb id of a run of study ``group``: a run id names a training run within its study, and the same
+    schedule trained in two studies must not append to one wandb run. Characters wandb refuses in ids become '-';
+    ids over 64 characters keep their start and a hash of the whole.
+
+    Example:
+        >>> wandb_run_id("rich", "full-0a1b2c3d4e5f-s0")
+        'rich-full-0a1b2c3d4e5f-s0'
+    """
+    import hashlib
+    import re
+
+    full = re.sub(r"[^A-Za-z0-9_.-]", "-", f"{group}-{run_id}")
+    if len(full) <= 64:
+        return full
+    return f"{full[:51]}-{hashlib.sha256(full.encode()).hexdigest()[:12]}"
 
 
 class Tracker:
@@ -39,7 +57,7 @@ class Tracker:
             entity=cfg.entity,
             group=group,
             name=run_id,
-            id=run_id,
+            id=wandb_run_id(group, run_id),
             resume="allow",  # a resumed training run continues its wandb run
             config=config,
             dir=cfg.dir or dir,

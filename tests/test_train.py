@@ -302,3 +302,25 @@ def test_study_trains_in_parallel_resumes_and_reports_progress(
     caplog.clear()
     again, _ = study_from_config(cfg)  # everything recorded: nothing is trained again
     assert again == records and "2 runs: 2 finished before, 0 to train" in caplog.text
+
+
+def test_the_same_run_in_two_studies_gets_two_wandb_runs(tmp_path: Path) -> None:
+    from orderopt.tracking import Tracker, wandb_run_id
+
+    ids = set()
+    for study in ("study-a", "study-b"):
+        tracker = Tracker(
+            WandbConfig(project="orderopt-test", mode="offline"),
+            run_id="full-0a1b2c3d4e5f-s0",
+            group=study,
+            config={},
+            dir=str(tmp_path / study),
+        )
+        tracker.log({"x": 1.0}, 1)
+        tracker.finish()
+        (run,) = (tmp_path / study / "wandb").glob("offline-run-*")
+        ids.add(run.name.split("-", 3)[-1])  # offline-run-<time>-<id>
+    assert ids == {"study-a-full-0a1b2c3d4e5f-s0", "study-b-full-0a1b2c3d4e5f-s0"}
+    long = wandb_run_id("s" * 80, "full-x-s0")
+    assert len(long) == 64 and long != wandb_run_id("s" * 81, "full-x-s0")
+    assert wandb_run_id("my/study:1", "r") == "my-study-1-r"
