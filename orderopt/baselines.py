@@ -12,7 +12,7 @@ from orderopt.config import TrainerConfig
 from orderopt.merge import merge_state_dicts
 from orderopt.model import load_model, model_id
 from orderopt.schedule import Schedule
-from orderopt.store import read_json, write_json_atomic
+from orderopt.store import own_run, read_json, write_json_atomic
 from orderopt.tasks import Task
 from orderopt.tracking import WandbConfig
 from orderopt.train import RunSpec, evaluate_all, run_schedule, versions
@@ -55,51 +55,52 @@ def run_merge(
     ran side by side from the base, not in sequence) and ``"baseline": "merge"`` says so.
     """
     run_dir = Path(run_dir)
-    result_path = run_dir / "result.json"
-    if result_path.exists():
-        return read_json(result_path)
-    steps = max(total_steps // len(tasks), 1)
-    start = time.perf_counter()
-    parts = []
-    for task in tasks:
-        spec = RunSpec(
-            Schedule.curriculum([task.name], steps), tasks, model, seed=seed, kind="baseline", trainer=trainer
+    with own_run(run_dir):  # one process trains a run at a time
+        result_path = run_dir / "result.json"
+        if result_path.exists():
+            return read_json(result_path)
+        steps = max(total_steps // len(tasks), 1)
+        start = time.perf_counter()
+        parts = []
+        for task in tasks:
+            spec = RunSpec(
+                Schedule.curriculum([task.name], steps), tasks, model, seed=seed, kind="baseline", trainer=trainer
+            )
+            part_dir = run_dir / "parts" / task.name
+            rec = run_schedule(
+                spec, part_dir, run_id=f"{run_dir.name}-{task.name}", group=group, wandb=wandb, keep_model=True
+            )
+            parts.append((part_dir / "model", rec))
+        schedule = Schedule.from_stages([t.name for t in tasks], steps)  # the per-task runs, side by side
+        base_model, tokenizer = load_model(model)
+        tuned = [load_model(str(path))[0].state_dict() for path, _ in parts]
+        base_model.load_state_dict(
+            merge_state_dicts(base_model.state_dict(), tuned, method=method, density=density, scale=scale)
         )
-        part_dir = run_dir / "parts" / task.name
-        rec = run_schedule(
-            spec, part_dir, run_id=f"{run_dir.name}-{task.name}", group=group, wandb=wandb, keep_model=True
-        )
-        parts.append((part_dir / "model", rec))
-    schedule = Schedule.from_stages([t.name for t in tasks], steps)  # the per-task runs, side by side
-    base_model, tokenizer = load_model(model)
-    tuned = [load_model(str(path))[0].state_dict() for path, _ in parts]
-    base_model.load_state_dict(
-        merge_state_dicts(base_model.state_dict(), tuned, method=method, density=density, scale=scale)
-    )
-    merged: dict[str, Any] = {"after": "merged", **evaluate_all(base_model, tokenizer, tasks, seed)}
-    final = merged["scores"]
-    record = {
-        "run_id": run_dir.name,
-        "kind": "baseline",
-        "baseline": "merge",
-        "merge": {"method": method, "density": density, "scale": scale},
-        "seed": seed,
-        "schedule": schedule.to_dict(),
-        "schedule_key": schedule.key,
-        "model": model,
-        "model_id": model_id(model),
-        "suite": [t.name for t in tasks],
-        "evals": [parts[0][1]["evals"][0], merged],
-        "final": final,
-        "mean_final": sum(final.values()) / len(final),
-        "steps": steps * len(tasks),
-        "wall_s": round(sum(r["wall_s"] for _, r in parts) + time.perf_counter() - start, 2),
-        "train_log": [row for _, r in parts for row in r["train_log"]],
-        "parts": {t.name: r["run_id"] for t, (_, r) in zip(tasks, parts, strict=True)},
-        "versions": versions(),
-        "device": parts[0][1]["device"],
-        "config": parts[0][1]["config"],
-    }
-    write_json_atomic(result_path, record)
-    log.info("merge baseline %s: mean final %.3f -> %s", run_dir.name, record["mean_final"], result_path)
-    return record
+        merged: dict[str, Any] = {"after": "merged", **evaluate_all(base_model, tokenizer, tasks, seed)}
+        final = merged["scores"]
+        record = {
+            "run_id": run_dir.name,
+            "kind": "baseline",
+            "baseline": "merge",
+            "merge": {"method": method, "density": density, "scale": scale},
+            "seed": seed,
+            "schedule": schedule.to_dict(),
+            "schedule_key": schedule.key,
+            "model": model,
+            "model_id": model_id(model),
+            "suite": [t.name for t in tasks],
+            "evals": [parts[0][1]["evals"][0], merged],
+            "final": final,
+            "mean_final": sum(final.values()) / len(final),
+            "steps": steps * len(tasks),
+            "wall_s": round(sum(r["wall_s"] for _, r in parts) + time.perf_counter() - start, 2),
+            "train_log": [row for _, r in parts for row in r["train_log"]],
+            "parts": {t.name: r["run_id"] for t, (_, r) in zip(tasks, parts, strict=True)},
+            "versions": versions(),
+            "device": parts[0][1]["device"],
+            "config": parts[0][1]["config"],
+        }
+        write_json_atomic(result_path, record)
+        log.info("merge baseline %s: mean final %.3f -> %s", run_dir.name, record["mean_final"], result_path)
+        return record

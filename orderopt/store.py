@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "export_records",
     "load_records",
+    "own_run",
     "read_json",
     "record_label",
     "record_model",
@@ -49,6 +53,33 @@ def study_dir(root: str | Path, study: str) -> Path:
 
 def run_dir(root: str | Path, study: str, run_id: str) -> Path:
     return study_dir(root, study) / "runs" / run_id
+
+
+@contextlib.contextmanager
+def own_run(run_dir: str | Path) -> Iterator[None]:
+    """Hold ``run_dir`` for one process while it trains there (an exclusive lock on ``run_dir/.owner``, released
+    when the process ends, killed or not): a second process asking for the same run gets a clear error instead of
+    training into the same checkpoint at once."""
+    path = Path(run_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    with open(path / ".owner", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            owner = fh.read().strip() or "unknown"
+            raise RuntimeError(
+                f"run {path.name} is being trained by another process (pid {owner}) in {path}; wait for it to finish "
+                "(its record is then reused) or stop that process"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def write_json_atomic(path: str | Path, data: Any) -> None:

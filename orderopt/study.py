@@ -120,7 +120,15 @@ def plan_experiment(cfg: Config) -> list[RunPlan]:
             "the experiment trains nothing: set experiment.orders=all, experiment.schedules or experiment.baselines"
         )
     suite = _suite(cfg)  # every run shares the suite and the base model: build them once, not once per run
-    return [plan_run(replace(cfg, schedule=s, seed=seed), suite=suite) for s in schedules for seed in exp.seeds]
+    plans: dict[Path, RunPlan] = {}
+    for s in schedules:
+        for seed in exp.seeds:
+            plan = plan_run(replace(cfg, schedule=s, seed=seed), suite=suite)
+            if plan.run_dir in plans:  # e.g. a listed schedule the order design drew too: one run, one owner
+                log.warning("the experiment lists %s seed %d more than once; it is trained once", plan.label, seed)
+                continue
+            plans[plan.run_dir] = plan
+    return list(plans.values())
 
 
 def run_study(cfg: Config) -> list[dict[str, Any]]:
@@ -141,7 +149,7 @@ def run_plans(plans: list[RunPlan], *, n_jobs: int, name: str) -> list[dict[str,
 
     if n_jobs < 1:
         raise ValueError(f"n_jobs={n_jobs!r} must be at least 1")
-    todo = [p for p in plans if not p.done]
+    todo = list({p.run_dir: p for p in plans if not p.done}.values())  # a run planned twice is trained once
     n_jobs = min(n_jobs, max(len(todo), 1))
     threads = max(1, (os.cpu_count() or 1) // n_jobs)
     log.info(

@@ -27,7 +27,7 @@ from orderopt.config import TrainerConfig
 from orderopt.evaluate import evaluate_task
 from orderopt.model import _plain, load_model, model_id
 from orderopt.schedule import Schedule, Stage
-from orderopt.store import read_json, record_model, write_json_atomic
+from orderopt.store import own_run, read_json, record_model, write_json_atomic
 from orderopt.tasks import Task
 from orderopt.tracking import Tracker, WandbConfig
 
@@ -112,6 +112,22 @@ def run_schedule(
         {'arith': 0.61, 'qa': 0.7}
     """
     run_dir = Path(run_dir)
+    with own_run(run_dir):  # one process trains a run at a time
+        return _run_schedule(
+            spec, run_dir, run_id=run_id, group=group, wandb=wandb, keep_model=keep_model, base_eval=base_eval
+        )
+
+
+def _run_schedule(
+    spec: RunSpec,
+    run_dir: Path,
+    *,
+    run_id: str | None,
+    group: str,
+    wandb: WandbConfig | None,
+    keep_model: bool,
+    base_eval: dict[str, Any] | None,
+) -> dict[str, Any]:
     run_id = run_id or run_dir.name
     result_path = run_dir / "result.json"
     if result_path.exists():

@@ -57,3 +57,21 @@ def test_export_keeps_every_contract_number_and_thins_the_log(tmp_path: Path) ->
         (1, 25),
     ]
     assert all("clip_ratio/low_min" not in r for r in slim[0]["train_log"]) and slim[0]["train_log_every"] == 10
+
+
+def test_a_run_has_one_owner_at_a_time(tmp_path: Path) -> None:
+    """A second process asking to train a run that another process is training gets an error naming that process;
+    once the owner is done (or killed), the run can be taken again."""
+    import os
+    import subprocess
+    import sys
+
+    from orderopt.store import own_run
+
+    code = f"from orderopt.store import own_run\nwith own_run({str(tmp_path / 'r')!r}): print('ok')"
+    take = [sys.executable, "-c", code]
+    with own_run(tmp_path / "r"):
+        second = subprocess.run(take, capture_output=True, text=True)
+        assert second.returncode != 0
+        assert f"run r is being trained by another process (pid {os.getpid()})" in second.stderr
+    assert subprocess.run(take, capture_output=True, text=True).stdout.strip() == "ok"

@@ -250,6 +250,11 @@ def test_study_plans_the_reference_experiment() -> None:
     assert len(plans) == (24 + 12 + 2) * 3 and len({p.run_dir for p in plans}) == len(plans)
     assert sum(p.label.startswith(("joint:", "merge:")) for p in plans) == 6
     assert "names:100>qa:300>strings:200>arith:200" in {p.label for p in plans}
+    # a schedule listed twice (here: also drawn as an order) and a repeated seed are planned once each
+    order = ">".join(f"{t}:{cfg.schedule.steps}" for t in ["arith", "strings", "qa", "names"])
+    twice = replace(cfg.experiment, schedules=[order, order], seeds=[0, 0])
+    again = plan_experiment(replace(cfg, experiment=twice))
+    assert len(again) == 24 + 2 and len({p.run_dir for p in again}) == len(again)
     with pytest.raises(ValueError, match="experiment.orders='some'"):
         plan_experiment(replace(cfg, experiment=replace(cfg.experiment, orders="some")))
     with pytest.raises(ValueError, match="trains nothing"):
