@@ -28,7 +28,9 @@ __all__ = [
     "train_main",
 ]
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+_HERE = Path(__file__).resolve().parent
+#: the Hydra configs: orderopt/conf in an installed wheel, the repository's conf/ in a checkout (editable install)
+CONF_DIR = str(_HERE / "conf" if (_HERE / "conf" / "config.yaml").is_file() else _HERE.parent / "conf")
 log = logging.getLogger("orderopt")
 register_configs()
 for _noisy in ("httpx", "datasets", "filelock"):

@@ -40,3 +40,33 @@ def test_unknown_model_path_on_the_command_line(tmp_path: Path, cache_dir: str) 
     proc = _run(["model.name_or_path=/nonexistent/model"], tmp_path, cache_dir)
     assert proc.returncode != 0
     assert "cannot load model '/nonexistent/model'" in proc.stderr
+
+
+def test_a_plain_install_has_working_commands(tmp_path: Path) -> None:
+    """``pip install .`` (a wheel, not editable) carries the Hydra configs: its console script composes any config
+    group from another directory, away from the checkout."""
+    root = Path(__file__).resolve().parents[1]
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(tmp_path / "wheel"), str(root)], check=True)
+    (wheel,) = (tmp_path / "wheel").glob("orderopt-*.whl")
+    site = tmp_path / "site"
+    subprocess.run([*pip, "install", "--no-deps", "--no-index", "--target", str(site), str(wheel)], check=True)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    where = subprocess.run(
+        [sys.executable, "-c", "import orderopt.cli as c; print(c.__file__); print(c.CONF_DIR)"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert where == [str(site / "orderopt" / "cli.py"), str(site / "orderopt" / "conf")]
+    shown = subprocess.run(
+        [str(site / "bin" / "orderopt-base"), "--cfg", "job", "+experiment=rich"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert "study: rich" in shown.stdout and "type: mix" in shown.stdout
