@@ -490,19 +490,22 @@ def _consistent_probes(records: Iterable[dict[str, Any]]) -> tuple[list[dict[str
 
 def _task_meta(config: dict[str, Any], tasks: list[str]) -> tuple[dict[str, str], list[int]]:
     """Each task's domain and the number of scores behind one eval score, from the records' task configs."""
-    from orderopt.tasks import TASK_TYPES
+    from orderopt.tasks import CONFIG_TYPES, TASK_TYPES
 
     domains: dict[str, str] = {}
     n_eval = []
     for t in tasks:
-        kind = config.get(t, {}).get("type", t)
+        cfg = config.get(t, {})
+        kind = cfg.get("type", t)
         if kind not in TASK_TYPES:
             raise ValueError(
                 f"probe records name task {t!r} of type {kind!r}, not a known task type ({', '.join(TASK_TYPES)}); "
                 "probe with this version of orderopt"
             )
         domains[t] = TASK_TYPES[kind].domain
-        n_eval.append(config.get(t, {}).get("n_eval", 500) * TASK_TYPES[kind].eval_samples)
+        default = CONFIG_TYPES[kind]()  # the task's own defaults where a record's config leaves a value out
+        samples = cfg.get("eval_samples", getattr(default, "eval_samples", 1))  # 8 for judged tasks, not the class's 1
+        n_eval.append(cfg.get("n_eval", default.n_eval) * samples)
     return domains, n_eval
 
 

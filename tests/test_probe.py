@@ -226,3 +226,17 @@ def test_probe_command_writes_the_matrix_figure_graph_and_one_wandb_run(
     runs = list(where.glob("wandb/offline-run-*-probes-cmd-*"))
     assert len(runs) == 1  # one wandb run for the probe set, none per probe
     assert not list(where.glob("runs/*/wandb"))
+
+
+def test_eval_noise_counts_every_sample_of_a_judged_task() -> None:
+    """An open task's eval score averages ``eval_samples`` completions per prompt (8 for names and mix): the eval
+    noise of a probe record's task uses the configured count, and the task's default where a record leaves it out."""
+    from orderopt.probe import _task_meta
+    from orderopt.tasks.arith import ArithConfig
+
+    domains, n = _task_meta(
+        {"names": {"type": "names", "n_eval": 48, "eval_samples": 4}, "m": {"type": "mix", "n_eval": 40}},
+        ["arith", "names", "m"],
+    )
+    assert domains == {"arith": "structured", "names": "open", "m": "open"}
+    assert n == [ArithConfig().n_eval, 48 * 4, 40 * 8]
