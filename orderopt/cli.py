@@ -150,29 +150,34 @@ def predict_from_config(cfg: Config) -> str:
         format_ranking(rows, heuristics, top=cfg.predictor.top),
     ]
     out: dict[str, Any] = {"predictor": vars(cfg.predictor), "n_probes": len(probes), "n_full": len(full), "rows": rows}
+    name = cfg.predictor.name  # each predictor writes its own files: validating one never overwrites another's
     if cfg.predictor.validate:
-        cv_rows, stats = cross_validate(make_predictor(cfg.predictor), probes, full)
-        probes_only = ranking_quality(
-            rank_schedules(make_predictor(cfg.predictor).fit(probes), [r["schedule"] for r in cv_rows], full)
-        )
-        title = (
-            f"{cfg.predictor.name}: probes only ρ {probes_only['spearman']:.2f}; with the other schedules' full runs "
-            f"ρ {stats['spearman']:.2f} ({len(cv_rows)} schedules)"
-        )
-        figure = plot_validation(cv_rows, title, where / "validation.png")
+        measured = {r["schedule_key"] for r in full}
+        probes_only_rows = rank_schedules(make_predictor(cfg.predictor).fit(probes), sorted(measured), full)
+        probes_only = ranking_quality(probes_only_rows)
         lines += [
-            f"\nvalidation against {len(full)} full runs of {len(cv_rows)} schedules:",
+            f"\nvalidation against {len(full)} full runs of {len(measured)} schedules:",
             f"  probes only:                        Spearman ρ {probes_only['spearman']:+.3f}  Kendall τ "
             f"{probes_only['kendall']:+.3f}  mean abs error {probes_only['mae']:.3f}",
-            f"  + full runs of the other schedules: Spearman ρ {stats['spearman']:+.3f}  Kendall τ "
-            f"{stats['kendall']:+.3f}  mean abs error {stats['mae']:.3f}  (each schedule left out of its own fit)",
-            f"written: {figure}",
         ]
-        write_json_atomic(
-            where / "validation.json", {"probes_only": probes_only, "leave_one_out": stats, "rows": cv_rows}
-        )
-    write_json_atomic(where / "predictions.json", out)
-    lines.append(f"written: {where / 'predictions.json'}")
+        saved: dict[str, Any] = {"probes_only": probes_only}
+        title = f"{name}: probes only ρ {probes_only['spearman']:.2f} ({len(measured)} schedules)"
+        shown = probes_only_rows
+        if model.learns_from_full_runs:
+            shown, stats = cross_validate(make_predictor(cfg.predictor), probes, full)
+            title += f"; with the other schedules' full runs ρ {stats['spearman']:.2f}"
+            lines.append(
+                f"  + full runs of the other schedules: Spearman ρ {stats['spearman']:+.3f}  Kendall τ "
+                f"{stats['kendall']:+.3f}  mean abs error {stats['mae']:.3f}  (each schedule left out of its own fit)"
+            )
+            saved["leave_one_out"] = stats
+        else:
+            lines.append(f"  (the {name} predictor does not learn from full runs: no leave-one-out line)")
+        figure = plot_validation(shown, title, where / f"validation-{name}.png")
+        lines.append(f"written: {figure}")
+        write_json_atomic(where / f"validation-{name}.json", {**saved, "rows": shown})
+    write_json_atomic(where / f"predictions-{name}.json", out)
+    lines.append(f"written: {where / f'predictions-{name}.json'}")
     return "\n".join(lines)
 
 

@@ -41,6 +41,8 @@ ScheduleLike = Schedule | str
 
 
 class _Predictor(BaseEstimator):  # get_params/set_params/clone, as every scikit-learn estimator
+    #: whether full-run records passed to ``fit`` change the predictions (else only the probes are used)
+    learns_from_full_runs = True
     """Shared input handling: records in, schedules parsed and checked against what the probes saw."""
 
     use_pairs: bool
@@ -99,16 +101,23 @@ class _Predictor(BaseEstimator):  # get_params/set_params/clone, as every scikit
 
 class AdditiveBWTPredictor(_Predictor):
     """Omni-Thinker's additive prediction: final s_j = s_j after j's own stage + Σ over tasks k trained after j of
-    BWT(k on j), every term measured by the probes and scaled by (stage budget / probe length) — linear in steps.
+    BWT(k on j), every term measured by the probes. To carry a p-step probe to any budget b, the terms add in logit
+    space, each scaled by b/p: a long stage moves a score towards 0 or 1 but never past them (predictions stay in
+    [0.005, 0.995]), and a task is never predicted 0.000 in every schedule because one probe moved it down (a
+    linear stretch in score space did that). The learned predictor, not this one, fits how fast a task saturates.
 
     Without pair probes, BWT(k on j) is replaced by T[k][j] (k's single-probe transfer onto j). The std is the seed
-    std of the summed terms (or the binomial eval noise of each term, with one probe seed).
+    std of the summed terms (or the binomial eval noise of each term, with one probe seed), carried through the
+    logit by its slope.
 
     Example:
         >>> model = AdditiveBWTPredictor().fit(load_records("studies/reference"))  # doctest: +SKIP
         >>> model.predict(["names:200>qa:200>strings:200>arith:200"])  # doctest: +SKIP
         array([[0.71, 0.86, 0.75, 0.61]])
     """
+
+    #: full runs in ``fit`` are ignored: the prediction comes from the probes alone
+    learns_from_full_runs = False
 
     def __init__(self, *, use_pairs: bool = True) -> None:
         self.use_pairs = use_pairs
@@ -121,8 +130,17 @@ class AdditiveBWTPredictor(_Predictor):
         parsed = self._schedules(schedules)
         tm = self.transfer_
         k = len(tm.tasks)
-        back = tm.bwt_matrix if self.use_pairs else tm.transfer.T  # back[j, m]: how a stage of m moves j
-        back_std = _pair_std(tm) if self.use_pairs else tm.single_std.T
+        base, single = _logit(tm.base), _logit(tm.single)
+        own_shift = np.diag(single) - base  # j's own probe, in logits
+        spill = single - base[None, :]  # spill[m, j]: m's single probe moved j
+        if self.use_pairs:  # back[j, m]: how a stage of m moves j once j was trained (pair probe j→m)
+            back = np.array([[_logit(tm.pair[j, m, j]) - single[j, j] for m in range(k)] for j in range(k)])
+            back_sd = _pair_std(tm)
+        else:
+            back, back_sd = spill.T, tm.single_std.T
+        # a term's score-space std through the logit's slope at the score it was measured around
+        slope = 1.0 / np.maximum(np.diag(tm.single) * (1 - np.diag(tm.single)), _EPS)
+        base_slope = 1.0 / np.maximum(tm.base * (1 - tm.base), _EPS)
         mean = np.empty((len(parsed), k))
         var = np.empty((len(parsed), k))
         for n, s in enumerate(parsed):
@@ -130,17 +148,21 @@ class AdditiveBWTPredictor(_Predictor):
             for j, task in enumerate(tm.tasks):
                 last = _last_stage(s, task)
                 if last is None:  # never trained: only what the other stages do to it
-                    terms = [(tm.transfer[tm.index(m), j], tm.single_std[tm.index(m), j], b) for m, b, _ in budgets]
-                    base = tm.base[j]
+                    terms = [
+                        (spill[tm.index(m), j], tm.single_std[tm.index(m), j] * base_slope[j], b) for m, b, _ in budgets
+                    ]
+                    logit = base[j]
                 else:
                     own = sum(b for m, b, _ in budgets if m == task) / tm.steps
-                    base = tm.base[j] + tm.transfer[j, j] * own
-                    terms = [(back[j, tm.index(m)], back_std[j, tm.index(m)], b) for m, b, i in budgets if i > last]
-                mean[n, j] = base + sum(v * b / tm.steps for v, _, b in terms)
-                var[n, j] = tm.eval_std[j] ** 2 + sum(
-                    (max(sd, tm.eval_std[j]) * b / tm.steps) ** 2 for _, sd, b in terms
-                )
-        mean = np.clip(mean, 0.0, 1.0)
+                    logit = base[j] + own_shift[j] * own
+                    terms = [
+                        (back[j, tm.index(m)], back_sd[j, tm.index(m)] * slope[j], b) for m, b, i in budgets if i > last
+                    ]
+                logit += sum(v * b / tm.steps for v, _, b in terms)
+                noise = tm.eval_std[j] * base_slope[j]
+                logit_var = noise**2 + sum((max(sd, noise) * b / tm.steps) ** 2 for _, sd, b in terms)
+                mean[n, j] = np.clip(1.0 / (1.0 + np.exp(-logit)), _EPS, 1 - _EPS)
+                var[n, j] = logit_var * (mean[n, j] * (1 - mean[n, j])) ** 2
         # the terms of different tasks are measured separately: their errors add as independent
         return mean, np.sqrt(var), mean.mean(axis=1), np.sqrt(var.sum(axis=1)) / k
 
@@ -507,6 +529,15 @@ def _task_budgets(schedule: Schedule) -> list[tuple[str, float, int]]:
 def _last_stage(schedule: Schedule, task: str) -> int | None:
     stages = [i for i, s in enumerate(schedule.stages) if task in s.tasks]
     return stages[-1] if stages else None
+
+
+#: scores are kept this far from 0 and 1 before taking logits (a probe's 0/500 is not a certainty)
+_EPS = 0.005
+
+
+def _logit(p: Any) -> Any:
+    p = np.clip(np.asarray(p, dtype=float), _EPS, 1 - _EPS)
+    return np.log(p / (1 - p))
 
 
 def _pair_std(tm: TransferMatrix) -> np.ndarray:

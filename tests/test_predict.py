@@ -93,6 +93,22 @@ def test_additive_predictor_is_the_formula(probes: list[dict]) -> None:
     assert predicted["names"] == pytest.approx(single["evals"][0]["scores"]["names"] + model.transfer_.transfer[3, 3])
 
 
+def test_additive_predictor_stays_inside_0_1_at_any_budget(probes: list[dict]) -> None:
+    """A 25-step probe carried to 2,000-step stages moves scores towards 0 or 1, never onto them: no task is predicted
+    at a bound in every schedule (a linear stretch in score space clipped some to 0.000 everywhere)."""
+    from itertools import permutations
+
+    model = AdditiveBWTPredictor().fit(probes)
+    orders = list(permutations(model.tasks_))[:8]
+    keys = [">".join(f"{t}:{b}" for t in order) for b in (25, 200, 2000) for order in orders]
+    mean, std = model.predict(keys, return_std=True)
+    assert ((mean > 0) & (mean < 1)).all() and (std > 0).all()
+    assert (mean.std(axis=0) > 0.01).all()  # every task's prediction depends on the schedule
+    # longer stages move further in the same direction, with diminishing steps near the bounds
+    short, long = mean[: len(orders)], mean[2 * len(orders) :]
+    assert np.abs(long - 0.5).mean() > np.abs(short - 0.5).mean()
+
+
 def test_learned_predictor_ranks_better_than_additive_and_gains_from_full_runs(
     probes: list[dict], full: list[dict]
 ) -> None:
@@ -140,9 +156,16 @@ def test_predict_command_ranks_and_validates_on_a_copy_of_the_reference_study(
     assert "24 candidate schedules" in out
     assert "validation against 108 full runs of 36 schedules" in out and "Spearman" in out
     assert "heuristic orders (" in out and "greedy_bwt" in out and "structured_first" in out
-    for name in ("predictions.json", "validation.json", "validation.png"):
+    assert "+ full runs of the other schedules" in out
+    for name in ("predictions-learned.json", "validation-learned.json", "validation-learned.png"):
         assert (tmp_path / "reference" / name).exists()
-    saved = json.loads((tmp_path / "reference" / "predictions.json").read_text())
+    saved = json.loads((tmp_path / "reference" / "predictions-learned.json").read_text())
     assert len(saved["rows"]) >= 24 and saved["n_full"] == 108
+    # the additive predictor ignores full runs: it says so, prints no leave-one-out line and keeps to its own files
+    additive = cli("predict", [*args, "predictor=additive"], tmp_path, cache_dir)
+    assert additive.returncode == 0, additive.stderr
+    assert "does not learn from full runs" in additive.stdout and "+ full runs" not in additive.stdout
+    assert json.loads((tmp_path / "reference" / "validation-learned.json").read_text())["leave_one_out"]
+    assert "leave_one_out" not in json.loads((tmp_path / "reference" / "validation-additive.json").read_text())
     bad = cli("predict", ["study=reference", f"studies_dir={tmp_path}", "probe.steps=7"], tmp_path, cache_dir)
     assert bad.returncode != 0 and "run them first: orderopt-probe study=reference" in bad.stderr
