@@ -182,12 +182,16 @@ def slim_record(record: dict[str, Any], *, every: int = 10) -> dict[str, Any]:
 
 def export_records(src: str | Path, dst: str | Path, *, every: int = 10) -> int:
     """Slim copies of every record under ``src/runs`` into ``dst/runs/<run_id>/result.json`` (compact JSON);
-    records already there are rewritten; a base model shipped with ``src`` is named by its path under ``dst``.
+    records already there are rewritten. A record of the base model shipped with ``src`` (same content id, wherever
+    the run loaded it from: the study, a cache) names it by its path under ``dst``, not a path of this machine.
     Returns how many were written."""
+    from orderopt.model import model_id
+
     records = load_records(src)
-    shipped = Path(src, "base_model").resolve()
+    shipped = Path(src, "base_model")
+    shipped_id = model_id(str(shipped)) if (shipped / "build.json").is_file() else None
     for record in records:
-        if Path(record.get("model", "")).resolve() == shipped:
+        if shipped_id is not None and record.get("model_id") == shipped_id:
             record = {**record, "model": str(Path(dst) / "base_model")}
         path = Path(dst) / "runs" / record["run_id"] / "result.json"
         path.parent.mkdir(parents=True, exist_ok=True)

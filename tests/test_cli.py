@@ -45,9 +45,16 @@ def test_unknown_model_path_on_the_command_line(tmp_path: Path, cache_dir: str) 
 def test_a_plain_install_has_working_commands(tmp_path: Path) -> None:
     """``pip install .`` (a wheel, not editable) carries the Hydra configs: its console script composes any config
     group from another directory, away from the checkout."""
-    root = Path(__file__).resolve().parents[1]
+    import shutil
+
+    root, src = Path(__file__).resolve().parents[1], tmp_path / "src"  # a copy: setuptools writes build/ into it
+    src.mkdir()
+    for part in ("pyproject.toml", "README.md"):
+        shutil.copy(root / part, src / part)
+    for part in ("orderopt", "conf"):
+        shutil.copytree(root / part, src / part, ignore=shutil.ignore_patterns("__pycache__"))
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(tmp_path / "wheel"), str(root)], check=True)
+    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(tmp_path / "wheel"), str(src)], check=True)
     (wheel,) = (tmp_path / "wheel").glob("orderopt-*.whl")
     site = tmp_path / "site"
     subprocess.run([*pip, "install", "--no-deps", "--no-index", "--target", str(site), str(wheel)], check=True)

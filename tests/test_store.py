@@ -34,8 +34,9 @@ def test_export_keeps_every_contract_number_and_thins_the_log(tmp_path: Path) ->
             "kind": "full",
             "seed": seed,
             "schedule_key": "a:25>b:25",
-            "model": str(tmp_path / "src" / "base_model"),  # the model shipped with the study: renamed on export
-            "model_id": "tiny-m",
+            # the model shipped with the study, loaded from the study and from a cache: named by its place in dst
+            "model": str(tmp_path / "src" / "base_model") if seed else "/root/.cache/orderopt/models/tiny-x",
+            "model_id": "tiny-0123456789abcdef",
             "suite": ["a", "b"],
             "evals": [{"after": "base", "scores": {"a": 0.1, "b": 0.2}, "entropy": {"a": 1.0, "b": 2.0}}],
             "final": {"a": 0.3 + seed / 7, "b": 0.4},
@@ -44,6 +45,8 @@ def test_export_keeps_every_contract_number_and_thins_the_log(tmp_path: Path) ->
             "train_log": log,
         }
         write_json_atomic(tmp_path / "src" / "runs" / record["run_id"] / "result.json", record)
+    pin = {"settings": "k", "model_id": "tiny-0123456789abcdef"}
+    write_json_atomic(tmp_path / "src" / "base_model" / "build.json", pin)
     assert export_records(tmp_path / "src", tmp_path / "dst", every=10) == 2
     full, slim = load_records(tmp_path / "src"), load_records(tmp_path / "dst")
     assert summarize(slim) == summarize(full)
