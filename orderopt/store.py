@@ -82,14 +82,18 @@ def own_run(run_dir: str | Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write JSON so that a reader (or a killed writer) never sees half a file."""
+def write_json_atomic(path: str | Path, data: Any, *, compact: bool = False) -> None:
+    """Write JSON so that a reader (or a killed writer) never sees half a file (``compact``: one line, as the
+    slim records of committed studies)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1)
+            if compact:
+                fh.write(json.dumps(data, separators=(",", ":")) + "\n")
+            else:
+                json.dump(data, fh, indent=1)
             fh.flush()
             os.fsync(fh.fileno())
         umask = os.umask(0)

@@ -8,7 +8,6 @@ seed derived from the run seed and the stage index.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import random
@@ -23,6 +22,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 
+from orderopt import identity
 from orderopt.config import TrainerConfig
 from orderopt.evaluate import evaluate_task
 from orderopt.model import _plain, load_model, model_id
@@ -66,9 +66,9 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        """``<kind>-<hash of everything that determines the run>-s<seed>``: the same run has the same id anywhere."""
-        digest = hashlib.sha256(json.dumps(self.config, sort_keys=True).encode()).hexdigest()[:12]
-        return f"{self.kind}-{digest}-s{self.seed}"
+        """``<kind>-<hash of the run's identity>-s<seed>`` (:mod:`orderopt.identity`: what its numbers depend on, not
+        how it is operated): the same run has the same id anywhere."""
+        return identity.run_id(self.kind, identity.run_identity(self.config, versions()), self.seed)
 
     def __post_init__(self) -> None:
         if self.kind not in ("probe", "full", "baseline"):
