@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 BUILD_VERSION = 6
 SPECIAL_TOKENS = ["<pad>", "<unk>", "<bos>", "<eos>"]
 WEIGHTS = "model.safetensors"
-_DIGESTS: dict[tuple[str, int, int], str] = {}
+_DIGESTS: dict[Any, str] = {}
 
 
 @dataclass
@@ -193,8 +193,9 @@ def model_id(name_or_path: str) -> str:
     """What a base model is, wherever it lives: for an embedded model (a directory with orderopt's ``build.json``)
     ``tiny-<hash of its weights>`` — the same for the same weights in any directory, different for weights that
     differ in one bit (a warm start on another CPU or thread count gives other weights, so another id) — else the
-    Hugging Face id or path as given. Run ids and checks use it, so runs of one model are recognised wherever the
-    model is cached, and runs of two models are never taken for one.
+    name and a hash of its weight files for a model directory of the user's, and a hub id with the revision of its
+    cached snapshot (``org/name@<commit>``; as given if not cached). Run ids and checks use it, so runs of one
+    model are recognised wherever the model is cached, and runs of two models are never taken for one.
 
     Example:
         >>> model_id("Qwen/Qwen2.5-0.5B")
@@ -219,7 +220,40 @@ def model_id(name_or_path: str) -> str:
         return content
     if path.parent.name == "models" and path.name.startswith("tiny-"):
         return path.name  # a record from before content ids, whose model directory is gone: its settings key
-    return name_or_path
+    if path.is_dir():  # a user's model on disk: its name and the content of its weight files
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
+        return f"{path.name}@{_files_digest(files)[:12]}" if files else name_or_path
+    revision = _hub_revision(name_or_path)  # a hub id: the revision of the snapshot it loads from, if cached
+    return f"{name_or_path}@{revision[:12]}" if revision else name_or_path
+
+
+#: files of a model directory that hold weights (hashed into a user model's id)
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
+
+
+def _files_digest(files: Sequence[Path]) -> str:
+    """SHA-256 of the names and bytes of ``files``; cached per file version within a process."""
+    key = tuple((str(f.resolve()), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        for f in files:
+            digest.update(f"{f.name}|".encode())
+            with open(f, "rb") as fh:
+                while chunk := fh.read(1 << 24):
+                    digest.update(chunk)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
+
+
+def _hub_revision(repo_id: str) -> str | None:
+    """The commit of the locally cached snapshot of hub model ``repo_id`` (what ``from_pretrained`` loads offline);
+    None if it is not cached (it is then downloaded at load time, at the hub's current revision)."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, local_files_only=True)).name
+    except Exception:  # not a hub id, or not cached: the id stays as given
+        return None
 
 
 def weights_digest(path: str | Path) -> str:

@@ -83,3 +83,19 @@ def test_a_study_of_old_run_ids_is_renamed_without_retraining(tmp_path: Path) ->
     assert after[merge["run_id"]]["parts"] == merge["parts"]
     assert after[pair["run_id"]]["final"] == pair["final"]
     assert migrate_run_ids(study) == {}
+
+
+def test_a_user_model_is_named_by_its_weights(tmp_path: Path) -> None:
+    """A model directory of the user's (no build.json) is its name and weights: the same files elsewhere are the same
+    model, other weights under the same path are another model (and so other run ids)."""
+    from support import save_random_lm
+
+    from orderopt.model import build_tokenizer, model_id
+
+    first = save_random_lm(tmp_path / "a" / "my-lm", build_tokenizer(), hidden=16)
+    shutil.copytree(first, tmp_path / "b" / "my-lm")
+    assert model_id(first).startswith("my-lm@") and model_id(first) == model_id(str(tmp_path / "b" / "my-lm"))
+    before = model_id(first)
+    save_random_lm(first, build_tokenizer(), hidden=24)
+    assert model_id(first) != before
+    assert model_id("org/not-cached-here") == "org/not-cached-here"  # a hub id without a cached snapshot: as given
