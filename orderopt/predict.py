@@ -89,8 +89,11 @@ class _Predictor(BaseEstimator):  # get_params/set_params/clone, as every scikit
     def _schedules(self, schedules: Iterable[ScheduleLike]) -> list[Schedule]:
         self._check_fitted()
         out = [s if isinstance(s, Schedule) else Schedule.parse(_strip_label(s)) for s in schedules]
+        known = set(self.transfer_.tasks)
         for s in out:
-            unknown = [t for t in s.tasks if t not in self.transfer_.tasks]
+            if all(known.issuperset(stage.tasks) for stage in s.stages):
+                continue
+            unknown = [t for t in s.tasks if t not in known]
             if unknown:
                 raise ValueError(
                     f"schedule {s.key!r} names task(s) {', '.join(map(repr, unknown))} the probes never saw "
@@ -273,9 +276,86 @@ class TransferPredictor(_Predictor):
             np.sqrt(mean_spread**2 + mean_noise**2),
         )
 
-    def _rollouts(self, parsed: list[Schedule]) -> np.ndarray:
-        """(members, schedules, tasks): every bootstrap member's rollout of every schedule."""
-        return np.array([[self._rollout(s, *member) for s in parsed] for member in self.members_])
+    def _rollouts(self, parsed: list[Schedule], *, chunk: int = 256) -> np.ndarray:
+        """(members, schedules, tasks): every bootstrap member's rollout of every schedule, all members and
+        ``chunk`` schedules at a time as array operations (the same numbers as :meth:`_rollout`, one by one)."""
+        budgets = self._encode(parsed)
+        stacked = self._stacked()
+        out = np.empty((len(self.members_), len(parsed), len(self.transfer_.tasks)))
+        for start in range(0, len(parsed), chunk):
+            out[:, start : start + chunk] = self._rollout_batch(budgets[start : start + chunk], stacked)
+        return out
+
+    def _encode(self, parsed: list[Schedule]) -> np.ndarray:
+        """(schedules, stages, tasks): the steps each task gets in each stage (0: not in it; short schedules are
+        padded with empty stages, which change nothing)."""
+        tm = self.transfer_
+        index = {t: i for i, t in enumerate(tm.tasks)}
+        out = np.zeros((len(parsed), max((len(s.stages) for s in parsed), default=0), len(tm.tasks)))
+        at = [
+            (n, i, index[name], share)
+            for n, schedule in enumerate(parsed)
+            for i, stage in enumerate(schedule.stages)
+            for name, share in (
+                ((stage.tasks[0], stage.steps),)  # most stages: one task, no split to compute
+                if len(stage.tasks) == 1
+                else _shares(stage.tasks, stage.steps, stage.weights)
+            )
+        ]
+        if at:
+            where = np.array(at).T
+            np.add.at(out, (where[0].astype(int), where[1].astype(int), where[2].astype(int)), where[3])
+        return out
+
+    def _stacked(self) -> dict[str, np.ndarray]:
+        """The members' priors and corrections as arrays over members: log(1 − h) and the correction's own-stage
+        weights (M, K); and ``linear`` (M, K, 2K): for a stage's budgets g (n, K), ``g @ linear`` gives per task j
+        what the other tasks' stages do to it before it was trained (entropy spilled + the correction's term) and
+        what changes once it was trained (own-task entries zeroed: those are the own-stage terms)."""
+        k = len(self.transfer_.tasks)
+        off = 1.0 - np.eye(k)
+        weights = np.zeros((len(self.members_), k, 2 + 2 * k))
+        for m, (_, correction) in enumerate(self.members_):
+            if correction is not None:
+                weights[m] = np.array([c.coef_ for c in correction])
+        coupling = np.array([p["coupling"] for p, _ in self.members_])[:, None, :]
+        spill = np.array([p["spill"] for p, _ in self.members_]) * off * coupling  # [m, k, j]
+        spill_trained = np.array([p["spill_trained"] for p, _ in self.members_]).transpose(0, 2, 1) * off * coupling
+        after = (weights[:, :, 2 : 2 + k] * off).transpose(0, 2, 1)
+        after_trained = (weights[:, :, 2 + k :] * off).transpose(0, 2, 1)
+        return {
+            "log_keep": np.log1p(-np.array([p["h"] for p, _ in self.members_])),  # log(1 − h)
+            "w_own": weights[:, :, 0],
+            "w_room": weights[:, :, 1],
+            "linear": np.concatenate([spill + after, spill_trained - spill + after_trained], axis=2),
+        }
+
+    def _rollout_batch(self, budgets: np.ndarray, st: dict[str, np.ndarray]) -> np.ndarray:
+        """(members, schedules, tasks): the final scores of the schedules ``budgets`` encodes (see :meth:`_encode`)."""
+        tm = self.transfer_
+        k = len(tm.tasks)
+        scores = np.broadcast_to(tm.base, (len(self.members_), len(budgets), k)).copy()
+        trained = np.zeros((len(budgets), k))
+        for i in range(budgets.shape[1]):
+            steps = budgets[:, i, :] / tm.steps  # (n, K)
+            # own stage, where a task is in the stage (few entries): close a share of the gap, plus the correction
+            at_n, at_k = np.nonzero(steps)
+            g = steps[at_n, at_k] ** self.gain_exponent
+            room = 1.0 - scores[:, at_n, at_k]
+            own = (
+                room * -np.expm1(g * st["log_keep"][:, at_k])
+                + (st["w_own"][:, at_k] + st["w_room"][:, at_k] * room) * g
+            )
+            # the other tasks' stages: entropy spilled and the correction's who-after-whom terms, linear in budget
+            lin = (steps**self.spill_exponent)[None] @ st["linear"]  # (M, n, 2K)
+            once_trained = lin[..., k:]
+            once_trained *= trained[None]
+            scores += lin[..., :k]
+            scores += once_trained
+            scores[:, at_n, at_k] += own
+            np.clip(scores, 0.0, 1.0, out=scores)
+            trained[at_n, at_k] = 1.0
+        return scores
 
     # --- the low-fidelity model: numbers from the probes ------------------------------------------------------
     def _prior(self, tm: TransferMatrix, rng: np.random.Generator | None) -> dict[str, np.ndarray]:

@@ -169,3 +169,20 @@ def test_predict_command_ranks_and_validates_on_a_copy_of_the_reference_study(
     assert "leave_one_out" not in json.loads((tmp_path / "reference" / "validation-additive.json").read_text())
     bad = cli("predict", ["study=reference", f"studies_dir={tmp_path}", "probe.steps=7"], tmp_path, cache_dir)
     assert bad.returncode != 0 and "run them first: orderopt-probe study=reference" in bad.stderr
+
+
+def test_batched_rollouts_give_the_one_by_one_numbers(probes: list[dict], full: list[dict]) -> None:
+    """The array rollout (all members, many schedules at once) is the per-schedule loop it replaced, to rounding:
+    orders, unequal budgets, mixed stages, a task twice, short schedules, with and without the full-run correction."""
+    keys = [
+        "arith:200>strings:200>qa:200>names:200",
+        "names:100>qa:300>strings:200>arith:200",
+        "names+qa:400>arith+strings:400",
+        "qa:200>names:200",
+        "arith:50>arith:150>names+strings+qa:600",
+    ]
+    for fit in (probes, probes + full[:24]):
+        model = TransferPredictor(n_boot=6).fit(fit)
+        parsed = model._schedules(keys)
+        loop = np.array([[model._rollout(s, *member) for s in parsed] for member in model.members_])
+        np.testing.assert_allclose(model._rollouts(parsed, chunk=2), loop, rtol=0, atol=1e-12)
