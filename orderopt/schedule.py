@@ -5,6 +5,7 @@ A curriculum has one task per stage; joint training is one stage holding every t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -94,17 +95,10 @@ class Schedule:
         """Inverse of :attr:`key`: ``"arith:40>qa+names@2,1:20"``."""
         stages = []
         for part in key.split(">"):
-            mix, sep, steps = part.rpartition(":")
-            if not sep or not steps.strip().isdigit():
+            stage = _parse_stage(part)
+            if stage is None:
                 raise ValueError(f"bad stage {part!r} in schedule {key!r}; write stages as task[+task...]:steps")
-            names, _, weights = mix.partition("@")
-            stages.append(
-                Stage(
-                    tuple(t.strip() for t in names.split("+")),
-                    int(steps),
-                    tuple(float(w) for w in weights.split(",")) if weights else None,
-                )
-            )
+            stages.append(stage)
         return cls(tuple(stages))
 
     @classmethod
@@ -239,3 +233,18 @@ def latin_orders(tasks: Sequence[str], n: int, *, seed: int = 0) -> list[list[st
     else:
         raise ValueError(f"latin_orders: could not draw {blocks} disjoint Latin squares of {k} tasks; ask fewer orders")
     return out
+
+
+@functools.lru_cache(maxsize=65536)
+def _parse_stage(part: str) -> Stage | None:
+    """One stage's key (``qa+names@2,1:20``) to its Stage, None if it is not one; cached: a search parses the same
+    few stages in thousands of schedules, and a Stage is immutable."""
+    mix, sep, steps = part.rpartition(":")
+    if not sep or not steps.strip().isdigit():
+        return None
+    names, _, weights = mix.partition("@")
+    return Stage(
+        tuple(t.strip() for t in names.split("+")),
+        int(steps),
+        tuple(float(w) for w in weights.split(",")) if weights else None,
+    )
