@@ -55,13 +55,21 @@ def run_dir(root: str | Path, study: str, run_id: str) -> Path:
     return study_dir(root, study) / "runs" / run_id
 
 
+#: run directories this process holds (own_run is re-entrant within a process)
+_OWNED: set[str] = set()
+
+
 @contextlib.contextmanager
 def own_run(run_dir: str | Path) -> Iterator[None]:
     """Hold ``run_dir`` for one process while it trains there (an exclusive lock on ``run_dir/.owner``, released
     when the process ends, killed or not): a second process asking for the same run gets a clear error instead of
-    training into the same checkpoint at once."""
+    training into the same checkpoint at once. Re-entrant within one process."""
     path = Path(run_dir)
     path.mkdir(parents=True, exist_ok=True)
+    key = str(path.resolve())
+    if key in _OWNED:  # this process holds it already (a step of the run that itself takes the run): fine
+        yield
+        return
     with open(path / ".owner", "a+") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -76,9 +84,11 @@ def own_run(run_dir: str | Path) -> Iterator[None]:
         fh.truncate()
         fh.write(str(os.getpid()))
         fh.flush()
+        _OWNED.add(key)
         try:
             yield
         finally:
+            _OWNED.discard(key)
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 

@@ -48,6 +48,7 @@ class RunPlan:
     def run(self) -> dict[str, Any]:
         """Train it (or return its record if it finished before; resume it if it was killed)."""
         from orderopt.baselines import run_merge
+        from orderopt.store import own_run
         from orderopt.train import run_schedule, start_from_prefix
 
         cfg, spec = self.cfg, _spec(self.cfg, kind=self.kind)
@@ -63,11 +64,17 @@ class RunPlan:
                 wandb=cfg.wandb,
                 group=cfg.study,
             )
-        if self.prefix is not None and start_from_prefix(self.run_dir, self.prefix, spec):
-            log.info("run %s starts from the finished run %s", self.run_dir.name, self.prefix.name)
-        return run_schedule(
-            spec, self.run_dir, group=cfg.study, wandb=cfg.wandb, keep_model=self.keep_model, base_eval=self.base_eval
-        )
+        with own_run(self.run_dir):  # from the prefix's checkpoint to the record: one process
+            if self.prefix is not None and start_from_prefix(self.run_dir, self.prefix, spec):
+                log.info("run %s starts from the finished run %s", self.run_dir.name, self.prefix.name)
+            return run_schedule(
+                spec,
+                self.run_dir,
+                group=cfg.study,
+                wandb=cfg.wandb,
+                keep_model=self.keep_model,
+                base_eval=self.base_eval,
+            )
 
 
 def plan_run(cfg: Config, *, suite: tuple[list[Any], str] | None = None, kind: str = "full") -> RunPlan:

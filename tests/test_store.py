@@ -73,7 +73,7 @@ def test_a_run_has_one_owner_at_a_time(tmp_path: Path) -> None:
 
     code = f"from orderopt.store import own_run\nwith own_run({str(tmp_path / 'r')!r}): print('ok')"
     take = [sys.executable, "-c", code]
-    with own_run(tmp_path / "r"):
+    with own_run(tmp_path / "r"), own_run(tmp_path / "r"):  # re-entrant within the owning process
         second = subprocess.run(take, capture_output=True, text=True)
         assert second.returncode != 0
         assert f"run r is being trained by another process (pid {os.getpid()})" in second.stderr
