@@ -207,7 +207,7 @@ def export_records(src: str | Path, dst: str | Path, *, every: int = 10) -> int:
     for record in records:
         if shipped_id is not None and record.get("model_id") == shipped_id:
             record = {**record, "model": str(Path(dst) / "base_model")}
-        path = Path(dst) / "runs" / record["run_id"] / "result.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(slim_record(record, every=every), separators=(",", ":")) + "\n")
+        write_json_atomic(
+            Path(dst) / "runs" / record["run_id"] / "result.json", slim_record(record, every=every), compact=True
+        )
     return len(records)
