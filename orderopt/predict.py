@@ -435,6 +435,8 @@ class TransferPredictor(_Predictor):
         ]
 
     def _rollout(self, schedule: Schedule, prior: dict[str, np.ndarray], correction: list[Any] | None) -> np.ndarray:
+        """One member's rollout of one schedule, stage by stage and task by task: the definition :meth:`_rollouts`
+        computes as array work (kept as the oracle its test and ``benchmarks/predictor_throughput.py`` compare to)."""
         tm = self.transfer_
         scores = tm.base.copy()
         trained: set[str] = set()
