@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from orderopt.store import load_records, read_json, write_json_atomic
+from orderopt.store import load_records, write_json_atomic
 
 __all__ = ["OPERATIONAL_JUDGE", "OPERATIONAL_TRAINER", "migrate_run_ids", "record_run_id", "run_id", "run_identity"]
 
@@ -90,7 +90,7 @@ def migrate_run_ids(study_dir: str | Path) -> dict[str, str]:
         paths = [run / "result.json", *sorted(run.glob("parts/*/result.json"))]  # a merge's per-task runs too
         for path in paths:
             text = path.read_text()
-            record = read_json(path)
+            record = json.loads(text)
             record["run_id"] = _part_id(record["run_id"], renames)
             if record.get("prefix") in renames:
                 record["prefix"] = renames[record["prefix"]]
