@@ -121,8 +121,10 @@ class PredictorConfig:
     use_pairs: bool = True
     gain_exponent: float = 1.0
     spill_exponent: float = 1.0
-    alpha: float = 0.1
-    n_boot: int = 50
+    score_weight: float = 0.25
+    score_gain_exponent: float = 0.3
+    prior_scale: float = 0.1
+    n_boot: int = 30
     random_state: int = 0
     #: further candidate schedules (keys), e.g. names:300>qa:200>strings:200>arith:100
     schedules: list[str] = field(default_factory=list)

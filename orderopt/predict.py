@@ -6,11 +6,12 @@ learned state ends in ``_``, ``predict(schedules)`` returns an ``(n_schedules, n
 
 - :class:`AdditiveBWTPredictor` — Omni-Thinker's assumption: a task's final score is its score after its own stage
   plus the backward transfer of every task trained after it. The baseline.
-- :class:`TransferPredictor` — learned: rolls a schedule forward stage by stage. Its low-fidelity part is fitted on
-  the probes (a task's own stage closes a share of its gap to a perfect score; another task's stage moves it through
-  the entropy it spills onto it, times a fitted score-per-entropy coupling); a per-task correction is fitted on every
-  stage of the full runs already done (which task's stage, its budget, whether the task was trained), so it gets
-  better as full runs arrive. Without pair probes it uses the single-task probes only (the O(K) path).
+- :class:`TransferPredictor` — learned: rolls a schedule forward stage by stage through two models of the probes
+  (an entropy channel: entropy a stage adds to a task erodes it, entropy a task's own stage removes is learning; a
+  score channel: the probes' score changes added in logits), mixed, as the prior mean of a Bayesian correction
+  fitted on every stage of the full runs already done — so a few full runs move it by as much as their noise
+  allows. Nothing in it reads a task's domain label: which tasks are "open" is measured. Without pair probes it
+  uses the single-task probes only (the O(K) path).
 """
 
 from __future__ import annotations
@@ -171,32 +172,41 @@ class AdditiveBWTPredictor(_Predictor):
 
 
 class TransferPredictor(_Predictor):
-    """Learned, entropy-aware predictor: a schedule is rolled forward stage by stage.
+    """Learned predictor: a schedule is rolled forward stage by stage through two models of the probes, and full
+    runs correct the result as a Bayesian surrogate whose prior mean is that rollout.
 
-    Low fidelity, from the probes: a task's own stage closes a share of the gap to a perfect score,
-    ``s ← s + (1 − s)·(1 − (1 − h)^((b/p)^gain_exponent))`` with ``h = c·ΔH_own / (1 − s_base)`` the share its
-    single probe's entropy change stands for; another task's stage moves it through the entropy that stage adds to
-    it, ``s ← s + c·max(ΔH, 0)·(b/p)^spill_exponent`` with ΔH from the probes (single probe of the stage task; with
-    pairs and once the task was trained, the mean of that and the pair probe). ``c`` is the score change per nat of
-    entropy, fitted over every probe stage of the suite's tasks of the same domain. Entropy carries the transfer
-    because a short probe measures it precisely while the score changes it causes are still within eval noise.
+    Probe model (the prior mean), from the probes alone and no task labels:
 
-    High fidelity, from full runs: a ridge regression per task of what the low-fidelity model got wrong on every
-    stage of every full run (features: own budget and room to gain; which task's stage it is × its budget, and
-    that again once the task was trained), added to each step of the rollout. With no full run it is zero; each
-    full run adds its stages.
+    - *entropy channel*: a task's own stage closes a share of its gap to a perfect score,
+      ``s ← s + (1 − s)·(1 − (1 − h)^((b/p)^gain_exponent))`` with ``h = c·ΔH_own / (1 − s_base)``; another task's
+      stage moves it through the entropy it adds to it, ``s ← s + c·max(ΔH, 0)·(b/p)^spill_exponent``. ``c``, the
+      score change per nat, is fitted over every probe stage of the tasks whose entropy moved the same way in their
+      own probe (measured, not labelled): a short probe measures entropy precisely while the score changes it
+      causes are still within eval noise.
+    - *score channel*: the probes' score changes added in logit space (own stage ``(b/p)^score_gain_exponent``
+      times its probe's change: fast learners saturate; another task's stage ``b/p`` times its single-probe change
+      before the task was trained, its pair-probe change after), each shrunk towards 0 by its eval noise.
 
-    The std comes from ``n_boot`` rollouts with the probes' entropy changes drawn within their noise (the typical
-    off-diagonal entropy change of a structured stage, ≈ 0 but for noise) and the full runs resampled, plus the eval
-    noise of the scores.
+    The prior is ``(1 − score_weight)·entropy + score_weight·score`` per task.
+
+    Full runs (the surrogate): per task, a Bayesian linear regression of what the prior got wrong on features of the
+    schedule (1; the task's own share of the steps; for every other task, the share of its steps trained after this
+    task's last stage), with coefficients a priori N(0, prior_scale²) and the noise the full runs' seed spread
+    shows. A few full runs move the prediction by as much as their noise allows, no more: without any, it is the
+    probe model.
+
+    The std combines the posterior std of the correction, the spread of ``n_boot`` probe models refitted on the
+    probe seeds resampled (with one probe seed: drawn within the probes' noise) and the eval noise of a score.
 
     Args:
         use_pairs: use the pair probes (False: single-task probes only, the O(K) path).
-        gain_exponent: budget exponent of a task's own stage (1: exponential approach in steps).
-        spill_exponent: budget exponent of the entropy one stage spills onto another task (1: linear in steps).
-        alpha: ridge penalty of the full-run correction.
-        n_boot: rollouts behind the std.
-        random_state: seed of those rollouts.
+        gain_exponent: budget exponent of a task's own stage in the entropy channel.
+        spill_exponent: budget exponent of the entropy one stage spills onto another task.
+        score_weight: weight of the score channel in the prior (0: entropy channel alone).
+        score_gain_exponent: budget exponent of a task's own stage in the score channel.
+        prior_scale: prior std of the full-run correction's coefficients (how far full runs may move the prior).
+        n_boot: probe models behind the std.
+        random_state: seed of their draws.
 
     Example:
         >>> model = TransferPredictor().fit(load_records("studies/reference"))  # doctest: +SKIP
@@ -211,37 +221,59 @@ class TransferPredictor(_Predictor):
         use_pairs: bool = True,
         gain_exponent: float = 1.0,
         spill_exponent: float = 1.0,
-        alpha: float = 0.1,
-        n_boot: int = 50,
+        score_weight: float = 0.25,
+        score_gain_exponent: float = 0.3,
+        prior_scale: float = 0.1,
+        n_boot: int = 30,
         random_state: int = 0,
     ) -> None:
         self.use_pairs = use_pairs
         self.gain_exponent = gain_exponent
         self.spill_exponent = spill_exponent
-        self.alpha = alpha
+        self.score_weight = score_weight
+        self.score_gain_exponent = score_gain_exponent
+        self.prior_scale = prior_scale
         self.n_boot = n_boot
         self.random_state = random_state
 
     def fit(self, records: Iterable[dict[str, Any]], y: Any = None) -> TransferPredictor:
-        """Fit on run records: the probes (the low-fidelity model) and any full runs of the same base model and
-        suite (the correction); baselines, replays and records of other models are ignored."""
-        for name in ("gain_exponent", "spill_exponent"):
+        """Fit on run records: the probes (the prior) and any full runs of the same base model and suite (the
+        correction); baselines, replays and records of other models are ignored."""
+        for name in ("gain_exponent", "spill_exponent", "score_gain_exponent"):
             if not 0 < getattr(self, name) <= 3:
-                raise ValueError(f"{name}={getattr(self, name)!r} must be in (0, 3]; 1 is the default")
-        if not self.alpha > 0 or self.n_boot < 0:
-            raise ValueError(f"alpha={self.alpha!r} must be > 0 and n_boot={self.n_boot!r} ≥ 0")
+                raise ValueError(f"{name}={getattr(self, name)!r} must be in (0, 3]; see conf/predictor/learned.yaml")
+        if not 0 <= self.score_weight <= 1:
+            raise ValueError(f"score_weight={self.score_weight!r} must be in [0, 1]; 0.25 is the default")
+        if not self.prior_scale > 0 or self.n_boot < 0:
+            raise ValueError(f"prior_scale={self.prior_scale!r} must be > 0 and n_boot={self.n_boot!r} ≥ 0")
         records = list(records)
         tm = self.transfer_ = self._fit_transfer(records)
         probes = [r for r in records if r["kind"] == "probe" and (self.use_pairs or len(r["schedule"]["stages"]) == 1)]
+        full = self._full_runs(records, tm)
+        self.n_full_ = len(full)
+        rng = np.random.default_rng(self.random_state)
         self.coupling_ = _coupling(probes, tm)
         self.noise_ = _noise(tm)
+        members = [self._member(tm, probes, None)]
+        for _ in range(self.n_boot):
+            if len(tm.seeds) > 1:  # the probe seeds resampled: the spread one probe seed more or less makes
+                seeds = set(rng.choice(tm.seeds, size=len(tm.seeds)).tolist())
+                sample = [r for r in probes if r["seed"] in seeds]
+                members.append(self._member(TransferMatrix.from_records(sample), sample, None))
+            else:
+                members.append(self._member(tm, probes, rng))
+        # every member gets its correction (the first the posterior mean, the others a draw from the posterior)
+        self.members_ = [{**m, **self._correction(m, full, rng if n else None)} for n, m in enumerate(members)]
+        return self
+
+    def _full_runs(self, records: list[dict[str, Any]], tm: TransferMatrix) -> list[dict[str, Any]]:
         full = [r for r in records if r["kind"] == "full" and "replay" not in r]
         other = [r["run_id"] for r in full if record_model(r) != tm.model]
         if other:  # runs of another base model say nothing about this one; say so rather than drop them quietly
             warnings.warn(
                 f"{len(other)} full runs (e.g. {other[0]}) were trained from another base model than the probes "
                 f"({tm.model}); they are left out of the fit",
-                stacklevel=2,
+                stacklevel=3,
             )
             full = [r for r in full if record_model(r) == tm.model]
         for r in full:
@@ -249,26 +281,21 @@ class TransferPredictor(_Predictor):
                 raise ValueError(
                     f"full run {r['run_id']} has suite {r['suite']}, the probes {tm.tasks}; fit on runs of one suite"
                 )
-        self.n_full_ = len(full)
-        rng = np.random.default_rng(self.random_state)
-        prior = self._prior(tm, None)
-        self.members_ = [(prior, self._correction(prior, full))]
-        for _ in range(self.n_boot):
-            member = self._prior(tm, rng)
-            sample = [full[i] for i in rng.integers(len(full), size=len(full))] if full else []
-            self.members_.append((member, self._correction(member, sample)))
-        return self
+        return full
 
     def _predict_all(self, schedules: Iterable[ScheduleLike]) -> tuple[np.ndarray, ...]:
-        """From the rollouts: per task, the first member's scores and the members' spread with the eval noise; for
-        the mean over tasks, the spread of the members' means (the tasks move together within one rollout) with
-        the eval noise of a mean of K scores."""
-        runs = self._rollouts(self._schedules(schedules))  # (members, schedules, tasks)
+        """Per task, the first probe model's rollout plus the correction, with the members' spread, the
+        correction's posterior std and the eval noise; for the mean over tasks, the same for the mean (the tasks move
+        together within one rollout)."""
+        parsed = self._schedules(schedules)
+        budgets = self._encode(parsed)
+        runs = self._rollouts(budgets, self.members_)  # (members, schedules, tasks)
         eval_std = self.transfer_.eval_std
+        k = len(eval_std)
         spread = runs[1:].std(axis=0) if len(runs) > 1 else np.zeros_like(runs[0])
         means = runs.mean(axis=2)
         mean_spread = means[1:].std(axis=0) if len(runs) > 1 else np.zeros_like(means[0])
-        mean_noise = np.sqrt((eval_std**2).sum()) / len(eval_std)
+        mean_noise = np.sqrt((eval_std**2).sum()) / k
         return (
             runs[0],
             np.sqrt(spread**2 + eval_std[None, :] ** 2),
@@ -276,15 +303,64 @@ class TransferPredictor(_Predictor):
             np.sqrt(mean_spread**2 + mean_noise**2),
         )
 
-    def _rollouts(self, parsed: list[Schedule], *, chunk: int = 256) -> np.ndarray:
-        """(members, schedules, tasks): every bootstrap member's rollout of every schedule, all members and
-        ``chunk`` schedules at a time as array operations (the same numbers as :meth:`_rollout`, one by one)."""
-        budgets = self._encode(parsed)
-        stacked = self._stacked()
-        out = np.empty((len(self.members_), len(parsed), len(self.transfer_.tasks)))
-        for start in range(0, len(parsed), chunk):
-            out[:, start : start + chunk] = self._rollout_batch(budgets[start : start + chunk], stacked)
-        return out
+    # --- the probe model: a member is one fit of both channels ------------------------------------------------
+    def _member(
+        self, tm: TransferMatrix, probes: Sequence[dict[str, Any]], rng: np.random.Generator | None
+    ) -> dict[str, np.ndarray]:
+        coupling = _coupling(probes, tm) if rng is None else self.coupling_
+        return {**self._entropy_channel(tm, coupling, rng), **self._score_channel(tm, rng)}
+
+    def _entropy_channel(
+        self, tm: TransferMatrix, coupling: dict[str, float], rng: np.random.Generator | None
+    ) -> dict[str, np.ndarray]:
+        """Gap share closed per probe length ``h``, entropy spill (single and, for trained tasks, pair-averaged)
+        and coupling per task; drawn within their noise when ``rng`` is given."""
+        k = len(tm.tasks)
+        c = np.array([coupling[t] for t in tm.tasks])
+        own_entropy = np.diag(tm.entropy_change).copy()
+        spill = tm.entropy_change.copy()
+        spill_trained = spill.T.copy()  # [j, m]: entropy change of j when m is trained after it
+        if self.use_pairs:
+            spill_trained = np.where(np.isnan(tm.entropy_bwt), spill_trained, (spill_trained + tm.entropy_bwt) / 2)
+        if rng is not None:
+            own_entropy = own_entropy + rng.normal(0.0, self.noise_, k)
+            spill = spill + rng.normal(0.0, self.noise_, (k, k))
+            spill_trained = spill_trained + rng.normal(0.0, self.noise_, (k, k))
+        h = np.clip(c * own_entropy / np.maximum(1.0 - tm.base, 1e-6), 0.0, 0.99)
+        # only entropy a stage *adds* to another task erodes it; the small decreases are within probe noise and,
+        # times the coupling, would read as spurious gains
+        off = 1.0 - np.eye(k)
+        return {
+            "log_keep": np.log1p(-h),
+            "spill": np.maximum(spill, 0.0) * off * c[None, :],  # [k, j]: k's stage on untrained j
+            "spill_trained": np.maximum(spill_trained, 0.0).T * off * c[None, :],  # [k, j]: k's stage on trained j
+        }
+
+    def _score_channel(self, tm: TransferMatrix, rng: np.random.Generator | None) -> dict[str, np.ndarray]:
+        """Logit changes per probe length: own stage, another task's stage before and after the task was
+        trained ([k, j]: k's stage on j), each shrunk by its noise (drawn within it when ``rng`` is given)."""
+        k = len(tm.tasks)
+        base, single = _logit(tm.base), _logit(tm.single)
+        moved = single - base[None, :]  # [k, j]: k's single probe moved j
+        if self.use_pairs and tm.has_pairs:
+            after = np.array(
+                [[_logit(tm.pair[j, m, j]) - single[j, j] if m != j else 0.0 for j in range(k)] for m in range(k)]
+            )
+        else:
+            after = moved.copy()
+        # the std of a logit difference of two eval scores (of the mean over probe seeds)
+        slope = 1.0 / np.maximum(tm.base * (1 - tm.base), _EPS)
+        sd = np.broadcast_to(np.sqrt(2.0 / len(tm.seeds)) * tm.eval_std * slope, (k, k))
+        if rng is not None:
+            moved = moved + rng.normal(0.0, sd)
+            after = after + rng.normal(0.0, sd)
+
+        def shrink(x: np.ndarray) -> np.ndarray:  # an effect the size of its noise counts for half of it
+            return x * x**2 / (x**2 + sd**2)
+
+        moved, after = shrink(moved), shrink(after)
+        off = 1.0 - np.eye(k)
+        return {"own_logit": np.diag(moved).copy(), "moved": moved * off, "moved_trained": after * off}
 
     def _encode(self, parsed: list[Schedule]) -> np.ndarray:
         """(schedules, stages, tasks): the steps each task gets in each stage (0: not in it; short schedules are
@@ -307,150 +383,148 @@ class TransferPredictor(_Predictor):
             np.add.at(out, (where[0].astype(int), where[1].astype(int), where[2].astype(int)), where[3])
         return out
 
-    def _stacked(self) -> dict[str, np.ndarray]:
-        """The members' priors and corrections as arrays over members: log(1 − h) and the correction's own-stage
-        weights (M, K); and ``linear`` (M, K, 2K): for a stage's budgets g (n, K), ``g @ linear`` gives per task j
-        what the other tasks' stages do to it before it was trained (entropy spilled + the correction's term) and
-        what changes once it was trained (own-task entries zeroed: those are the own-stage terms)."""
-        k = len(self.transfer_.tasks)
-        off = 1.0 - np.eye(k)
-        weights = np.zeros((len(self.members_), k, 2 + 2 * k))
-        for m, (_, correction) in enumerate(self.members_):
-            if correction is not None:
-                weights[m] = np.array([c.coef_ for c in correction])
-        coupling = np.array([p["coupling"] for p, _ in self.members_])[:, None, :]
-        spill = np.array([p["spill"] for p, _ in self.members_]) * off * coupling  # [m, k, j]
-        spill_trained = np.array([p["spill_trained"] for p, _ in self.members_]).transpose(0, 2, 1) * off * coupling
-        after = (weights[:, :, 2 : 2 + k] * off).transpose(0, 2, 1)
-        after_trained = (weights[:, :, 2 + k :] * off).transpose(0, 2, 1)
-        return {
-            "log_keep": np.log1p(-np.array([p["h"] for p, _ in self.members_])),  # log(1 − h)
-            "w_own": weights[:, :, 0],
-            "w_room": weights[:, :, 1],
-            "linear": np.concatenate([spill + after, spill_trained - spill + after_trained], axis=2),
-        }
+    def _rollouts(
+        self, budgets: np.ndarray, members: Sequence[dict[str, np.ndarray]], *, chunk: int = 512
+    ) -> np.ndarray:
+        """(members, schedules, tasks): every member's rollout of every schedule, all members and ``chunk``
+        schedules at a time as array operations (the same numbers as :meth:`_rollout`, one by one)."""
+        stacked = {name: np.array([m[name] for m in members]) for name in members[0]}
+        out = np.empty((len(members), len(budgets), len(self.transfer_.tasks)))
+        for start in range(0, len(budgets), chunk):
+            out[:, start : start + chunk] = self._rollout_batch(budgets[start : start + chunk], stacked)
+        return out
 
     def _rollout_batch(self, budgets: np.ndarray, st: dict[str, np.ndarray]) -> np.ndarray:
-        """(members, schedules, tasks): the final scores of the schedules ``budgets`` encodes (see :meth:`_encode`)."""
+        """(members, schedules, tasks): the final scores of the schedules ``budgets`` encodes. Each channel rolls
+        its own state (scores, logits); the correction adds up beside them, with room to gain read off the mix."""
         tm = self.transfer_
-        k = len(tm.tasks)
-        scores = np.broadcast_to(tm.base, (len(self.members_), len(budgets), k)).copy()
-        trained = np.zeros((len(budgets), k))
+        m, n, k = len(st["log_keep"]), len(budgets), len(tm.tasks)
+        w = self.score_weight
+        scores = np.broadcast_to(tm.base, (m, n, k)).copy()
+        logits = np.broadcast_to(_logit(tm.base), (m, n, k)).copy()
+        fixed = np.zeros((m, n, k))
+        trained = np.zeros((n, k), dtype=bool)
         for i in range(budgets.shape[1]):
             steps = budgets[:, i, :] / tm.steps  # (n, K)
-            # own stage, where a task is in the stage (few entries): close a share of the gap, plus the correction
-            at_n, at_k = np.nonzero(steps)
-            g = steps[at_n, at_k] ** self.gain_exponent
-            room = 1.0 - scores[:, at_n, at_k]
-            own = (
-                room * -np.expm1(g * st["log_keep"][:, at_k])
-                + (st["w_own"][:, at_k] + st["w_room"][:, at_k] * room) * g
-            )
-            # the other tasks' stages: entropy spilled and the correction's who-after-whom terms, linear in budget
-            lin = (steps**self.spill_exponent)[None] @ st["linear"]  # (M, n, 2K)
-            once_trained = lin[..., k:]
-            once_trained *= trained[None]
-            scores += lin[..., :k]
-            scores += once_trained
+            at_n, at_k = np.nonzero(steps)  # own stages: where a task is in the stage (few entries)
+            g = steps[at_n, at_k]
+            room = 1.0 - _mix(scores[:, at_n, at_k], logits[:, at_n, at_k], fixed[:, at_n, at_k], w)
+            own = (1.0 - scores[:, at_n, at_k]) * -np.expm1(g**self.gain_exponent * st["log_keep"][:, at_k])
+            # the other tasks' stages, linear in budget; which terms depends on whether the task was trained
+            spill_g = steps**self.spill_exponent
+            scores += np.where(trained, spill_g @ st["spill_trained"], spill_g @ st["spill"])
+            logits += np.where(trained, steps @ st["moved_trained"], steps @ st["moved"])
+            fixed += np.where(trained, steps @ st["fix_trained"], steps @ st["fix"])
             scores[:, at_n, at_k] += own
+            logits[:, at_n, at_k] += st["own_logit"][:, at_k] * g**self.score_gain_exponent
+            fixed[:, at_n, at_k] += (st["fix_own"][:, at_k] + st["fix_room"][:, at_k] * room) * g
             np.clip(scores, 0.0, 1.0, out=scores)
-            trained[at_n, at_k] = 1.0
-        return scores
+            trained[at_n, at_k] = True
+        return np.clip(_mix(scores, logits, fixed, w), 0.0, 1.0)
 
-    # --- the low-fidelity model: numbers from the probes ------------------------------------------------------
-    def _prior(self, tm: TransferMatrix, rng: np.random.Generator | None) -> dict[str, np.ndarray]:
-        """Gap share closed per probe length ``h``, entropy spill (single and, for trained tasks, pair-averaged)
-        and coupling per task; drawn within their noise when ``rng`` is given."""
-        k = len(tm.tasks)
-        coupling = np.array([self.coupling_[tm.domains[t]] for t in tm.tasks])
-        own_entropy = np.diag(tm.entropy_change).copy()
-        spill = tm.entropy_change.copy()
-        spill_trained = spill.T.copy()  # [j, m]: entropy change of j when m is trained after it
-        if self.use_pairs:
-            spill_trained = np.where(np.isnan(tm.entropy_bwt), spill_trained, (spill_trained + tm.entropy_bwt) / 2)
-        if rng is not None:
-            own_entropy = own_entropy + rng.normal(0.0, self.noise_, k)
-            spill = spill + rng.normal(0.0, self.noise_, (k, k))
-            spill_trained = spill_trained + rng.normal(0.0, self.noise_, (k, k))
-        # a task's own gain through its entropy change too: a short probe of a slow starter moves its score by
-        # less than the eval noise, its entropy measurably (and the coupling ties the two)
-        gain = coupling * own_entropy
-        h = np.clip(gain / np.maximum(1.0 - tm.base, 1e-6), 0.0, 0.99)
-        # only entropy a stage *adds* to another task erodes it; the small decreases structured stages cause are
-        # within probe noise and, times the coupling, would read as spurious gains
-        spill, spill_trained = np.maximum(spill, 0.0), np.maximum(spill_trained, 0.0)
-        return {"h": h, "spill": spill, "spill_trained": spill_trained, "coupling": coupling}
-
-    def _prior_step(
-        self, prior: dict[str, np.ndarray], stage: str, steps: float, j: int, trained: bool, score: float
-    ) -> float:
+    def _rollout(self, schedule: Schedule, member: dict[str, np.ndarray]) -> np.ndarray:
+        """One member's rollout of one schedule, stage by stage and task by task: the definition
+        :meth:`_rollout_batch` computes as array work (kept as the oracle its test and
+        ``benchmarks/predictor_throughput.py`` compare to)."""
         tm = self.transfer_
-        k, g = tm.index(stage), steps / tm.steps
-        if k == j:
-            return (1.0 - score) * (1.0 - (1.0 - prior["h"][j]) ** (g**self.gain_exponent))
-        spill = prior["spill_trained"][j, k] if trained else prior["spill"][k, j]
-        return float(prior["coupling"][j] * spill * g**self.spill_exponent)
-
-    # --- the high-fidelity correction: what the probes' model got wrong on full runs ---------------------------
-    def _residual_features(self, stage: str, steps: float, j: int, trained: bool, score: float) -> list[float]:
-        """Own stage: budget and room to gain; another task's stage: which task it is × budget, and the same once
-        this task was trained (who comes after whom)."""
-        tm = self.transfer_
-        k, n = tm.index(stage), len(tm.tasks)
-        if k == j:
-            g = (steps / tm.steps) ** self.gain_exponent
-            return [g, (1.0 - score) * g] + [0.0] * (2 * n)
-        g = (steps / tm.steps) ** self.spill_exponent
-        after = [0.0] * (2 * n)
-        after[k] = g
-        after[n + k] = g * trained
-        return [0.0, 0.0] + after
-
-    def _correction(self, prior: dict[str, np.ndarray], runs: Sequence[dict[str, Any]]) -> list[Any] | None:
-        from sklearn.linear_model import Ridge
-
-        if not runs:
-            return None
-        tm = self.transfer_
-        xs: list[list[list[float]]] = [[] for _ in tm.tasks]
-        ys: list[list[float]] = [[] for _ in tm.tasks]
-        for r in runs:
-            trained: set[str] = set()
-            for i, stage in enumerate(r["schedule"]["stages"]):
-                before, after = r["evals"][i]["scores"], r["evals"][i + 1]["scores"]
-                shares = _shares(stage["tasks"], stage["steps"], stage.get("weights"))
-                for j, t in enumerate(tm.tasks):
-                    xs[j] += [
-                        self._residual_features(name, steps, j, t in trained, before[t]) for name, steps in shares
-                    ]
-                    predicted = sum(
-                        self._prior_step(prior, name, steps, j, t in trained, before[t]) for name, steps in shares
-                    )
-                    # a mixed stage's shares are rows of their own; each carries its part of the residual
-                    ys[j] += [(after[t] - before[t] - predicted) / len(shares)] * len(shares)
-                trained |= set(stage["tasks"])
-        return [
-            Ridge(alpha=self.alpha, fit_intercept=False).fit(np.array(x), np.array(y))
-            for x, y in zip(xs, ys, strict=True)
-        ]
-
-    def _rollout(self, schedule: Schedule, prior: dict[str, np.ndarray], correction: list[Any] | None) -> np.ndarray:
-        """One member's rollout of one schedule, stage by stage and task by task: the definition :meth:`_rollouts`
-        computes as array work (kept as the oracle its test and ``benchmarks/predictor_throughput.py`` compare to)."""
-        tm = self.transfer_
-        scores = tm.base.copy()
+        index = {t: i for i, t in enumerate(tm.tasks)}
+        w = self.score_weight
+        scores, logits, fixed = tm.base.copy(), _logit(tm.base).copy(), np.zeros(len(tm.tasks))
         trained: set[str] = set()
         for stage in schedule.stages:
-            step = np.zeros(len(tm.tasks))
+            step, step_logit, step_fix = np.zeros(len(tm.tasks)), np.zeros(len(tm.tasks)), np.zeros(len(tm.tasks))
             for j, t in enumerate(tm.tasks):
                 for name, steps in _shares(stage.tasks, stage.steps, stage.weights):
-                    step[j] += self._prior_step(prior, name, steps, j, t in trained, scores[j])
-                    if correction is not None:
-                        x = self._residual_features(name, steps, j, t in trained, scores[j])
-                        step[j] += float(correction[j].predict(np.array([x]))[0])
+                    k, g = index[name], steps / tm.steps
+                    if k == j:
+                        room = 1.0 - _mix(scores[j], logits[j], fixed[j], w)
+                        step[j] += (1.0 - scores[j]) * -np.expm1(g**self.gain_exponent * member["log_keep"][j])
+                        step_logit[j] += member["own_logit"][j] * g**self.score_gain_exponent
+                        step_fix[j] += (member["fix_own"][j] + member["fix_room"][j] * room) * g
+                    else:
+                        after = "_trained" if t in trained else ""
+                        step[j] += member["spill" + after][k, j] * g**self.spill_exponent
+                        step_logit[j] += member["moved" + after][k, j] * g
+                        step_fix[j] += member["fix" + after][k, j] * g
             scores = np.clip(scores + step, 0.0, 1.0)
+            logits, fixed = logits + step_logit, fixed + step_fix
             trained |= set(stage.tasks)
-        return scores
+        return np.clip(_mix(scores, logits, fixed, w), 0.0, 1.0)
+
+    def _prior_effect(
+        self, member: dict[str, np.ndarray], k: int, g: float, j: int, trained: bool, score: float
+    ) -> float:
+        """How ``g`` probe lengths of task ``k`` move task ``j`` at ``score`` by the probe model (the two channels'
+        changes mixed): what the correction is fitted against, stage by stage."""
+        if k == j:
+            entropy = (1.0 - score) * -np.expm1(g**self.gain_exponent * member["log_keep"][j])
+            logit = member["own_logit"][j] * g**self.score_gain_exponent
+        else:
+            entropy = member["spill_trained" if trained else "spill"][k, j] * g**self.spill_exponent
+            logit = member["moved_trained" if trained else "moved"][k, j] * g
+        w = self.score_weight
+        return float((1.0 - w) * entropy + w * _moved_by(np.array(score), np.array(logit)))
+
+    # --- the surrogate: what the probe model got wrong on every stage of the full runs ------------------------
+    def _correction(
+        self, member: dict[str, np.ndarray], runs: Sequence[dict[str, Any]], rng: np.random.Generator | None
+    ) -> dict[str, np.ndarray]:
+        """Per task, a Bayesian linear regression of the probe model's error on every stage of ``runs`` (features:
+        own stage: budget and room to gain × budget; another task's stage: which task × budget, before and after this
+        task was trained); coefficients a priori N(0, prior_scale²), noise the eval noise of a score change. Returns
+        the coefficients as the rollout uses them: the posterior mean, or with ``rng`` a draw from the posterior."""
+        tm = self.transfer_
+        k = len(tm.tasks)
+        f = 2 + 2 * k
+        coef = np.zeros((k, f))
+        if runs:
+            index = {t: i for i, t in enumerate(tm.tasks)}
+            xs: list[list[list[float]]] = [[] for _ in tm.tasks]
+            ys: list[list[float]] = [[] for _ in tm.tasks]
+            for r in runs:
+                trained: set[str] = set()
+                for i, stage in enumerate(r["schedule"]["stages"]):
+                    before, after = r["evals"][i]["scores"], r["evals"][i + 1]["scores"]
+                    shares = _shares(stage["tasks"], stage["steps"], stage.get("weights"))
+                    for j, t in enumerate(tm.tasks):
+                        predicted = 0.0
+                        for name, steps in shares:
+                            g = steps / tm.steps
+                            predicted += self._prior_effect(member, index[name], g, j, t in trained, before[t])
+                            x = [0.0] * f
+                            if index[name] == j:
+                                x[0], x[1] = g, (1.0 - before[t]) * g
+                            else:
+                                x[2 + index[name] + (k if t in trained else 0)] = g
+                            xs[j].append(x)
+                        # a mixed stage's shares are rows of their own; each carries its part of the error
+                        ys[j] += [(after[t] - before[t] - predicted) / len(shares)] * len(shares)
+                    trained |= set(stage["tasks"])
+            for j in range(k):
+                x, y = np.array(xs[j]), np.array(ys[j])
+                noise = 2.0 * tm.eval_std[j] ** 2  # a change between two eval scores
+                cov = np.linalg.inv(np.eye(f) / self.prior_scale**2 + x.T @ x / noise)
+                coef[j] = cov @ x.T @ y / noise
+                if rng is not None:
+                    coef[j] = rng.multivariate_normal(coef[j], cov)
+        off = 1.0 - np.eye(k)
+        return {
+            "fix_own": coef[:, 0],
+            "fix_room": coef[:, 1],
+            "fix": coef[:, 2 : 2 + k].T * off,  # [k, j]: k's stage on untrained j
+            "fix_trained": coef[:, 2 + k :].T * off,
+        }
+
+
+def _mix(scores: Any, logits: Any, fixed: Any, w: float) -> Any:
+    """A task's score from the two channels' states and the correction's sum."""
+    return (1.0 - w) * scores + w / (1.0 + np.exp(-logits)) + fixed
+
+
+def _moved_by(scores: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    """The score change of moving ``scores`` by ``logits`` in logit space."""
+    z = np.log(np.clip(scores, _EPS, 1 - _EPS) / (1 - np.clip(scores, _EPS, 1 - _EPS))) + logits
+    return 1.0 / (1.0 + np.exp(-z)) - scores
 
 
 def make_predictor(cfg: Any) -> AdditiveBWTPredictor | TransferPredictor:
@@ -462,7 +536,9 @@ def make_predictor(cfg: Any) -> AdditiveBWTPredictor | TransferPredictor:
             use_pairs=cfg.use_pairs,
             gain_exponent=cfg.gain_exponent,
             spill_exponent=cfg.spill_exponent,
-            alpha=cfg.alpha,
+            score_weight=cfg.score_weight,
+            score_gain_exponent=cfg.score_gain_exponent,
+            prior_scale=cfg.prior_scale,
             n_boot=cfg.n_boot,
             random_state=cfg.random_state,
         )
@@ -579,11 +655,13 @@ def _shares(tasks: Sequence[str], steps: int, weights: Sequence[float] | None) -
 
 
 def _coupling(probes: Sequence[dict[str, Any]], tm: TransferMatrix) -> dict[str, float]:
-    """Score change per nat of entropy change, per domain: least squares through the origin over every probe stage
-    and every task of that domain (own stages and others')."""
+    """Score change per nat of entropy change, per task: least squares through the origin over every probe stage
+    and every task whose entropy moved the same way in its own probe (measured, not labelled: tasks whose own
+    training raises their entropy, and the others), own stages and others' alike."""
+    rises = {t: tm.entropy_change[i, i] > 0 for i, t in enumerate(tm.tasks)}
     out = {}
-    for domain in set(tm.domains.values()):
-        tasks = [t for t in tm.tasks if tm.domains[t] == domain]
+    for group in set(rises.values()):
+        tasks = [t for t in tm.tasks if rises[t] == group]
         dh, ds = [], []
         for r in probes:
             for i in range(len(r["schedule"]["stages"])):
@@ -591,15 +669,16 @@ def _coupling(probes: Sequence[dict[str, Any]], tm: TransferMatrix) -> dict[str,
                 dh += [after["entropy"][t] - before["entropy"][t] for t in tasks]
                 ds += [after["scores"][t] - before["scores"][t] for t in tasks]
         x, y = np.array(dh), np.array(ds)
-        out[domain] = float(x @ y / (x @ x)) if len(x) and x @ x > 0 else 0.0
+        c = float(x @ y / (x @ x)) if len(x) and x @ x > 0 else 0.0
+        out.update({t: c for t in tasks})
     return out
 
 
 def _noise(tm: TransferMatrix) -> float:
-    """Noise of one probe entropy change: the typical entropy change a structured stage causes on another task,
-    which is ≈ 0 but for noise (smaller when the matrix averages several probe seeds, as it should be)."""
-    structured = [i for i, t in enumerate(tm.tasks) if tm.domains[t] == "structured"]
-    off = [abs(tm.entropy_change[i, j]) for i in structured for j in range(len(tm.tasks)) if j != i]
+    """Noise of one probe entropy change: the typical entropy change the stage of a task whose own entropy falls
+    causes on another task, which is ≈ 0 but for noise (smaller when the matrix averages several probe seeds)."""
+    falls = [i for i in range(len(tm.tasks)) if tm.entropy_change[i, i] <= 0] or list(range(len(tm.tasks)))
+    off = [abs(tm.entropy_change[i, j]) for i in falls for j in range(len(tm.tasks)) if j != i]
     return float(np.median(off)) if off else 0.0
 
 

@@ -70,9 +70,11 @@ def test_predictors_follow_the_estimator_api_and_refuse_bad_input(probes: list[d
         with pytest.raises(ValueError, match="no complete set of pair probes"):
             clone(model).fit(singles)
         assert clone(model).set_params(use_pairs=False).fit(singles).predict(["qa:200>names:200"]).shape == (1, 4)
-    assert clone(TransferPredictor(alpha=0.5)).get_params()["alpha"] == 0.5
-    with pytest.raises(ValueError, match="alpha=0"):
-        TransferPredictor(alpha=0).fit(probes)
+    assert clone(TransferPredictor(prior_scale=0.5)).get_params()["prior_scale"] == 0.5
+    with pytest.raises(ValueError, match="prior_scale=0"):
+        TransferPredictor(prior_scale=0).fit(probes)
+    with pytest.raises(ValueError, match="score_weight=1.5 must be in"):
+        TransferPredictor(score_weight=1.5).fit(probes)
     with pytest.warns(UserWarning, match="1 full runs .* another base model"):
         TransferPredictor(n_boot=0).fit([*probes, {**full[0], "model_id": "other-model"}])
     with pytest.raises(ValueError, match="predictor.name='gp'; use learned or additive"):
@@ -184,5 +186,42 @@ def test_batched_rollouts_give_the_one_by_one_numbers(probes: list[dict], full: 
     for fit in (probes, probes + full[:24]):
         model = TransferPredictor(n_boot=6).fit(fit)
         parsed = model._schedules(keys)
-        loop = np.array([[model._rollout(s, *member) for s in parsed] for member in model.members_])
-        np.testing.assert_allclose(model._rollouts(parsed, chunk=2), loop, rtol=0, atol=1e-12)
+        loop = np.array([[model._rollout(s, member) for s in parsed] for member in model.members_])
+        batched = model._rollouts(model._encode(parsed), model.members_, chunk=2)
+        np.testing.assert_allclose(batched, loop, rtol=0, atol=1e-12)
+
+
+def test_learned_predictor_reads_no_task_label(probes: list[dict], full: list[dict], monkeypatch) -> None:
+    """Which tasks count as open is measured (their entropy rose in their own probe), never read off a task's
+    domain label: relabelling every task changes no prediction."""
+    from dataclasses import replace
+
+    from orderopt.probe import TransferMatrix
+
+    keys = sorted({r["schedule_key"] for r in full})[:6]
+    before = TransferPredictor(n_boot=3).fit(probes + full[:12]).predict(keys, return_std=True)
+    original = TransferMatrix.from_records.__func__
+
+    def relabelled(cls, records):
+        tm = original(cls, records)
+        return replace(tm, domains=dict.fromkeys(tm.tasks, "structured"))
+
+    monkeypatch.setattr(TransferMatrix, "from_records", classmethod(relabelled))
+    after = TransferPredictor(n_boot=3).fit(probes + full[:12]).predict(keys, return_std=True)
+    np.testing.assert_array_equal(before[0], after[0])
+    np.testing.assert_array_equal(before[1], after[1])
+
+
+def test_std_carries_the_probe_seed_spread_and_full_runs_narrow_it(records: list[dict], full: list[dict]) -> None:
+    """With several probe seeds the probe models are refitted on the seeds resampled: their spread is in the std.
+    Full runs of other schedules pull the correction's posterior in, so the std of a schedule they resemble shrinks."""
+    keys = sorted({r["schedule_key"] for r in full})
+    two = [r for r in records if r["kind"] == "probe" and r["seed"] in (0, 1)]
+    model = TransferPredictor(n_boot=20).fit(two)
+    assert len(model.transfer_.seeds) == 2
+    spread = np.array([m["own_logit"] for m in model.members_[1:]]).std(axis=0)
+    assert (spread > 0).any()  # members differ: each saw a resampled set of probe seeds
+    _, std_probes = model.predict_mean(keys, return_std=True)
+    fitted = TransferPredictor(n_boot=20).fit(two + [r for r in full if r["schedule_key"] != keys[0]])
+    _, std_full = fitted.predict_mean(keys[:1], return_std=True)
+    assert std_full[0] < std_probes[0]
