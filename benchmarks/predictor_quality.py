@@ -1,24 +1,28 @@
-"""How well do the predictors rank schedules? Against a study whose schedules were all trained for real.
+"""How well do the predictors rank schedules they never saw? Against a study whose schedules were all trained.
 
     python benchmarks/predictor_quality.py                       # studies/reference, its committed probes
-    python benchmarks/predictor_quality.py --study DIR --draws 50 --json out.json
+    python benchmarks/predictor_quality.py --study studies/rich --json out.json
+    PYTHONPATH=<checkout of an older commit> python benchmarks/predictor_quality.py --only learned  # an older predictor
 
-For every set of probe records in the study (one probe config; each probe seed on its own and all seeds together)
-it fits (a) the additive BWT predictor, (b) the learned predictor on the probes only, (c) the learned predictor on
-the probes plus ``--n-full`` full runs drawn at random (4, 8 and 16 by default; ``--draws`` draws each; evaluated
-on the schedules not drawn; median, min and max of ρ over draws) — each with pair probes and with single-task
-probes only (the O(K) path) — and prints Spearman ρ and Kendall τ of predicted vs measured mean final score (mean
-over the recorded seeds) over every curriculum of the study. No training: only recorded runs are read.
+The study's schedules are split in two halves by the parity of the SHA-1 of their key: a fixed rule, chosen before
+looking. The *design* half is where predictor changes were tried; every figure printed here is on the *held-out*
+half (``--split design`` shows the other). Full runs seen by a fit are drawn from the design half only (``--n-full``,
+``--draws`` draws each), so the held-out schedules are never in a fit, and each draw is compared with the probes-only
+fit on the same held-out schedules (paired: "never lower" is measured draw by draw).
 
-Beside them, the free rules (``orderopt.rules``: open tasks first — open meaning the entropy rose in the task's own
-single-task probe, measured per probe set, and by the tasks' labels —, structured first, suite order, each task
-first) and the heuristic orders of each probe set (closeness to the order), ranked the same way, over every
-schedule of the study and over its equal-budget curricula alone.
+For every probe set (each probe seed alone and all seeds pooled) and both paths (pairs; single-task probes only):
+the learned predictor (probes only, + full runs), the additive BWT predictor, and — per probe seed — whether the
+measured ρ lies within the 90% interval of the ρ the learned predictor's own std implies (draws of its predictions
+within their std), and how often a held-out schedule's measured mean lies within ±1 and ±2 std of its prediction.
+Beside them, the free rules (``orderopt.rules``: open tasks first — measured per probe set, and by the tasks'
+labels —, structured first, suite order, each task first) and the heuristic orders of each probe set, on the same
+held-out schedules and on its equal-budget curricula alone. No training: only recorded runs are read.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import statistics
 from collections import defaultdict
@@ -38,10 +42,11 @@ from orderopt.store import load_records
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", default="studies/reference")
-    parser.add_argument("--n-full", type=int, nargs="+", default=[4, 8, 16], help="full runs seen, one figure each")
+    parser.add_argument("--n-full", type=int, nargs="+", default=[4, 8], help="full runs seen, one figure each")
     parser.add_argument("--draws", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0, help="seed of the draws of full runs")
-    parser.add_argument("--pool", type=int, default=0, help="also pool the probes of every N consecutive seeds")
+    parser.add_argument("--split", choices=["held-out", "design"], default="held-out")
+    parser.add_argument("--only", choices=["learned"], help="only the learned predictor (e.g. an older one)")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
 
@@ -50,31 +55,49 @@ def main() -> None:
     measured: dict[str, list[float]] = defaultdict(list)
     for r in full:
         measured[r["schedule_key"]].append(r["mean_final"])
-    keys = sorted(measured)
-    print(f"{args.study}: {len(full)} full runs of {len(keys)} schedules; ranking the mean final score over seeds")
+    halves = {"held-out": [], "design": []}
+    for k in sorted(measured):
+        halves[half(k)].append(k)
+    keys, design = halves[args.split], halves["design" if args.split == "held-out" else "held-out"]
+    print(
+        f"{args.study}: {len(full)} full runs of {len(measured)} schedules; ranking the mean final score over seeds "
+        f"of the {len(keys)} {args.split} schedules (full runs in fits drawn from the other {len(design)})"
+    )
     results: list[dict[str, Any]] = []
-    rules = _free_rule_rows(records, keys, measured, args.pool)
+    rules = [] if args.only else _free_rule_rows(records, keys, measured)
     for row in rules:
         if not row["probes"]:
             print(_format_rule(row))
     for line in _summarise_probe_rules(rules):
         print(line)
-    for name, probes in _probe_sets(records, args.pool):
+    seen_full = [r for r in full if r["schedule_key"] in design]
+    for name, probes in _probe_sets(records):
         for pairs in (True, False):
-            path = "pairs" if pairs else "single-task only"
-            row = {"probes": name, "path": path}
-            row["additive"] = _rank(AdditiveBWTPredictor(use_pairs=pairs).fit(probes), keys, measured)
-            row["learned"] = _rank(TransferPredictor(use_pairs=pairs, n_boot=0).fit(probes), keys, measured)
-            row["learned+full"] = {n: _with_full(probes, full, measured, pairs, n, args) for n in args.n_full}
+            row: dict[str, Any] = {"probes": name, "path": "pairs" if pairs else "single-task only"}
+            learned = TransferPredictor(use_pairs=pairs).fit(probes)
+            row["learned"] = _rank(learned, keys, measured)
+            if not args.only:
+                row["learned"].update(_calibration(learned, keys, measured))
+                row["additive"] = _rank(AdditiveBWTPredictor(use_pairs=pairs).fit(probes), keys, measured)
+            row["learned+full"] = {
+                n: _with_full(probes, seen_full, keys, measured, pairs, n, args) for n in args.n_full
+            }
             results.append(row)
             print(_format(row))
+    for line in _summarise(results):
+        print(line)
     if args.json:
-        args.json.write_text(json.dumps({"predictors": results, "free_rules": rules}, indent=1))
+        args.json.write_text(json.dumps({"split": args.split, "predictors": results, "free_rules": rules}, indent=1))
         print(f"written: {args.json}")
 
 
+def half(key: str) -> str:
+    """The half a schedule belongs to: a fixed rule on its key, not on anything measured."""
+    return "held-out" if int(hashlib.sha1(key.encode()).hexdigest(), 16) % 2 else "design"
+
+
 def _free_rule_rows(
-    records: list[dict[str, Any]], keys: list[str], measured: dict[str, list[float]], pool: int
+    records: list[dict[str, Any]], keys: list[str], measured: dict[str, list[float]]
 ) -> list[dict[str, Any]]:
     """ρ and τ of every free rule, and of closeness to each heuristic order of each probe set, over every schedule
     and over the equal-budget curricula alone."""
@@ -87,7 +110,7 @@ def _free_rule_rows(
     rules["structured tasks first (labels)"] = free_rules(suite, [t for t in suite if labels[t] == "open"]).get(
         "structured tasks first", lambda s: 0.0
     )
-    for name, probes in _probe_sets(records, pool):
+    for name, probes in _probe_sets(records):
         tm = TransferMatrix.from_records(probes)
         opens = opens_from_entropy(dict(zip(tm.tasks, np.diag(tm.entropy_change).tolist(), strict=True)))
         measured_rules = free_rules(suite, opens)
@@ -150,9 +173,9 @@ def _summarise_probe_rules(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _probe_sets(records: list[dict[str, Any]], pool: int) -> list[tuple[str, list[dict[str, Any]]]]:
-    """Probe records grouped by probe config (trainer settings and length); within each, every seed alone, every
-    ``pool`` consecutive seeds together, and all seeds together."""
+def _probe_sets(records: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Probe records grouped by probe config (trainer settings and length); within each, every seed alone and all
+    seeds together."""
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         if r["kind"] == "probe":
@@ -167,9 +190,6 @@ def _probe_sets(records: list[dict[str, Any]], pool: int) -> list[tuple[str, lis
     for name, probes in groups.items():
         seeds = sorted({r["seed"] for r in probes})
         out += [(f"{name}, seed {s}", [r for r in probes if r["seed"] == s]) for s in seeds]
-        for i in range(0, len(seeds) - pool + 1, pool) if 1 < pool < len(seeds) else ():
-            group = seeds[i : i + pool]
-            out.append((f"{name}, seeds {','.join(map(str, group))}", [r for r in probes if r["seed"] in group]))
         if len(seeds) > 1:
             out.append((f"{name}, seeds {','.join(map(str, seeds))}", probes))
     return out
@@ -180,21 +200,41 @@ def _rank(model: Any, keys: list[str], measured: dict[str, list[float]]) -> dict
     return rank_correlation(list(predicted), [statistics.fmean(measured[k]) for k in keys])
 
 
+def _calibration(model: Any, keys: list[str], measured: dict[str, list[float]], draws: int = 400) -> dict[str, Any]:
+    """Does the predictor know how good it is? The 90% interval of ρ(prediction, a draw within its std) against the
+    measured ρ, and how many measured means lie within ±1 and ±2 std of their prediction."""
+    mean, std = model.predict_mean(keys, return_std=True)
+    truth = np.array([statistics.fmean(measured[k]) for k in keys])
+    rng = np.random.default_rng(0)
+    rho = [rank_correlation(list(mean), list(rng.normal(mean, std)))["spearman"] for _ in range(draws)]
+    low, high = np.quantile(rho, [0.05, 0.95])
+    actual = rank_correlation(list(mean), list(truth))["spearman"]
+    z = np.abs(truth - mean) / std
+    return {
+        "rho_interval": [float(low), float(high)],
+        "rho_within": bool(low <= actual <= high),
+        "within_1sd": float(np.mean(z <= 1)),
+        "within_2sd": float(np.mean(z <= 2)),
+    }
+
+
 def _with_full(
     probes: list[dict[str, Any]],
     full: list[dict[str, Any]],
+    keys: list[str],
     measured: dict[str, list[float]],
     pairs: bool,
     n_full: int,
     args: argparse.Namespace,
-) -> dict[str, float]:
+) -> dict[str, Any]:
+    """``n_full`` full runs drawn from ``full`` (the other half's) per draw; ρ on ``keys`` with them in the fit, and
+    the share of draws where that is not below the probes-only ρ on the same schedules."""
     rng = np.random.default_rng(args.seed)
+    alone = _rank(TransferPredictor(use_pairs=pairs, n_boot=0).fit(probes), keys, measured)["spearman"]
     rho, tau = [], []
     for _ in range(args.draws):
         seen = [full[i] for i in rng.choice(len(full), n_full, replace=False)]
-        rest = sorted(set(measured) - {r["schedule_key"] for r in seen})
-        model = TransferPredictor(use_pairs=pairs, n_boot=0).fit(probes + seen)
-        r = _rank(model, rest, measured)
+        r = _rank(TransferPredictor(use_pairs=pairs, n_boot=0).fit(probes + seen), keys, measured)
         rho.append(r["spearman"])
         tau.append(r["kendall"])
     return {
@@ -202,18 +242,46 @@ def _with_full(
         "kendall": statistics.median(tau),
         "spearman_min": min(rho),
         "spearman_max": max(rho),
+        "not_lower": float(np.mean(np.array(rho) >= alone - 1e-12)),
     }
 
 
+def _summarise(results: list[dict[str, Any]]) -> list[str]:
+    """Median (min–max) over the single-seed probe sets of every predictor's ρ, per path."""
+    lines = []
+    for path in ("pairs", "single-task only"):
+        rows = [r for r in results if r["path"] == path and ", seed " in r["probes"]]
+        if not rows:
+            continue
+        cells = {"learned": [r["learned"]["spearman"] for r in rows]}
+        if "additive" in rows[0]:
+            cells["additive"] = [r["additive"]["spearman"] for r in rows]
+        for n in rows[0]["learned+full"]:
+            cells[f"+{n} full"] = [r["learned+full"][n]["spearman"] for r in rows]
+        text = " | ".join(
+            f"{name} ρ median {statistics.median(v):+.3f} ({min(v):+.2f}..{max(v):+.2f})" for name, v in cells.items()
+        )
+        lines.append(f"over {len(rows)} probe seeds, {path}: {text}")
+        if "rho_within" in rows[0]["learned"]:
+            within = np.mean([r["learned"]["rho_within"] for r in rows])
+            one = np.mean([r["learned"]["within_1sd"] for r in rows])
+            two = np.mean([r["learned"]["within_2sd"] for r in rows])
+            lines.append(
+                f"  learned's own uncertainty, {path}: measured ρ inside its 90% interval for {within:.0%} of probe "
+                f"seeds; held-out means within ±1 std {one:.0%}, ±2 std {two:.0%}"
+            )
+    return lines
+
+
 def _format(row: dict[str, Any]) -> str:
-    a, b = row["additive"], row["learned"]
-    text = (
-        f"{row['probes']:<42} {row['path']:<16} | additive ρ {a['spearman']:+.3f} τ {a['kendall']:+.3f} | "
-        f"learned ρ {b['spearman']:+.3f} τ {b['kendall']:+.3f}"
-    )
+    b = row["learned"]
+    text = f"{row['probes']:<42} {row['path']:<16} | learned ρ {b['spearman']:+.3f} τ {b['kendall']:+.3f}"
+    if "additive" in row:
+        a = row["additive"]
+        text += f" | additive ρ {a['spearman']:+.3f} τ {a['kendall']:+.3f}"
     for n, c in row["learned+full"].items():
         text += f" | +{n} full ρ {c['spearman']:+.3f} τ {c['kendall']:+.3f}"
-        text += f" ({c['spearman_min']:+.2f}..{c['spearman_max']:+.2f})"
+        text += f" ({c['spearman_min']:+.2f}..{c['spearman_max']:+.2f}, ≥ probes only in {c['not_lower']:.0%})"
     return text
 
 

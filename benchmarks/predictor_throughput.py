@@ -1,6 +1,6 @@
 """How fast does the learned predictor score schedules? Every order of K tasks, with std, on one core.
 
-    python benchmarks/predictor_throughput.py                 # K = 8: all 40,320 orders, n_boot 50, 5 repeats
+    python benchmarks/predictor_throughput.py                 # K = 8: all 40,320 orders, n_boot 30 (the default), 5 repeats
     python benchmarks/predictor_throughput.py --k 6 --full 20 --json out.json
 
 The predictor is fitted on synthetic probe records of K tasks (single and pair probes, seeded random scores and
@@ -82,7 +82,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--k", type=int, default=8, help="tasks (all K! orders are scored)")
     parser.add_argument("--full", type=int, default=0, help="synthetic full runs in the fit (the correction)")
-    parser.add_argument("--n-boot", type=int, default=50)
+    parser.add_argument("--n-boot", type=int, default=TransferPredictor().n_boot)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--loop-sample", type=int, default=48, help="orders timed with the one-by-one loop")
     parser.add_argument("--json", type=Path)
@@ -105,9 +105,9 @@ def main() -> None:
     with_parsing = timed(lambda: model.predict_mean(keys, return_std=True))
     sample = parsed[:: max(1, len(parsed) // args.loop_sample)][: args.loop_sample]
     start = time.perf_counter()
-    loop = np.array([[model._rollout(s, *member) for s in sample] for member in model.members_])
+    loop = np.array([[model._rollout(s, member) for s in sample] for member in model.members_])
     per_schedule_loop = (time.perf_counter() - start) / len(sample)
-    vec = model._rollouts(sample)
+    vec = model._rollouts(model._encode(sample), model.members_)
     result = {
         "k": args.k,
         "orders": len(keys),
