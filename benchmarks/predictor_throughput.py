@@ -1,6 +1,6 @@
 """How fast does the learned predictor score schedules? Every order of K tasks, with std, on one core.
 
-    python benchmarks/predictor_throughput.py                 # K = 8: all 40,320 orders, n_boot 30 (the default), 5 repeats
+    python benchmarks/predictor_throughput.py        # K = 8: all 40,320 orders, n_boot 30 (default), 5 repeats
     python benchmarks/predictor_throughput.py --k 6 --full 20 --json out.json
 
 The predictor is fitted on synthetic probe records of K tasks (single and pair probes, seeded random scores and
