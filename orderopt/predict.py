@@ -501,10 +501,10 @@ class TransferPredictor(_Predictor):
                         ys[j] += [(after[t] - before[t] - predicted) / len(shares)] * len(shares)
                     trained |= set(stage["tasks"])
             for j in range(k):
-                x, y = np.array(xs[j]), np.array(ys[j])
+                xj, yj = np.array(xs[j]), np.array(ys[j])
                 noise = 2.0 * tm.eval_std[j] ** 2  # a change between two eval scores
-                cov = np.linalg.inv(np.eye(f) / self.prior_scale**2 + x.T @ x / noise)
-                coef[j] = cov @ x.T @ y / noise
+                cov = np.linalg.inv(np.eye(f) / self.prior_scale**2 + xj.T @ xj / noise)
+                coef[j] = cov @ xj.T @ yj / noise
                 if rng is not None:
                     coef[j] = rng.multivariate_normal(coef[j], cov)
         off = 1.0 - np.eye(k)
