@@ -8,9 +8,8 @@ learned state ends in ``_``, ``predict(schedules)`` returns an ``(n_schedules, n
   plus the backward transfer of every task trained after it. The baseline.
 - :class:`TransferPredictor` — learned: rolls a schedule forward stage by stage through two models of the probes
   (an entropy channel: entropy a stage adds to a task erodes it, entropy a task's own stage removes is learning; a
-  score channel: the probes' score changes added in logits), mixed, as the prior mean of a Bayesian correction
-  fitted on every stage of the full runs already done — so a few full runs move it by as much as their noise
-  allows. Nothing in it reads a task's domain label: which tasks are "open" is measured. Without pair probes it
+  score channel: the probes' score changes added in logits), mixed; a Bayesian correction of the entropy channel,
+  fitted on every stage of the full runs already done, moves it by as much as their noise allows. Nothing in it reads a task's domain label: which tasks are "open" is measured. Without pair probes it
   uses the single-task probes only (the O(K) path).
 """
 
@@ -173,30 +172,29 @@ class AdditiveBWTPredictor(_Predictor):
 
 class TransferPredictor(_Predictor):
     """Learned predictor: a schedule is rolled forward stage by stage through two models of the probes, and full
-    runs correct the result as a Bayesian surrogate whose prior mean is that rollout.
+    runs correct the first as far as their noise allows.
 
-    Probe model (the prior mean), from the probes alone and no task labels:
-
-    - *entropy channel*: a task's own stage closes a share of its gap to a perfect score,
+    - *Entropy channel*: a task's own stage closes a share of its gap to a perfect score,
       ``s ← s + (1 − s)·(1 − (1 − h)^((b/p)^gain_exponent))`` with ``h = c·ΔH_own / (1 − s_base)``; another task's
       stage moves it through the entropy it adds to it, ``s ← s + c·max(ΔH, 0)·(b/p)^spill_exponent``. ``c``, the
       score change per nat, is fitted over every probe stage of the tasks whose entropy moved the same way in their
       own probe (measured, not labelled): a short probe measures entropy precisely while the score changes it
       causes are still within eval noise.
-    - *score channel*: the probes' score changes added in logit space (own stage ``(b/p)^score_gain_exponent``
+    - *Score channel*: the probes' score changes added in logit space (own stage ``(b/p)^score_gain_exponent``
       times its probe's change: fast learners saturate; another task's stage ``b/p`` times its single-probe change
-      before the task was trained, its pair-probe change after), each shrunk towards 0 by its eval noise.
+      before the task was trained, its pair-probe change after), each shrunk towards 0 by its eval noise. It sees
+      what moves no entropy (two tasks with conflicting formats).
 
-    The prior is ``(1 − score_weight)·entropy + score_weight·score`` per task.
+    The prediction is ``(1 − score_weight)·entropy + score_weight·score`` per task.
 
-    Full runs (the surrogate): per task, a Bayesian linear regression of what the prior got wrong on features of the
-    schedule (1; the task's own share of the steps; for every other task, the share of its steps trained after this
-    task's last stage), with coefficients a priori N(0, prior_scale²) and the noise the full runs' seed spread
-    shows. A few full runs move the prediction by as much as their noise allows, no more: without any, it is the
-    probe model.
+    Full runs correct the entropy channel: per task, a Bayesian linear regression of what it got wrong on every
+    stage of every full run (features: own stage: budget and room to gain × budget; another task's stage: which
+    task × budget, before and after this task was trained), coefficients a priori N(0, prior_scale²), noise the
+    eval noise of a score change; the rollout adds the posterior mean at every stage. Without full runs it is zero.
 
-    The std combines the posterior std of the correction, the spread of ``n_boot`` probe models refitted on the
-    probe seeds resampled (with one probe seed: drawn within the probes' noise) and the eval noise of a score.
+    The std is the spread of ``n_boot`` members — probe models refitted on the probe seeds resampled (with one
+    probe seed: drawn within the probes' noise), each with a correction drawn from the posterior — plus the eval
+    noise of a score.
 
     Args:
         use_pairs: use the pair probes (False: single-task probes only, the O(K) path).
@@ -396,31 +394,30 @@ class TransferPredictor(_Predictor):
 
     def _rollout_batch(self, budgets: np.ndarray, st: dict[str, np.ndarray]) -> np.ndarray:
         """(members, schedules, tasks): the final scores of the schedules ``budgets`` encodes. Each channel rolls
-        its own state (scores, logits); the correction adds up beside them, with room to gain read off the mix."""
+        its own state (scores, logits); the full-run correction is part of the entropy channel's steps."""
         tm = self.transfer_
         m, n, k = len(st["log_keep"]), len(budgets), len(tm.tasks)
         w = self.score_weight
         scores = np.broadcast_to(tm.base, (m, n, k)).copy()
         logits = np.broadcast_to(_logit(tm.base), (m, n, k)).copy()
-        fixed = np.zeros((m, n, k))
         trained = np.zeros((n, k), dtype=bool)
         for i in range(budgets.shape[1]):
             steps = budgets[:, i, :] / tm.steps  # (n, K)
             at_n, at_k = np.nonzero(steps)  # own stages: where a task is in the stage (few entries)
             g = steps[at_n, at_k]
-            room = 1.0 - _mix(scores[:, at_n, at_k], logits[:, at_n, at_k], fixed[:, at_n, at_k], w)
-            own = (1.0 - scores[:, at_n, at_k]) * -np.expm1(g**self.gain_exponent * st["log_keep"][:, at_k])
+            room = 1.0 - scores[:, at_n, at_k]
+            own = room * -np.expm1(g**self.gain_exponent * st["log_keep"][:, at_k])
+            own += (st["fix_own"][:, at_k] + st["fix_room"][:, at_k] * room) * g
             # the other tasks' stages, linear in budget; which terms depends on whether the task was trained
             spill_g = steps**self.spill_exponent
             scores += np.where(trained, spill_g @ st["spill_trained"], spill_g @ st["spill"])
+            scores += np.where(trained, steps @ st["fix_trained"], steps @ st["fix"])
             logits += np.where(trained, steps @ st["moved_trained"], steps @ st["moved"])
-            fixed += np.where(trained, steps @ st["fix_trained"], steps @ st["fix"])
             scores[:, at_n, at_k] += own
             logits[:, at_n, at_k] += st["own_logit"][:, at_k] * g**self.score_gain_exponent
-            fixed[:, at_n, at_k] += (st["fix_own"][:, at_k] + st["fix_room"][:, at_k] * room) * g
             np.clip(scores, 0.0, 1.0, out=scores)
             trained[at_n, at_k] = True
-        return np.clip(_mix(scores, logits, fixed, w), 0.0, 1.0)
+        return _mix(scores, logits, w)
 
     def _rollout(self, schedule: Schedule, member: dict[str, np.ndarray]) -> np.ndarray:
         """One member's rollout of one schedule, stage by stage and task by task: the definition
@@ -429,41 +426,36 @@ class TransferPredictor(_Predictor):
         tm = self.transfer_
         index = {t: i for i, t in enumerate(tm.tasks)}
         w = self.score_weight
-        scores, logits, fixed = tm.base.copy(), _logit(tm.base).copy(), np.zeros(len(tm.tasks))
+        scores, logits = tm.base.copy(), _logit(tm.base).copy()
         trained: set[str] = set()
         for stage in schedule.stages:
-            step, step_logit, step_fix = np.zeros(len(tm.tasks)), np.zeros(len(tm.tasks)), np.zeros(len(tm.tasks))
+            step, step_logit = np.zeros(len(tm.tasks)), np.zeros(len(tm.tasks))
             for j, t in enumerate(tm.tasks):
                 for name, steps in _shares(stage.tasks, stage.steps, stage.weights):
                     k, g = index[name], steps / tm.steps
                     if k == j:
-                        room = 1.0 - _mix(scores[j], logits[j], fixed[j], w)
-                        step[j] += (1.0 - scores[j]) * -np.expm1(g**self.gain_exponent * member["log_keep"][j])
+                        room = 1.0 - scores[j]
+                        step[j] += room * -np.expm1(g**self.gain_exponent * member["log_keep"][j])
+                        step[j] += (member["fix_own"][j] + member["fix_room"][j] * room) * g
                         step_logit[j] += member["own_logit"][j] * g**self.score_gain_exponent
-                        step_fix[j] += (member["fix_own"][j] + member["fix_room"][j] * room) * g
                     else:
                         after = "_trained" if t in trained else ""
                         step[j] += member["spill" + after][k, j] * g**self.spill_exponent
+                        step[j] += member["fix" + after][k, j] * g
                         step_logit[j] += member["moved" + after][k, j] * g
-                        step_fix[j] += member["fix" + after][k, j] * g
             scores = np.clip(scores + step, 0.0, 1.0)
-            logits, fixed = logits + step_logit, fixed + step_fix
+            logits = logits + step_logit
             trained |= set(stage.tasks)
-        return np.clip(_mix(scores, logits, fixed, w), 0.0, 1.0)
+        return _mix(scores, logits, w)
 
     def _prior_effect(
         self, member: dict[str, np.ndarray], k: int, g: float, j: int, trained: bool, score: float
     ) -> float:
-        """How ``g`` probe lengths of task ``k`` move task ``j`` at ``score`` by the probe model (the two channels'
-        changes mixed): what the correction is fitted against, stage by stage."""
+        """How ``g`` probe lengths of task ``k`` move task ``j`` at ``score`` by the entropy channel: what the
+        correction is fitted against, stage by stage (the correction is part of that channel)."""
         if k == j:
-            entropy = (1.0 - score) * -np.expm1(g**self.gain_exponent * member["log_keep"][j])
-            logit = member["own_logit"][j] * g**self.score_gain_exponent
-        else:
-            entropy = member["spill_trained" if trained else "spill"][k, j] * g**self.spill_exponent
-            logit = member["moved_trained" if trained else "moved"][k, j] * g
-        w = self.score_weight
-        return float((1.0 - w) * entropy + w * _moved_by(np.array(score), np.array(logit)))
+            return float((1.0 - score) * -np.expm1(g**self.gain_exponent * member["log_keep"][j]))
+        return float(member["spill_trained" if trained else "spill"][k, j] * g**self.spill_exponent)
 
     # --- the surrogate: what the probe model got wrong on every stage of the full runs ------------------------
     def _correction(
@@ -516,15 +508,9 @@ class TransferPredictor(_Predictor):
         }
 
 
-def _mix(scores: Any, logits: Any, fixed: Any, w: float) -> Any:
-    """A task's score from the two channels' states and the correction's sum."""
-    return (1.0 - w) * scores + w / (1.0 + np.exp(-logits)) + fixed
-
-
-def _moved_by(scores: np.ndarray, logits: np.ndarray) -> np.ndarray:
-    """The score change of moving ``scores`` by ``logits`` in logit space."""
-    z = np.log(np.clip(scores, _EPS, 1 - _EPS) / (1 - np.clip(scores, _EPS, 1 - _EPS))) + logits
-    return 1.0 / (1.0 + np.exp(-z)) - scores
+def _mix(scores: Any, logits: Any, w: float) -> Any:
+    """A task's score from the two channels' states."""
+    return (1.0 - w) * scores + w / (1.0 + np.exp(-logits))
 
 
 def make_predictor(cfg: Any) -> AdditiveBWTPredictor | TransferPredictor:
