@@ -9,8 +9,9 @@ learned state ends in ``_``, ``predict(schedules)`` returns an ``(n_schedules, n
 - :class:`TransferPredictor` — learned: rolls a schedule forward stage by stage through two models of the probes
   (an entropy channel: entropy a stage adds to a task erodes it, entropy a task's own stage removes is learning; a
   score channel: the probes' score changes added in logits), mixed; a Bayesian correction of the entropy channel,
-  fitted on every stage of the full runs already done, moves it by as much as their noise allows. Nothing in it reads a task's domain label: which tasks are "open" is measured. Without pair probes it
-  uses the single-task probes only (the O(K) path).
+  fitted on every stage of the full runs already done, moves it by as much as their noise allows. Nothing in it
+  reads a task's domain label: which tasks are "open" is measured. Without pair probes it uses the single-task
+  probes only (the O(K) path).
 """
 
 from __future__ import annotations
@@ -193,8 +194,9 @@ class TransferPredictor(_Predictor):
     eval noise of a score change; the rollout adds the posterior mean at every stage. Without full runs it is zero.
 
     The std is the spread of ``n_boot`` members — probe models refitted on the probe seeds resampled (with one
-    probe seed: drawn within the probes' noise), each with a correction drawn from the posterior — plus the eval
-    noise of a score.
+    probe seed: drawn within the probes' noise), each with a correction drawn from the posterior —, the variance of
+    the two channels' mixture, ``w(1 − w)·(entropy − score)²`` (which model is right is uncertain too), and the
+    eval noise of a score.
 
     Args:
         use_pairs: use the pair probes (False: single-task probes only, the O(K) path).
@@ -287,7 +289,11 @@ class TransferPredictor(_Predictor):
         together within one rollout)."""
         parsed = self._schedules(schedules)
         budgets = self._encode(parsed)
-        runs = self._rollouts(budgets, self.members_)  # (members, schedules, tasks)
+        channels = self._rollouts(budgets, self.members_)  # (members, schedules, tasks, channel)
+        w = self.score_weight
+        runs = (1.0 - w) * channels[..., 0] + w * channels[..., 1]
+        # which channel is right is uncertain too: the variance of their mixture (Bayesian model averaging)
+        gap = channels[0, ..., 0] - channels[0, ..., 1]
         eval_std = self.transfer_.eval_std
         k = len(eval_std)
         spread = runs[1:].std(axis=0) if len(runs) > 1 else np.zeros_like(runs[0])
@@ -296,9 +302,9 @@ class TransferPredictor(_Predictor):
         mean_noise = np.sqrt((eval_std**2).sum()) / k
         return (
             runs[0],
-            np.sqrt(spread**2 + eval_std[None, :] ** 2),
+            np.sqrt(spread**2 + w * (1 - w) * gap**2 + eval_std[None, :] ** 2),
             means[0],
-            np.sqrt(mean_spread**2 + mean_noise**2),
+            np.sqrt(mean_spread**2 + w * (1 - w) * gap.mean(axis=1) ** 2 + mean_noise**2),
         )
 
     # --- the probe model: a member is one fit of both channels ------------------------------------------------
@@ -384,20 +390,21 @@ class TransferPredictor(_Predictor):
     def _rollouts(
         self, budgets: np.ndarray, members: Sequence[dict[str, np.ndarray]], *, chunk: int = 512
     ) -> np.ndarray:
-        """(members, schedules, tasks): every member's rollout of every schedule, all members and ``chunk``
-        schedules at a time as array operations (the same numbers as :meth:`_rollout`, one by one)."""
+        """(members, schedules, tasks, channel): every member's rollout of every schedule through both channels
+        (entropy, score), all members and ``chunk`` schedules at a time as array operations (the same numbers as
+        :meth:`_rollout`, one by one)."""
         stacked = {name: np.array([m[name] for m in members]) for name in members[0]}
-        out = np.empty((len(members), len(budgets), len(self.transfer_.tasks)))
+        out = np.empty((len(members), len(budgets), len(self.transfer_.tasks), 2))
         for start in range(0, len(budgets), chunk):
             out[:, start : start + chunk] = self._rollout_batch(budgets[start : start + chunk], stacked)
         return out
 
     def _rollout_batch(self, budgets: np.ndarray, st: dict[str, np.ndarray]) -> np.ndarray:
-        """(members, schedules, tasks): the final scores of the schedules ``budgets`` encodes. Each channel rolls
-        its own state (scores, logits); the full-run correction is part of the entropy channel's steps."""
+        """(members, schedules, tasks, channel): the final scores of the schedules ``budgets`` encodes by each
+        channel (entropy, score), each rolling its own state (scores, logits); the full-run correction is part of the
+        entropy channel's steps."""
         tm = self.transfer_
         m, n, k = len(st["log_keep"]), len(budgets), len(tm.tasks)
-        w = self.score_weight
         scores = np.broadcast_to(tm.base, (m, n, k)).copy()
         logits = np.broadcast_to(_logit(tm.base), (m, n, k)).copy()
         trained = np.zeros((n, k), dtype=bool)
@@ -417,7 +424,7 @@ class TransferPredictor(_Predictor):
             logits[:, at_n, at_k] += st["own_logit"][:, at_k] * g**self.score_gain_exponent
             np.clip(scores, 0.0, 1.0, out=scores)
             trained[at_n, at_k] = True
-        return _mix(scores, logits, w)
+        return np.stack([scores, 1.0 / (1.0 + np.exp(-logits))], axis=-1)
 
     def _rollout(self, schedule: Schedule, member: dict[str, np.ndarray]) -> np.ndarray:
         """One member's rollout of one schedule, stage by stage and task by task: the definition
@@ -425,7 +432,6 @@ class TransferPredictor(_Predictor):
         ``benchmarks/predictor_throughput.py`` compare to)."""
         tm = self.transfer_
         index = {t: i for i, t in enumerate(tm.tasks)}
-        w = self.score_weight
         scores, logits = tm.base.copy(), _logit(tm.base).copy()
         trained: set[str] = set()
         for stage in schedule.stages:
@@ -446,7 +452,7 @@ class TransferPredictor(_Predictor):
             scores = np.clip(scores + step, 0.0, 1.0)
             logits = logits + step_logit
             trained |= set(stage.tasks)
-        return _mix(scores, logits, w)
+        return np.stack([scores, 1.0 / (1.0 + np.exp(-logits))], axis=-1)
 
     def _prior_effect(
         self, member: dict[str, np.ndarray], k: int, g: float, j: int, trained: bool, score: float
@@ -506,11 +512,6 @@ class TransferPredictor(_Predictor):
             "fix": coef[:, 2 : 2 + k].T * off,  # [k, j]: k's stage on untrained j
             "fix_trained": coef[:, 2 + k :].T * off,
         }
-
-
-def _mix(scores: Any, logits: Any, w: float) -> Any:
-    """A task's score from the two channels' states."""
-    return (1.0 - w) * scores + w / (1.0 + np.exp(-logits))
 
 
 def make_predictor(cfg: Any) -> AdditiveBWTPredictor | TransferPredictor:
