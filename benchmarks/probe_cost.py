@@ -18,15 +18,14 @@ import logging
 import statistics
 import tempfile
 import time
-from dataclasses import replace
 
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from orderopt.cli import CONF_DIR, _quiet_transformers
-from orderopt.config import Config, ExperimentConfig
-from orderopt.probe import probe_jobs, run_probes
-from orderopt.study import plan_experiment, run_plans
+from orderopt.config import Config
+from orderopt.probe import probe_jobs
+from orderopt.study import Study
 
 
 def main() -> None:
@@ -52,7 +51,7 @@ def main() -> None:
         f"median of {args.repeats}: all probes = {statistics.median(r['all'] for r in rows):.2f} full runs, "
         f"single-task probes = {statistics.median(r['single'] for r in rows):.2f} ({cfg.probe.steps}-step probes, "
         f"{len(cfg.suite.tasks)} tasks, full run {len(cfg.suite.tasks)} x {cfg.schedule.steps} steps, "
-        f"{probe_jobs(cfg)} at a time)"
+        f"{probe_jobs(cfg.probe, cfg.trainer)} at a time)"
     )
 
 
@@ -66,11 +65,13 @@ def _config(studies_dir: str, overrides: list[str]) -> Config:
 
 def _measure(cfg: Config) -> dict[str, float]:
     start = time.perf_counter()
-    _, cost = run_probes(cfg)  # the study has no full run yet: its cost fractions are estimates, replaced below
+    study = Study.from_config(cfg)
+    # the study has no full run yet: its cost fractions are estimates, replaced below
+    _, cost = study.probe(cfg.probe, full_steps=len(cfg.suite.tasks) * cfg.schedule.steps)
     probe_clock = time.perf_counter() - start
-    full_cfg = replace(cfg, experiment=ExperimentConfig(orders=None, schedules=[_default_key(cfg)], seeds=[0, 1]))
     start = time.perf_counter()
-    full = run_plans(plan_experiment(full_cfg), n_jobs=probe_jobs(cfg), name="full runs")
+    plans = [study.plan(_default_key(cfg), seed) for seed in (0, 1)]
+    full = study.run(plans, n_jobs=probe_jobs(cfg.probe, cfg.trainer), name="full runs")
     full_clock = time.perf_counter() - start
     full_s = statistics.median(r["wall_s"] for r in full)
     return {

@@ -11,8 +11,9 @@ from typing import Any
 from orderopt.config import TrainerConfig
 from orderopt.merge import merge_state_dicts
 from orderopt.model import load_model, model_id
+from orderopt.records import RECORD_FORMAT
 from orderopt.schedule import Schedule
-from orderopt.store import own_run, read_json, write_json_atomic
+from orderopt.store import own_run, read_record, write_json_atomic
 from orderopt.tasks import Task
 from orderopt.tracking import WandbConfig
 from orderopt.train import RunSpec, evaluate_all, run_schedule, versions
@@ -58,7 +59,7 @@ def run_merge(
     with own_run(run_dir):  # one process trains a run at a time
         result_path = run_dir / "result.json"
         if result_path.exists():
-            return read_json(result_path)
+            return dict(read_record(result_path))
         steps = max(total_steps // len(tasks), 1)
         start = time.perf_counter()
         parts = []
@@ -80,6 +81,7 @@ def run_merge(
         merged: dict[str, Any] = {"after": "merged", **evaluate_all(base_model, tokenizer, tasks, seed)}
         final = merged["scores"]
         record = {
+            "format": RECORD_FORMAT,
             "run_id": run_dir.name,
             "kind": "baseline",
             "baseline": "merge",

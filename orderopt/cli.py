@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from orderopt.config import Config, register_configs
 from orderopt.report import format_record, format_table
+from orderopt.schedule import Schedule
 
 __all__ = [
     "base_main",
@@ -45,34 +46,37 @@ def _quiet_transformers() -> None:
 
 def evaluate_base(cfg: Config) -> dict[str, Any]:
     """Build (or load) the base model of ``cfg`` and evaluate it on every task of the suite."""
-    from orderopt.evaluate import evaluate_task
-    from orderopt.model import load_model, model_id
-    from orderopt.study import base_model
-    from orderopt.tasks import build_suite
+    from orderopt.study import Study
 
-    tasks = build_suite(cfg.suite.tasks, cfg.tasks)
-    path = base_model(cfg, tasks)
-    model, tokenizer = load_model(path)
-    results: dict[str, dict[str, Any]] = {}
-    for task in tasks:
-        res = evaluate_task(model, tokenizer, task, seed=cfg.seed)
-        log.info("evaluated %s: score %.3f entropy %.3f", task.name, res.score, res.entropy)
-        results[task.name] = {"domain": task.domain, **res.as_dict()}
-    return {"model": path, "model_id": model_id(path), "seed": cfg.seed, "tasks": results}
+    return Study.from_config(cfg).evaluate_base(cfg.seed)
+
+
+def schedule_from_config(cfg: Config) -> Schedule:
+    """The schedule ``cfg.schedule`` describes (the suite's order if it names none), checked against the suite —
+    before anything is built, so a bad schedule fails fast."""
+    if cfg.schedule.baseline not in (None, "joint", "merge"):
+        raise ValueError(f"schedule.baseline={cfg.schedule.baseline!r}; use joint, merge or null")
+    schedule = Schedule.from_stages(cfg.schedule.order or cfg.suite.tasks, cfg.schedule.steps)
+    return schedule.validate(cfg.suite.tasks, require_all=cfg.schedule.baseline is None)
 
 
 def train_from_config(cfg: Config) -> dict[str, Any]:
     """Train the schedule (or baseline) ``cfg`` describes, resuming if it was started before; its run record."""
-    from orderopt.study import plan_run
+    from orderopt.study import Study
 
-    return plan_run(cfg).run()
+    schedule = schedule_from_config(cfg)
+    study = Study.from_config(cfg)
+    plan = study.plan(schedule, cfg.seed, baseline=cfg.schedule.baseline, merge_method=cfg.schedule.merge_method)
+    return study.run([plan])[0]
 
 
 def study_from_config(cfg: Config) -> tuple[list[dict[str, Any]], str]:
     """Train every run of ``cfg.experiment`` still missing (in parallel), then summarise the study."""
-    from orderopt.study import run_study
+    from orderopt.study import Study
 
-    records = run_study(cfg)
+    study = Study.from_config(cfg)
+    plans = study.plan_experiment(cfg.experiment, steps=cfg.schedule.steps, merge_method=cfg.schedule.merge_method)
+    records = study.run(plans, n_jobs=cfg.experiment.n_jobs)
     text, _ = report_from_config(cfg)
     return records, text
 
@@ -80,19 +84,24 @@ def study_from_config(cfg: Config) -> tuple[list[dict[str, Any]], str]:
 def probe_from_config(cfg: Config) -> str:
     """Run the study's probes still missing, save the transfer matrix (JSON, GraphML, PNG); the text report."""
     from orderopt.orders import heuristic_orders
-    from orderopt.probe import run_probes
     from orderopt.report import plot_transfer
-    from orderopt.store import study_dir
+    from orderopt.study import Study
 
-    tm, cost = run_probes(cfg)
-    where = study_dir(cfg.studies_dir, cfg.study)
-    figure = plot_transfer(tm, where / "transfer.png")
+    study = Study.from_config(cfg)
+    tm, cost = study.probe(cfg.probe, full_steps=_full_steps(cfg))
+    figure = plot_transfer(tm, study.directory / "transfer.png")
     orders = "\n".join(f"  {name:<17}{' > '.join(order)}" for name, order in heuristic_orders(tm).items())
     _log_probes(cfg, tm, cost, figure)
     return (
         f"{tm.format()}\n\nheuristic orders:\n{orders}\n\nprobe cost: {cost}\n"
-        f"written: {where}/transfer.json, transfer.graphml, {figure.name}"
+        f"written: {study.directory}/transfer.json, transfer.graphml, {figure.name}"
     )
+
+
+def _full_steps(cfg: Config) -> int:
+    """Steps of one full run of the study's default schedule (one stage per task at ``schedule.steps``)."""
+    steps = cfg.schedule.steps
+    return int(sum(steps) if isinstance(steps, list) else len(cfg.suite.tasks) * steps)
 
 
 def _log_probes(cfg: Config, tm: Any, cost: Any, figure: Path) -> None:
@@ -131,13 +140,14 @@ def predict_from_config(cfg: Config) -> str:
     ``predictions.json`` (and ``validation.{json,png}``) into the study directory; returns the text report."""
     from orderopt.orders import heuristic_orders
     from orderopt.predict import candidate_schedules, cross_validate, make_predictor, rank_schedules, ranking_quality
-    from orderopt.probe import probe_records
     from orderopt.report import format_ranking, plot_validation
-    from orderopt.store import load_records, study_dir, write_json_atomic
+    from orderopt.store import write_json_atomic
+    from orderopt.study import Study
 
-    where = study_dir(cfg.studies_dir, cfg.study)
-    probes = probe_records(cfg)
-    full = [r for r in load_records(where) if r["kind"] == "full" and "replay" not in r]
+    study = Study.from_config(cfg)
+    where = study.directory
+    probes = study.probe_records(cfg.probe)
+    full = study.full_runs()
     model = make_predictor(cfg.predictor).fit(probes + full)
     orders = heuristic_orders(model.transfer_)
     heuristics = {">".join(f"{t}:{cfg.schedule.steps}" for t in o): name for name, o in orders.items()}

@@ -22,74 +22,70 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from orderopt.config import Config, ScheduleConfig
+from orderopt.config import ProbeConfig, TrainerConfig
+from orderopt.schedule import Schedule
+
+if TYPE_CHECKING:
+    from orderopt.study import RunPlan, Study
 
 __all__ = ["ProbeCost", "TransferMatrix", "plan_probes", "probe_cost", "probe_jobs", "probe_records", "run_probes"]
 
 log = logging.getLogger(__name__)
 
 
-def plan_probes(cfg: Config) -> tuple[list[Any], list[Any]]:
-    """The probes ``cfg.probe`` asks for: single-task probes, and pair probes (empty if ``probe.pairs`` is false),
-    for every seed of ``probe.seeds``. Each pair probe i→j starts from the single probe of i with the same seed."""
-    from orderopt.study import _suite, plan_run
-
-    pc = cfg.probe
-    if isinstance(pc.steps, bool) or not isinstance(pc.steps, int) or pc.steps < 1:
-        raise ValueError(f"probe.steps={pc.steps!r} must be a positive number of steps, e.g. probe.steps=30")
-    if not pc.seeds:
+def plan_probes(study: Study, probe: ProbeConfig) -> tuple[list[RunPlan], list[RunPlan]]:
+    """The probes ``probe`` asks for: single-task probes, and pair probes (empty if ``probe.pairs`` is false), for
+    every seed of ``probe.seeds``. Each pair probe i→j starts from the single probe of i with the same seed."""
+    if isinstance(probe.steps, bool) or not isinstance(probe.steps, int) or probe.steps < 1:
+        raise ValueError(f"probe.steps={probe.steps!r} must be a positive number of steps, e.g. probe.steps=30")
+    if not probe.seeds:
         raise ValueError("probe.seeds is empty; list at least one seed, e.g. probe.seeds=[0]")
-    unknown = sorted(set(pc.trainer) - set(vars(cfg.trainer)) - {"preset"})
+    unknown = sorted(set(probe.trainer) - set(vars(study.trainer)) - {"preset"})
     if unknown:
         raise ValueError(
             f"probe.trainer sets {', '.join(unknown)}, not trainer settings; use fields of trainer "
-            f"({', '.join(k for k in vars(cfg.trainer) if k != 'preset')})"
+            f"({', '.join(k for k in vars(study.trainer) if k != 'preset')})"
         )
-    if len(cfg.suite.tasks) < 2:
-        raise ValueError(f"suite {cfg.suite.tasks} has one task: there is no transfer to probe; add tasks")
-    suite = _suite(cfg)
+    if len(study.suite) < 2:
+        raise ValueError(f"suite {study.suite} has one task: there is no transfer to probe; add tasks")
     # a wandb run per 30-step probe would cost more than the probe; run_probes logs them together as one run
-    cfg = replace(cfg, trainer=replace(cfg.trainer, **pc.trainer), wandb=replace(cfg.wandb, enabled=False))
+    quiet = study.replace(wandb=replace(study.wandb, enabled=False))
+    trainer = replace(study.trainer, **probe.trainer)
 
-    def plan(order: list[str], seed: int) -> Any:
-        return plan_run(
-            replace(cfg, schedule=ScheduleConfig(order=order, steps=pc.steps), seed=seed), suite=suite, kind="probe"
-        )
+    def plan(order: list[str], seed: int) -> RunPlan:
+        return quiet.plan(Schedule.from_stages(order, probe.steps), seed, kind="probe", trainer=trainer)
 
     singles, pairs = [], []
-    for seed in pc.seeds:
+    for seed in probe.seeds:
         first = {}
-        for i in cfg.suite.tasks:
-            first[i] = replace(plan([i], seed), keep_model=pc.pairs)
+        for i in study.suite:
+            first[i] = replace(plan([i], seed), keep_model=probe.pairs)
             singles.append(first[i])
-        if pc.pairs:
+        if probe.pairs:
             pairs += [
-                replace(plan([i, j], seed), prefix=first[i].run_dir)
-                for i in cfg.suite.tasks
-                for j in cfg.suite.tasks
-                if i != j
+                replace(plan([i, j], seed), prefix=first[i].run_dir) for i in study.suite for j in study.suite if i != j
             ]
     return singles, pairs
 
 
-def probe_records(cfg: Config) -> list[dict[str, Any]]:
-    """The records of the probes ``cfg.probe`` plans, all of which must have run (``orderopt-probe``)."""
-    from orderopt.store import read_json
+def probe_records(study: Study, probe: ProbeConfig) -> list[dict[str, Any]]:
+    """The records of the probes ``probe`` plans, all of which must have run (``orderopt-probe``)."""
+    from orderopt.store import read_record
 
-    singles, pairs = plan_probes(cfg)
+    singles, pairs = plan_probes(study, probe)
     plans = singles + pairs
     missing = [p for p in plans if not p.done]
     if missing:
         raise ValueError(
-            f"{len(missing)} of the {len(plans)} probes of study {cfg.study!r} ({cfg.probe.steps} steps, seeds "
-            f"{cfg.probe.seeds}, pairs={cfg.probe.pairs}) have no record under {Path(cfg.studies_dir) / cfg.study}, "
-            f"e.g. {missing[0].label} seed {missing[0].cfg.seed}; run them first: orderopt-probe study={cfg.study}"
+            f"{len(missing)} of the {len(plans)} probes of study {study.name!r} ({probe.steps} steps, seeds "
+            f"{probe.seeds}, pairs={probe.pairs}) have no record under {study.directory}, e.g. {missing[0].label} "
+            f"seed {missing[0].seed}; run them first: orderopt-probe study={study.name}"
         )
-    return [read_json(p.run_dir / "result.json") for p in plans]
+    return [dict(read_record(p.run_dir / "result.json")) for p in plans]
 
 
 @dataclass
@@ -180,57 +176,55 @@ def _full_wall_estimate(probes: Sequence[dict[str, Any]], full_steps: int, full_
     return full_steps * statistics.median(step_times) + (full_stages + 1) * statistics.median(overheads)
 
 
-def run_probes(cfg: Config) -> tuple[TransferMatrix, ProbeCost]:
-    """Run the probes of ``cfg.probe`` that have no record yet (singles, then pairs, ``probe.n_jobs`` at a time),
+def run_probes(
+    study: Study, probe: ProbeConfig, *, full_steps: int | None = None, full_stages: int | None = None
+) -> tuple[TransferMatrix, ProbeCost]:
+    """Run the probes ``probe`` asks for that have no record yet (singles, then pairs, ``probe.n_jobs`` at a time),
     save the transfer matrix in the study directory (``transfer.json``, ``transfer.graphml``) and return it with
-    what the probes cost. The base model is evaluated once per seed, here, not once per single-task probe."""
-    from orderopt.store import load_records, study_dir
-    from orderopt.study import run_plans
-
-    singles, pairs = plan_probes(cfg)
-    name = f"probes {cfg.study}"
+    what the probes cost against a full run of ``full_steps`` in ``full_stages`` stages (default: one stage per
+    task, 200 steps each). The base model is evaluated once per seed, here, not once per single-task probe."""
+    singles, pairs = plan_probes(study, probe)
+    name = f"probes {study.name}"
     base_s = 0.0
     todo = [p for p in singles if not p.done]
     if todo:
         start = time.perf_counter()
-        evals = _base_evals(todo[0], sorted({p.cfg.seed for p in todo}))
+        evals = _base_evals(todo[0], sorted({p.seed for p in todo}))
         base_s = time.perf_counter() - start
-        singles = [p if p.done else replace(p, base_eval=evals[p.cfg.seed]) for p in singles]
-    n_jobs = probe_jobs(cfg)
-    records = run_plans(singles, n_jobs=n_jobs, name=name + " (single-task)")
+        singles = [p if p.done else replace(p, base_eval=evals[p.seed]) for p in singles]
+    n_jobs = probe_jobs(probe, study.trainer)
+    records = study.run(singles, n_jobs=n_jobs, name=name + " (single-task)")
     if pairs:
-        records += run_plans(pairs, n_jobs=n_jobs, name=name + " (pairs)")
+        records += study.run(pairs, n_jobs=n_jobs, name=name + " (pairs)")
         for p in singles:  # every pair probe has its record: the weights they started from are not needed again
             shutil.rmtree(p.run_dir / "model", ignore_errors=True)
-    where = study_dir(cfg.studies_dir, cfg.study)
-    full = [r for r in load_records(where) if r["kind"] == "full"]
+    stages = full_stages or len(study.suite)
     cost = probe_cost(
         records,
-        len(cfg.suite.tasks) * _default_steps(cfg),
-        full,
+        full_steps or stages * 200,
+        study.full_runs(),
         base_eval_s=base_s,
-        full_stages=len(cfg.suite.tasks),
+        full_stages=stages,
     )
     matrix = TransferMatrix.from_records(records)
-    matrix.save(where)
+    matrix.save(study.directory)
     log.info("[%s] %s", name, cost)
     return matrix, cost
 
 
-def probe_jobs(cfg: Config) -> int:
+def probe_jobs(probe: ProbeConfig, trainer: TrainerConfig) -> int:
     """``probe.n_jobs``, or with null one probe per CPU core on the CPU preset and one at a time on a GPU."""
-    if cfg.probe.n_jobs is None:
-        return max(1, os.cpu_count() or 1) if cfg.trainer.use_cpu else 1
-    return cfg.probe.n_jobs
+    if probe.n_jobs is None:
+        return max(1, os.cpu_count() or 1) if trainer.use_cpu else 1
+    return probe.n_jobs
 
 
-def _base_evals(plan: Any, seeds: list[int]) -> dict[int, dict[str, Any]]:
+def _base_evals(plan: RunPlan, seeds: list[int]) -> dict[int, dict[str, Any]]:
     """``evaluate_all`` of the base model for every seed (what each single-task probe would evaluate first)."""
     from orderopt.model import load_model
-    from orderopt.study import _spec
     from orderopt.train import evaluate_all
 
-    spec = _spec(plan.cfg, kind="probe")
+    spec = plan.spec
     model, tokenizer = load_model(spec.model)
     return {seed: evaluate_all(model, tokenizer, spec.tasks, seed) for seed in seeds}
 
@@ -524,11 +518,6 @@ def _trained_steps(record: dict[str, Any]) -> int:
     """Steps a record's own run trained (a run started from a prefix did not train the prefix's stages)."""
     stages = record["schedule"]["stages"]
     return stages[-1]["steps"] if "prefix" in record else sum(s["steps"] for s in stages)
-
-
-def _default_steps(cfg: Config) -> int:
-    steps = cfg.schedule.steps
-    return int(steps if isinstance(steps, int) else statistics.mean(steps))
 
 
 def _mean_offdiag(m: np.ndarray, i: int, *, row: bool) -> float:

@@ -12,16 +12,21 @@ import random
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from orderopt.backends import Backend
 from orderopt.schedule import Schedule
 from orderopt.store import load_records, record_label, split_label
+
+if TYPE_CHECKING:
+    from orderopt.study import RunPlan
 
 __all__ = ["ReplayBackend"]
 
 
-class ReplayBackend:
+class ReplayBackend(Backend):
     """Full runs answered from recorded real runs of the same schedule and seed (or a seed drawn at random).
+    As a study's backend (``Study(..., backend=ReplayBackend(...))``) it answers the study's run plans.
 
     ``records`` is a study directory (its ``runs/*/result.json``) or the records themselves. The returned record is
     the recorded one, numbers untouched, with ``"replay": {"of": <recorded run_id>, "source": ...}`` added and its
@@ -52,8 +57,13 @@ class ReplayBackend:
     def seeds(self, schedule: Schedule | str) -> list[int]:
         return sorted(self._recorded(schedule))
 
-    def run(self, schedule: Schedule | str, *, seed: int | None = None) -> dict[str, Any]:
-        """The recorded run of ``schedule`` with ``seed`` (None: one of its recorded seeds, drawn at random)."""
+    def run(self, schedule: RunPlan | Schedule | str, *, seed: int | None = None) -> dict[str, Any]:  # type: ignore[override]
+        """The recorded run of ``schedule`` with ``seed`` (None: one of its recorded seeds, drawn at random); a run
+        plan's schedule (or baseline) and seed."""
+        from orderopt.study import RunPlan
+
+        if isinstance(schedule, RunPlan):
+            return self.run(schedule.label, seed=schedule.seed)
         runs = self._recorded(schedule)
         if seed is None:
             seed = self._rng.choice(sorted(runs))

@@ -13,15 +13,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from orderopt.records import RunRecord, check_record
+
 __all__ = [
     "export_records",
     "load_records",
     "own_run",
     "read_json",
+    "read_record",
     "record_label",
     "record_model",
     "split_label",
     "run_dir",
+    "run_state",
     "slim_record",
     "study_dir",
     "write_json_atomic",
@@ -92,6 +96,28 @@ def own_run(run_dir: str | Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def run_state(run_dir: str | Path) -> str:
+    """``done`` (its record exists), ``running`` (a process owns it: :func:`own_run`), ``interrupted`` (stage
+    checkpoints left and nobody on it: it resumes where it stopped) or ``new``."""
+    path = Path(run_dir)
+    if (path / "result.json").exists():
+        return "done"
+    if not path.exists():
+        return "new"
+    if str(path.resolve()) in _OWNED:
+        return "running"
+    owner = path / ".owner"
+    if owner.exists():
+        with open(owner) as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return "running"
+            fcntl.flock(fh, fcntl.LOCK_UN)
+    kept = ("checkpoint", "checkpoint.old", "parts")  # a finished stage's weights (a merge: its finished parts)
+    return "interrupted" if any((path / name).exists() for name in kept) else "new"
+
+
 def write_json_atomic(path: str | Path, data: Any, *, compact: bool = False) -> None:
     """Write JSON so that a reader (or a killed writer) never sees half a file (``compact``: one line, as the
     slim records of committed studies)."""
@@ -119,6 +145,11 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
+def read_record(path: str | Path) -> RunRecord:
+    """The run record at ``path``, checked and in the current format (:func:`orderopt.records.check_record`)."""
+    return check_record(read_json(path), str(path))
+
+
 def load_records(study_dir: str | Path, *, model: str | None = None) -> list[dict[str, Any]]:
     """Every finished run record under ``<study_dir>/runs`` — of one base model.
 
@@ -128,7 +159,7 @@ def load_records(study_dir: str | Path, *, model: str | None = None) -> list[dic
     paths = sorted(Path(study_dir).glob("runs/*/result.json"))
     if not paths:
         raise ValueError(f"no run records under {Path(study_dir) / 'runs'}; train some runs first (orderopt-train)")
-    records = [read_json(p) for p in paths]
+    records: list[dict[str, Any]] = [dict(read_record(p)) for p in paths]
     counts = Counter(record_model(r) for r in records)
     listed = ", ".join(f"{m} ({n} runs)" for m, n in sorted(counts.items()))
     if model is None:

@@ -1,8 +1,12 @@
-"""Full runs from configs: one run (``orderopt-train``), or an experiment of many in parallel (``orderopt-study``).
+"""The study: one optimisation's suite, base model, run records and backend, composed once from the config.
 
-An experiment lists schedules (every order of the suite, explicit schedule keys, the baselines) × seeds. Each run
-is resumable on its own (its run id names its directory), so a study killed and started again trains only what is
-missing; progress reports runs done / total and an ETA.
+A command composes a :class:`Study` at its entry point (:meth:`Study.from_config` is the only place below the
+entry points that reads the Hydra config) and calls its methods: plan and run schedules (``orderopt-train``,
+``orderopt-study``), probe (``orderopt-probe``), fit a predictor (``orderopt-predict``), report. Below it, domain
+objects travel — a :class:`~orderopt.schedule.Schedule`, a seed, a trainer config — not the whole config.
+
+Every run is resumable on its own (its run id names its directory), so a study killed and started again trains only
+what is missing; progress reports runs done / total and an ETA.
 """
 
 from __future__ import annotations
@@ -14,26 +18,210 @@ import os
 import statistics
 import time
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from orderopt.config import Config, ScheduleConfig
-from orderopt.train import fmt_duration
+from orderopt.backends import Backend, TrainBackend
+from orderopt.config import Config, ExperimentConfig, ProbeConfig, TrainerConfig
+from orderopt.schedule import Schedule
+from orderopt.store import load_records, read_record, run_state, study_dir
+from orderopt.tracking import WandbConfig
+from orderopt.train import RunSpec, fmt_duration
 
-__all__ = ["RunPlan", "plan_experiment", "plan_run", "run_plans", "run_study"]
+if TYPE_CHECKING:
+    from orderopt.probe import ProbeCost, TransferMatrix
+    from orderopt.tasks import Task
+
+__all__ = ["RunPlan", "Study", "run_plans"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class RunPlan:
-    """One full run a config asks for: its label (as in the study summary), seed and record path."""
+class Study:
+    """A study: the suite (its task configs), the base model, where its run records live, and the backend that
+    answers a run (train for real, or replay). Picklable: worker processes rebuild the tasks from their configs.
 
-    cfg: Config
-    label: str
-    run_dir: Path
+    Example:
+        >>> study = Study.from_config(cfg)  # doctest: +SKIP
+        >>> record = study.run([study.plan("names:200>qa:200>strings:200>arith:200", seed=0)])[0]  # doctest: +SKIP
+        >>> tm, cost = study.probe(cfg.probe)  # doctest: +SKIP
+    """
+
+    name: str
+    directory: Path
+    #: task names in suite order, and each one's config (``conf/task/``)
+    suite: list[str]
+    task_configs: dict[str, Any]
+    #: the base model: a local path or hub id, resolved (and built if it is the embedded one) once
+    model: str
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    backend: Backend = field(default_factory=TrainBackend)
+
+    def __post_init__(self) -> None:
+        self._tasks: list[Task] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_tasks": None}  # tasks (data, judges) are rebuilt where they are used
+
+    @classmethod
+    def from_config(cls, cfg: Config, *, backend: Backend | None = None) -> Study:
+        """The study ``cfg`` names: its suite built, its base model found (the model given, the one shipped with the
+        study, or the embedded one, built and cached if needed)."""
+        from orderopt.model import base_model_path
+        from orderopt.tasks import build_suite
+
+        tasks = build_suite(cfg.suite.tasks, cfg.tasks)
+        directory = study_dir(cfg.studies_dir, cfg.study)
+        study = cls(
+            name=cfg.study,
+            directory=directory,
+            suite=list(cfg.suite.tasks),
+            task_configs=dict(cfg.tasks),
+            model=base_model_path(cfg.model, tasks, study_dir=directory),
+            trainer=cfg.trainer,
+            wandb=cfg.wandb,
+            backend=backend or TrainBackend(),
+        )
+        study._tasks = tasks
+        return study
+
+    def replace(self, **changes: Any) -> Study:
+        """A copy with ``changes`` (e.g. another backend), sharing the tasks already built."""
+        import dataclasses
+
+        copy = dataclasses.replace(self, **changes)
+        copy._tasks = self._tasks
+        return copy
+
+    @property
+    def tasks(self) -> list[Task]:
+        if self._tasks is None:
+            from orderopt.tasks import build_suite
+
+            self._tasks = build_suite(self.suite, self.task_configs)
+        return self._tasks
+
+    # --- runs ---------------------------------------------------------------------------------------------------
+    def plan(
+        self,
+        schedule: Schedule | str,
+        seed: int = 0,
+        *,
+        kind: str = "full",
+        baseline: str | None = None,
+        merge_method: str = "ties",
+        trainer: TrainerConfig | None = None,
+    ) -> RunPlan:
+        """The run of ``schedule`` with ``seed`` (``baseline`` joint/merge: that baseline with the schedule's total
+        steps; ``kind`` probe: a schedule of any subset of the suite; ``trainer``: other settings than the study's)."""
+        if baseline not in (None, "joint", "merge"):
+            raise ValueError(f"schedule.baseline={baseline!r}; use joint, merge or null")
+        parsed = Schedule.parse(schedule) if isinstance(schedule, str) else schedule
+        parsed.validate(self.suite, require_all=baseline is None and kind == "full")
+        return RunPlan(self, parsed, seed, kind=kind, baseline=baseline, merge_method=merge_method, trainer=trainer)
+
+    def plan_experiment(self, exp: ExperimentConfig, *, steps: Any, merge_method: str = "ties") -> list[RunPlan]:
+        """Every run of ``exp``: its schedules (orders at ``steps`` per stage, keys, baselines) × its seeds, in that
+        order; a run listed twice is planned once."""
+        from orderopt.schedule import latin_orders
+
+        if exp.orders not in (None, "all", "latin"):
+            raise ValueError(
+                f"experiment.orders={exp.orders!r}; use all (every order of the suite), latin (experiment.n_orders "
+                "orders in Latin-square blocks, drawn with experiment.design_seed) or null"
+            )
+        if exp.n_jobs < 1:
+            raise ValueError(f"experiment.n_jobs={exp.n_jobs!r} must be at least 1")
+        if not exp.seeds:
+            raise ValueError("experiment.seeds is empty; list at least one seed, e.g. experiment.seeds=[0,1,2]")
+        schedules: list[tuple[Schedule, str | None]] = []
+        if exp.orders == "all":
+            schedules += [(Schedule.from_stages(list(p), steps), None) for p in itertools.permutations(self.suite)]
+        elif exp.orders == "latin":
+            design = latin_orders(self.suite, exp.n_orders, seed=exp.design_seed)
+            schedules += [(Schedule.from_stages(order, steps), None) for order in design]
+        schedules += [(Schedule.parse(key), None) for key in exp.schedules]
+        for name in exp.baselines:
+            if name not in ("joint", "merge"):
+                raise ValueError(f"experiment.baselines lists {name!r}; use joint and/or merge")
+            schedules.append((Schedule.from_stages(self.suite, steps), name))
+        if not schedules:
+            raise ValueError(
+                "the experiment trains nothing: set experiment.orders=all, experiment.schedules or experiment.baselines"
+            )
+        plans: dict[Path, RunPlan] = {}
+        for schedule, baseline in schedules:
+            for seed in exp.seeds:
+                plan = self.plan(schedule, seed, baseline=baseline, merge_method=merge_method)
+                if plan.run_dir in plans:  # e.g. a listed schedule the order design drew too: one run, one owner
+                    log.warning("the experiment lists %s seed %d more than once; it is trained once", plan.label, seed)
+                    continue
+                plans[plan.run_dir] = plan
+        return list(plans.values())
+
+    def run(self, plans: list[RunPlan], *, n_jobs: int = 1, name: str | None = None) -> list[dict[str, Any]]:
+        """Every plan's record, answering those without one through the backend, ``n_jobs`` at a time."""
+        return run_plans(plans, n_jobs=n_jobs, name=name or f"study {self.name}")
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every run record of the study so far (none if it has not run anything)."""
+        if not any(self.directory.glob("runs/*/result.json")):
+            return []
+        return load_records(self.directory)
+
+    def full_runs(self) -> list[dict[str, Any]]:
+        """The study's full runs trained for real (not replayed, not baselines, not probes)."""
+        return [r for r in self.records() if r["kind"] == "full" and "replay" not in r]
+
+    # --- probes, predictors, reports -------------------------------------------------------------------------
+    def probe(self, probe: ProbeConfig, *, full_steps: int | None = None) -> tuple[TransferMatrix, ProbeCost]:
+        """Run the probes ``probe`` asks for that have no record yet; the transfer matrix and what they cost
+        (against a full run of ``full_steps`` steps, one stage per task)."""
+        from orderopt.probe import run_probes
+
+        return run_probes(self, probe, full_steps=full_steps)
+
+    def probe_records(self, probe: ProbeConfig) -> list[dict[str, Any]]:
+        """The records of the probes ``probe`` asks for, all of which must have run."""
+        from orderopt.probe import probe_records
+
+        return probe_records(self, probe)
+
+    def fit(self, predictor: Any, probe: ProbeConfig) -> Any:
+        """``predictor`` fitted on the probes ``probe`` asks for and every full run of the study."""
+        return predictor.fit(self.probe_records(probe) + self.full_runs())
+
+    def evaluate_base(self, seed: int = 0) -> dict[str, Any]:
+        """The base model's score, entropy and diversity on every task of the suite."""
+        from orderopt.evaluate import evaluate_task
+        from orderopt.model import load_model, model_id
+
+        model, tokenizer = load_model(self.model)
+        results: dict[str, dict[str, Any]] = {}
+        for task in self.tasks:
+            res = evaluate_task(model, tokenizer, task, seed=seed)
+            log.info("evaluated %s: score %.3f entropy %.3f", task.name, res.score, res.entropy)
+            results[task.name] = {"domain": task.domain, **res.as_dict()}
+        return {"model": self.model, "model_id": model_id(self.model), "seed": seed, "tasks": results}
+
+
+@dataclass
+class RunPlan:
+    """One run a study asks for: a schedule (or a baseline with its total steps) and a seed; its record lives in
+    ``run_dir`` once it finished."""
+
+    study: Study
+    schedule: Schedule
+    seed: int
     kind: str = "full"
+    #: joint: every task in one stage with the schedule's total steps; merge: one model per task, merged
+    baseline: str | None = None
+    merge_method: str = "ties"
+    #: the trainer settings if not the study's (probes train with their own)
+    trainer: TrainerConfig | None = None
     #: keep the final weights in ``run_dir/model`` (runs that other runs start from)
     keep_model: bool = False
     #: a finished run of this run's first stages to start from (``train.start_from_prefix``), if it kept its model
@@ -42,27 +230,58 @@ class RunPlan:
     base_eval: dict[str, Any] | None = None
 
     @property
+    def spec(self) -> RunSpec:
+        """What the run is, for the trainer (its identity gives the run id)."""
+        from orderopt.baselines import joint_spec
+
+        study, trainer = self.study, self.trainer or self.study.trainer
+        if self.baseline == "joint":
+            return joint_spec(study.tasks, study.model, self.schedule.total_steps, seed=self.seed, trainer=trainer)
+        kind = "baseline" if self.baseline else self.kind
+        return RunSpec(self.schedule, study.tasks, study.model, seed=self.seed, kind=kind, trainer=trainer)
+
+    @property
+    def run_id(self) -> str:
+        run_id = self.spec.run_id
+        return f"merge-{self.merge_method}-{run_id.split('-', 1)[1]}" if self.baseline == "merge" else run_id
+
+    @property
+    def label(self) -> str:
+        """What it is a run of, as in the study summary: the schedule key, prefixed by the baseline if any."""
+        return f"{self.baseline}:{self.spec.schedule.key}" if self.baseline else self.schedule.key
+
+    @property
+    def run_dir(self) -> Path:
+        return self.study.directory / "runs" / self.run_id
+
+    @property
     def done(self) -> bool:
         return (self.run_dir / "result.json").exists()
 
-    def run(self) -> dict[str, Any]:
-        """Train it (or return its record if it finished before; resume it if it was killed)."""
+    @property
+    def state(self) -> str:
+        """``done``, ``running`` (a process owns it now), ``interrupted`` (checkpoints left, nobody on it: resumes
+        where it stopped) or ``new``."""
+        return run_state(self.run_dir)
+
+    def train(self) -> dict[str, Any]:
+        """Train it for real (or return its record if it finished before; resume it if it was killed)."""
         from orderopt.baselines import run_merge
         from orderopt.store import own_run
         from orderopt.train import run_schedule, start_from_prefix
 
-        cfg, spec = self.cfg, _spec(self.cfg, kind=self.kind)
-        if cfg.schedule.baseline == "merge":
+        study, spec = self.study, self.spec
+        if self.baseline == "merge":
             return run_merge(
                 spec.tasks,
                 spec.model,
                 spec.schedule.total_steps,
                 self.run_dir,
-                seed=cfg.seed,
-                trainer=cfg.trainer,
-                method=cfg.schedule.merge_method,
-                wandb=cfg.wandb,
-                group=cfg.study,
+                seed=self.seed,
+                trainer=spec.trainer,
+                method=self.merge_method,
+                wandb=study.wandb,
+                group=study.name,
             )
         with own_run(self.run_dir):  # from the prefix's checkpoint to the record: one process
             if self.prefix is not None and start_from_prefix(self.run_dir, self.prefix, spec):
@@ -70,176 +289,86 @@ class RunPlan:
             return run_schedule(
                 spec,
                 self.run_dir,
-                group=cfg.study,
-                wandb=cfg.wandb,
+                group=study.name,
+                wandb=study.wandb,
                 keep_model=self.keep_model,
                 base_eval=self.base_eval,
             )
 
 
-def plan_run(cfg: Config, *, suite: tuple[list[Any], str] | None = None, kind: str = "full") -> RunPlan:
-    """The run ``cfg.schedule`` (or ``cfg.schedule.baseline``) and ``cfg.seed`` describe; ``suite`` (tasks, base
-    model path) saves building them again when many runs share ``cfg``'s suite and model; ``kind`` probe plans a
-    probe (a schedule of any subset of the suite)."""
-    from orderopt.store import run_dir
-
-    spec = _spec(cfg, suite, kind=kind)
-    if cfg.schedule.baseline == "merge":
-        run_id = f"merge-{cfg.schedule.merge_method}-" + spec.run_id.split("-", 1)[1]
-    else:
-        run_id = spec.run_id
-    label = f"{cfg.schedule.baseline}:{spec.schedule.key}" if cfg.schedule.baseline else spec.schedule.key
-    return RunPlan(cfg, label, run_dir(cfg.studies_dir, cfg.study, run_id), kind=kind)
-
-
-def plan_experiment(cfg: Config) -> list[RunPlan]:
-    """Every run of ``cfg.experiment``: its schedules (orders, keys, baselines) × its seeds, in that order."""
-    from orderopt.schedule import Schedule, latin_orders
-
-    exp = cfg.experiment
-    if exp.orders not in (None, "all", "latin"):
-        raise ValueError(
-            f"experiment.orders={exp.orders!r}; use all (every order of the suite), latin (experiment.n_orders "
-            "orders in Latin-square blocks, drawn with experiment.design_seed) or null"
-        )
-    if exp.n_jobs < 1:
-        raise ValueError(f"experiment.n_jobs={exp.n_jobs!r} must be at least 1")
-    if not exp.seeds:
-        raise ValueError("experiment.seeds is empty; list at least one seed, e.g. experiment.seeds=[0,1,2]")
-    steps = cfg.schedule.steps
-    schedules: list[ScheduleConfig] = []
-    if exp.orders == "all":
-        schedules += [ScheduleConfig(order=list(p), steps=steps) for p in itertools.permutations(cfg.suite.tasks)]
-    elif exp.orders == "latin":
-        design = latin_orders(cfg.suite.tasks, exp.n_orders, seed=exp.design_seed)
-        schedules += [ScheduleConfig(order=order, steps=steps) for order in design]
-    for key in exp.schedules:
-        parsed = Schedule.parse(key)
-        schedules.append(
-            ScheduleConfig(order=["+".join(s.tasks) for s in parsed.stages], steps=[s.steps for s in parsed.stages])
-        )
-    for baseline in exp.baselines:
-        if baseline not in ("joint", "merge"):
-            raise ValueError(f"experiment.baselines lists {baseline!r}; use joint and/or merge")
-        schedules.append(ScheduleConfig(steps=steps, baseline=baseline, merge_method=cfg.schedule.merge_method))
-    if not schedules:
-        raise ValueError(
-            "the experiment trains nothing: set experiment.orders=all, experiment.schedules or experiment.baselines"
-        )
-    suite = _suite(cfg)  # every run shares the suite and the base model: build them once, not once per run
-    plans: dict[Path, RunPlan] = {}
-    for s in schedules:
-        for seed in exp.seeds:
-            plan = plan_run(replace(cfg, schedule=s, seed=seed), suite=suite)
-            if plan.run_dir in plans:  # e.g. a listed schedule the order design drew too: one run, one owner
-                log.warning("the experiment lists %s seed %d more than once; it is trained once", plan.label, seed)
-                continue
-            plans[plan.run_dir] = plan
-    return list(plans.values())
-
-
-def run_study(cfg: Config) -> list[dict[str, Any]]:
-    """Train every run of the experiment that has no record yet, ``experiment.n_jobs`` at a time; their records.
-
-    Runs that fail are reported (schedule, seed, error) after the others finish, then raised as one error.
-    """
-    return run_plans(plan_experiment(cfg), n_jobs=cfg.experiment.n_jobs, name=f"study {cfg.study}")
-
-
 def run_plans(plans: list[RunPlan], *, n_jobs: int, name: str) -> list[dict[str, Any]]:
-    """Train every plan without a record yet, ``n_jobs`` at a time in spawned processes; every plan's record.
+    """Answer every plan without a record yet through its study's backend — training runs ``n_jobs`` at a time in
+    spawned processes — and return every plan's record.
 
     Progress: a line per finished run (``[<name>] k/N runs done | ... | ETA``). Runs that fail are reported after
     the others finish, then raised as one error naming each (schedule, seed, error).
     """
-    from orderopt.store import read_json
-
     if n_jobs < 1:
         raise ValueError(f"n_jobs={n_jobs!r} must be at least 1")
     todo = list({p.run_dir: p for p in plans if not p.done}.values())  # a run planned twice is trained once
+    states = [p.state for p in todo]
     n_jobs = min(n_jobs, max(len(todo), 1))
     threads = max(1, (os.cpu_count() or 1) // n_jobs)
     log.info(
-        "[%s] %d runs: %d finished before, %d to train, %d at a time (%d torch threads each)",
+        "[%s] %d runs: %d finished before, %d to run (%d resume where they stopped), %d at a time (%d torch "
+        "threads each)",
         name,
         len(plans),
         len(plans) - len(todo),
         len(todo),
+        states.count("interrupted"),
         n_jobs,
         threads,
     )
     failures: list[str] = []
     walls: list[float] = []
+    answers: dict[Path, dict[str, Any]] = {}
     start = time.perf_counter()
-    if todo:
+
+    def finished(done: int, plan: RunPlan, record: dict[str, Any]) -> None:
+        answers[plan.run_dir] = record
+        walls.append(record["wall_s"])
+        left = len(todo) - done
+        log.info(
+            "[%s] %d/%d runs done | %s seed %d: mean final %.3f in %.0fs | median run %.0fs | ETA %s",
+            name,
+            len(plans) - left,
+            len(plans),
+            plan.label,
+            plan.seed,
+            record["mean_final"],
+            record["wall_s"],
+            statistics.median(walls),
+            fmt_duration((time.perf_counter() - start) / done * left),
+        )
+
+    def failed(plan: RunPlan, err: Exception) -> None:  # one broken run must not stop the others
+        failures.append(f"{plan.label} seed {plan.seed}: {type(err).__name__}: {err}")
+        log.error("[%s] run %s seed %d failed: %s", name, plan.label, plan.seed, err)
+
+    parallel = [p for p in todo if p.study.backend.parallel]
+    for done, plan in enumerate((p for p in todo if not p.study.backend.parallel), start=1):
+        try:
+            finished(done, plan, plan.study.backend.run(plan))
+        except Exception as err:
+            failed(plan, err)
+    if parallel:
         context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch/thread state
         with ProcessPoolExecutor(n_jobs, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
-            futures: dict[Future[dict[str, Any]], RunPlan] = {pool.submit(_run, p): p for p in todo}
-            for done, future in enumerate(as_completed(futures), start=1):
+            futures: dict[Future[dict[str, Any]], RunPlan] = {pool.submit(_run, p): p for p in parallel}
+            for done, future in enumerate(as_completed(futures), start=len(todo) - len(parallel) + 1):
                 plan = futures[future]
                 try:
-                    record = future.result()
-                except Exception as err:  # one broken run must not stop the others; all failures are raised below
-                    failures.append(f"{plan.label} seed {plan.cfg.seed}: {type(err).__name__}: {err}")
-                    log.error("[%s] run %s seed %d failed: %s", name, plan.label, plan.cfg.seed, err)
-                    continue
-                walls.append(record["wall_s"])
-                left = len(todo) - done
-                eta = (time.perf_counter() - start) / done * left
-                log.info(
-                    "[%s] %d/%d runs done | %s seed %d: mean final %.3f in %.0fs | median run %.0fs | ETA %s",
-                    name,
-                    len(plans) - left,
-                    len(plans),
-                    plan.label,
-                    plan.cfg.seed,
-                    record["mean_final"],
-                    record["wall_s"],
-                    statistics.median(walls),
-                    fmt_duration(eta),
-                )
+                    finished(done, plan, future.result())
+                except Exception as err:
+                    failed(plan, err)
     if failures:
         raise RuntimeError(
             f"{len(failures)} of {len(todo)} runs of {name} failed (the others are recorded; run the same command "
             "again to retry only these):\n  " + "\n  ".join(failures)
         )
-    return [read_json(p.run_dir / "result.json") for p in plans]
-
-
-def _suite(cfg: Config) -> tuple[list[Any], str]:
-    """The suite's tasks and the base model's path (built and cached if needed)."""
-    from orderopt.tasks import build_suite
-
-    tasks = build_suite(cfg.suite.tasks, cfg.tasks)
-    return tasks, base_model(cfg, tasks)
-
-
-def base_model(cfg: Config, tasks: list[Any]) -> str:
-    """The base model of ``cfg``'s study: the model given, the one shipped with the study (or a sibling) when built
-    with these settings, else the embedded model from the cache (built if needed)."""
-    from orderopt.model import base_model_path
-    from orderopt.store import study_dir
-
-    return base_model_path(cfg.model, tasks, study_dir=study_dir(cfg.studies_dir, cfg.study))
-
-
-def _spec(cfg: Config, suite: tuple[list[Any], str] | None = None, *, kind: str = "full") -> Any:
-    from orderopt.baselines import joint_spec
-    from orderopt.schedule import Schedule
-    from orderopt.tasks import build_suite
-    from orderopt.train import RunSpec
-
-    tasks = suite[0] if suite else build_suite(cfg.suite.tasks, cfg.tasks)
-    sched = cfg.schedule
-    if sched.baseline not in (None, "joint", "merge"):
-        raise ValueError(f"schedule.baseline={sched.baseline!r}; use joint, merge or null")
-    schedule = Schedule.from_stages(sched.order or cfg.suite.tasks, sched.steps)
-    schedule.validate(cfg.suite.tasks, require_all=sched.baseline is None and kind == "full")
-    model = suite[1] if suite else base_model(cfg, tasks)  # after the checks: a bad schedule fails fast
-    if sched.baseline == "joint":
-        return joint_spec(tasks, model, schedule.total_steps, seed=cfg.seed, trainer=cfg.trainer)
-    kind = "baseline" if sched.baseline else kind
-    return RunSpec(schedule, tasks, model, seed=cfg.seed, kind=kind, trainer=cfg.trainer)
+    # a backend that stores nothing (replay) answered in memory; the others wrote the records
+    return [answers.get(p.run_dir) or dict(read_record(p.run_dir / "result.json")) for p in plans]
 
 
 def _init_worker(threads: int) -> None:
@@ -252,4 +381,4 @@ def _init_worker(threads: int) -> None:
 
 
 def _run(plan: RunPlan) -> dict[str, Any]:
-    return plan.run()
+    return plan.study.backend.run(plan)

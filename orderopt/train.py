@@ -26,8 +26,9 @@ from orderopt import identity
 from orderopt.config import TrainerConfig
 from orderopt.evaluate import evaluate_task
 from orderopt.model import _plain, load_model, model_id
+from orderopt.records import RECORD_FORMAT
 from orderopt.schedule import Schedule, Stage
-from orderopt.store import own_run, read_json, record_model, write_json_atomic
+from orderopt.store import own_run, read_json, read_record, record_model, write_json_atomic
 from orderopt.tasks import Task
 from orderopt.tracking import Tracker, WandbConfig
 
@@ -131,7 +132,7 @@ def _run_schedule(
     run_id = run_id or run_dir.name
     result_path = run_dir / "result.json"
     if result_path.exists():
-        record = read_json(result_path)
+        record = dict(read_record(result_path))
         if (record["schedule_key"], record["seed"], record_model(record)) != (
             spec.schedule.key,
             spec.seed,
@@ -205,7 +206,7 @@ def start_from_prefix(run_dir: str | Path, prefix_dir: str | Path, spec: RunSpec
         return False  # finished, or resumes from its own checkpoint
     if not (prefix_dir / "model").is_dir() or not (prefix_dir / "result.json").exists():
         return False
-    prefix = read_json(prefix_dir / "result.json")
+    prefix: dict[str, Any] = dict(read_record(prefix_dir / "result.json"))
     n = len(prefix["schedule"]["stages"])
     if (
         prefix["seed"] != spec.seed
@@ -337,6 +338,7 @@ def _checkpoint(
 def _record(spec: RunSpec, run_id: str, state: dict[str, Any]) -> dict[str, Any]:
     final = state["evals"][-1]["scores"]
     return {
+        "format": RECORD_FORMAT,
         "run_id": run_id,
         "kind": spec.kind,
         "seed": spec.seed,

@@ -53,3 +53,23 @@ def save_random_lm(path: str | Path, tokenizer: Any, *, hidden: int = 32, layers
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
+
+
+def toy_record(**fields: object) -> dict:
+    """A complete run record (every field :func:`orderopt.records.check_record` requires) with ``fields`` set."""
+    final = {"a": 0.5, "b": 0.5}
+    record = {
+        "run_id": "full-x-s0",
+        "kind": "full",
+        "seed": 0,
+        "schedule": {"stages": [{"tasks": ["a"], "steps": 1}, {"tasks": ["b"], "steps": 1}]},
+        "schedule_key": "a:1>b:1",
+        "model": "/m/tiny-x",
+        "model_id": "tiny-x",
+        "suite": ["a", "b"],
+        "evals": [{"after": "base", "scores": final, "entropy": {"a": 1.0, "b": 1.0}}] * 3,
+        "final": final,
+        "mean_final": 0.5,
+        "wall_s": 1.0,
+    }
+    return {**record, **fields}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from support import toy_record
 
 from orderopt.model import (
     ModelConfig,
@@ -119,7 +120,7 @@ def test_a_shipped_model_is_found_under_any_torch_version(monkeypatch: pytest.Mo
 
 def test_records_of_two_models_are_refused_or_kept_apart(tmp_path: Path) -> None:
     for i, model in enumerate(["tiny-aaaa", "tiny-aaaa", "tiny-bbbb"]):
-        record = {"run_id": f"full-{i}", "kind": "full", "model": f"/m/{model}", "model_id": model}
+        record = toy_record(run_id=f"full-{i}", model=f"/m/{model}", model_id=model)
         write_json_atomic(tmp_path / "runs" / f"full-{i}" / "result.json", record)
     with pytest.raises(ValueError, match=r"come from 2 base models: tiny-aaaa \(2 runs\), tiny-bbbb \(1 runs\)"):
         load_records(tmp_path)

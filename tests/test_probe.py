@@ -19,9 +19,10 @@ from support import cli
 from orderopt.config import Config, ProbeConfig, TrainerConfig
 from orderopt.model import model_id
 from orderopt.orders import graph_order, greedy_bwt_order, heuristic_orders, structured_first_order
-from orderopt.probe import TransferMatrix, plan_probes, probe_jobs, probe_records, run_probes
+from orderopt.probe import TransferMatrix, plan_probes, probe_jobs
 from orderopt.schedule import Schedule
 from orderopt.store import load_records
+from orderopt.study import Study
 from orderopt.tracking import WandbConfig
 from orderopt.train import RunSpec, run_schedule
 
@@ -47,7 +48,8 @@ def test_probes_run_once_reuse_single_probes_and_give_the_transfer_matrix(
 ) -> None:
     cfg = _cfg(tmp_path, cache_dir)
     caplog.set_level(logging.INFO, logger="orderopt")
-    tm, cost = run_probes(cfg)
+    study = Study.from_config(cfg)
+    tm, cost = study.probe(cfg.probe)
     records = load_records(tmp_path / "probes")
     assert len(records) == 4 + 12 and {r["kind"] for r in records} == {"probe"}
     assert "[probes probes (pairs)] 12/12 runs done" in caplog.text and "ETA" in caplog.text
@@ -92,11 +94,11 @@ def test_probes_run_once_reuse_single_probes_and_give_the_transfer_matrix(
     # cached: the same probes are found, nothing is trained again; a lost record is the only one retrained
     caplog.clear()
     shutil.rmtree(tmp_path / "probes" / "runs" / pairs["qa:2>names:2"]["run_id"])
-    again, _ = run_probes(cfg)
-    assert "4 runs: 4 finished before, 0 to train" in caplog.text
-    assert "12 runs: 11 finished before, 1 to train" in caplog.text
+    again, _ = study.probe(cfg.probe)
+    assert "4 runs: 4 finished before, 0 to run" in caplog.text
+    assert "12 runs: 11 finished before, 1 to run" in caplog.text
     assert np.allclose(again.single, tm.single) and np.allclose(again.pair, tm.pair, equal_nan=True)
-    assert len(probe_records(cfg)) == 16
+    assert len(study.probe_records(cfg.probe)) == 16
 
 
 @pytest.mark.slow
@@ -104,10 +106,11 @@ def test_single_task_probes_only_and_errors_on_mixed_probe_records(
     base: tuple[str, list], cache_dir: str, tmp_path: Path
 ) -> None:
     cfg = _cfg(tmp_path, cache_dir, pairs=False, steps=1, n_jobs=1)
-    tm, cost = run_probes(cfg)
+    study = Study.from_config(cfg)
+    tm, cost = study.probe(cfg.probe)
     assert not tm.has_pairs and np.isnan(tm.bwt_matrix).all() and cost.probes == 4
     assert cost.wall_s == pytest.approx(cost.single_wall_s)
-    records = probe_records(cfg)
+    records = study.probe_records(cfg.probe)
     assert greedy_bwt_order(tm) and graph_order(tm)  # the O(K) path has every heuristic too
 
     other_model = [{**r, "model": "/models/other", "model_id": "other"} for r in records[:2]]
@@ -126,30 +129,31 @@ def test_single_task_probes_only_and_errors_on_mixed_probe_records(
     with pytest.raises(ValueError, match="no probe records"):
         TransferMatrix.from_records([])
     with pytest.raises(ValueError, match=r"probes of study 'probes' .* orderopt-probe study=probes"):
-        probe_records(replace(cfg, probe=replace(cfg.probe, seeds=[5])))
+        study.probe_records(replace(cfg.probe, seeds=[5]))
 
 
 def test_probe_plans_and_bad_probe_configs(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path, str(tmp_path))
     cfg.model.name_or_path = "some/model"  # planning needs no model on disk
-    singles, pairs = plan_probes(replace(cfg, probe=ProbeConfig(steps=30, seeds=[0, 1])))
+    study = Study.from_config(cfg)
+    singles, pairs = plan_probes(study, ProbeConfig(steps=30, seeds=[0, 1]))
     assert len(singles) == 8 and len(pairs) == 24 and all(p.kind == "probe" for p in singles + pairs)
     assert all(p.keep_model for p in singles) and all(p.prefix is not None for p in pairs)
     assert {p.label for p in pairs} >= {"names:30>qa:30", "qa:30>names:30"}
-    smaller = plan_probes(replace(cfg, probe=ProbeConfig(steps=30, trainer={"per_device_train_batch_size": 16})))[0]
-    assert smaller[0].cfg.trainer.per_device_train_batch_size == 16 and smaller[0].run_dir != singles[0].run_dir
+    smaller = plan_probes(study, ProbeConfig(steps=30, trainer={"per_device_train_batch_size": 16}))[0]
+    assert smaller[0].spec.trainer.per_device_train_batch_size == 16 and smaller[0].run_dir != singles[0].run_dir
     for bad, match in [
         (ProbeConfig(steps=0), "probe.steps=0"),
         (ProbeConfig(seeds=[]), "probe.seeds is empty"),
         (ProbeConfig(trainer={"lr": 1.0}), "probe.trainer sets lr"),
     ]:
         with pytest.raises(ValueError, match=match):
-            plan_probes(replace(cfg, probe=bad))
+            plan_probes(study, bad)
     with pytest.raises(ValueError, match="one task"):
-        plan_probes(replace(cfg, suite=replace(cfg.suite, tasks=["arith"])))
-    auto = replace(cfg, probe=ProbeConfig(n_jobs=None))
-    assert probe_jobs(auto) == (os.cpu_count() or 1) and probe_jobs(replace(cfg, probe=ProbeConfig(n_jobs=3))) == 3
-    assert probe_jobs(replace(auto, trainer=replace(TRAINER, use_cpu=False))) == 1  # one GPU: one probe at a time
+        plan_probes(study.replace(suite=["arith"]), ProbeConfig())
+    auto = ProbeConfig(n_jobs=None)
+    assert probe_jobs(auto, TRAINER) == (os.cpu_count() or 1) and probe_jobs(ProbeConfig(n_jobs=3), TRAINER) == 3
+    assert probe_jobs(auto, replace(TRAINER, use_cpu=False)) == 1  # one GPU: one probe at a time
 
 
 def _matrix(bwt: np.ndarray, transfer: np.ndarray, domains: list[str]) -> TransferMatrix:

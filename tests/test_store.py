@@ -33,12 +33,16 @@ def test_export_keeps_every_contract_number_and_thins_the_log(tmp_path: Path) ->
             "run_id": f"full-x-s{seed}",
             "kind": "full",
             "seed": seed,
+            "schedule": {"stages": [{"tasks": ["a"], "steps": 25}, {"tasks": ["b"], "steps": 25}]},
             "schedule_key": "a:25>b:25",
             # the model shipped with the study, loaded from the study and from a cache: named by its place in dst
             "model": str(tmp_path / "src" / "base_model") if seed else "/root/.cache/orderopt/models/tiny-x",
             "model_id": "tiny-0123456789abcdef",
             "suite": ["a", "b"],
-            "evals": [{"after": "base", "scores": {"a": 0.1, "b": 0.2}, "entropy": {"a": 1.0, "b": 2.0}}],
+            "evals": [
+                {"after": "base", "scores": {"a": 0.1, "b": 0.2}, "entropy": {"a": 1.0, "b": 2.0}},
+                {"after": 1, "scores": {"a": 0.3 + seed / 7, "b": 0.4}, "entropy": {"a": 1.0, "b": 2.0}},
+            ],
             "final": {"a": 0.3 + seed / 7, "b": 0.4},
             "mean_final": (0.7 + seed / 7) / 2,
             "wall_s": 3.0,

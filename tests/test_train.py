@@ -242,10 +242,15 @@ def test_study_plans_the_reference_experiment() -> None:
     from hydra import compose, initialize_config_dir
 
     from orderopt.cli import CONF_DIR, _typed
-    from orderopt.study import plan_experiment
+    from orderopt.study import Study
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = _typed(compose(config_name="config", overrides=["+experiment=reference", "model.name_or_path=m"]))
+    study = Study.from_config(cfg)
+
+    def plan_experiment(cfg: Config) -> list:
+        return study.plan_experiment(cfg.experiment, steps=cfg.schedule.steps, merge_method=cfg.schedule.merge_method)
+
     plans = plan_experiment(cfg)
     assert len(plans) == (24 + 12 + 2) * 3 and len({p.run_dir for p in plans}) == len(plans)
     assert sum(p.label.startswith(("joint:", "merge:")) for p in plans) == 6
@@ -268,13 +273,13 @@ def test_study_plans_the_rich_experiment_from_a_fixed_latin_design() -> None:
 
     from orderopt.cli import CONF_DIR, _typed
     from orderopt.schedule import Schedule, latin_orders
-    from orderopt.study import plan_experiment
+    from orderopt.study import Study
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = _typed(compose(config_name="config", overrides=["+experiment=rich", "model.name_or_path=m"]))
-    plans = plan_experiment(cfg)
+    plans = Study.from_config(cfg).plan_experiment(cfg.experiment, steps=cfg.schedule.steps)
     assert len(plans) == (42 + 20 + 2) * 2 and len({p.run_dir for p in plans}) == len(plans)
-    orders = [Schedule.parse(p.label) for p in plans if p.cfg.seed == 0][:42]
+    orders = [Schedule.parse(p.label) for p in plans if p.seed == 0][:42]
     assert all(len(s.stages) == 6 and {st.steps for st in s.stages} == {100} for s in orders)
     positions = Counter((st.tasks[0], i) for s in orders for i, st in enumerate(s.stages))
     assert set(positions.values()) == {7} and len(positions) == 36  # every task 7 times in every position
@@ -306,7 +311,7 @@ def test_study_trains_in_parallel_resumes_and_reports_progress(
     assert "2/2 runs done" in caplog.text and "ETA" in caplog.text and "joint:arith+strings+qa+names:4" in text
     caplog.clear()
     again, _ = study_from_config(cfg)  # everything recorded: nothing is trained again
-    assert again == records and "2 runs: 2 finished before, 0 to train" in caplog.text
+    assert again == records and "2 runs: 2 finished before, 0 to run" in caplog.text
 
 
 def test_the_same_run_in_two_studies_gets_two_wandb_runs(tmp_path: Path) -> None:

@@ -1,0 +1,115 @@
+"""The study object: composed once, picklable, answering plans through its backend; run states; typed records."""
+
+from __future__ import annotations
+
+import ast
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+from support import toy_record
+
+from orderopt.backends import TrainBackend
+from orderopt.config import ExperimentConfig, ProbeConfig
+from orderopt.probe import plan_probes
+from orderopt.records import RECORD_FORMAT, check_record
+from orderopt.replay import ReplayBackend
+from orderopt.store import own_run, run_state, write_json_atomic
+from orderopt.study import Study
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT / "studies" / "reference"
+SUITE = ["arith", "strings", "qa", "names"]
+
+
+def _study(tmp_path: Path, **changes: object) -> Study:
+    """A study of the default suite on the shipped default base model (nothing is built)."""
+    study = Study(
+        name="mine",
+        directory=tmp_path / "mine",
+        suite=SUITE,
+        task_configs={},
+        model=str(ROOT / "studies" / "default" / "base_model"),
+    )
+    return study.replace(**changes)
+
+
+def test_a_study_travels_to_workers_without_its_tasks_and_plans_the_same_runs(tmp_path: Path) -> None:
+    study = _study(tmp_path)
+    plan = study.plan("names:200>qa:200>strings:200>arith:200", seed=1)
+    assert [t.name for t in study.tasks] == SUITE  # built on first use, here
+    copy = pickle.loads(pickle.dumps(plan))
+    assert copy.study._tasks is None  # data and judges are rebuilt where the run trains, not pickled
+    assert copy.run_id == plan.run_id and copy.run_dir == tmp_path / "mine" / "runs" / plan.run_id
+    assert isinstance(copy.study.backend, TrainBackend)
+    joint = study.plan("arith:200>strings:200>qa:200>names:200", 0, baseline="joint")
+    merge = study.plan("arith:200>strings:200>qa:200>names:200", 0, baseline="merge")
+    assert joint.label.startswith("joint:") and joint.spec.schedule.key == "arith+strings+qa+names:800"
+    assert merge.run_id.startswith("merge-ties-") and len({plan.run_id, joint.run_id, merge.run_id}) == 3
+    with pytest.raises(ValueError, match="schedule.baseline='ensemble'; use joint, merge or null"):
+        study.plan("arith:1>strings:1>qa:1>names:1", baseline="ensemble")
+    with pytest.raises(ValueError, match="code"):
+        study.plan("arith:1>code:1")
+    # probes are plans of the same study: their own trainer settings, wandb off, and the suite's checks
+    singles, pairs = plan_probes(study, ProbeConfig(steps=5, trainer={"learning_rate": 0.1}))
+    assert singles[0].spec.trainer.learning_rate == 0.1 and not singles[0].study.wandb.enabled
+    assert study.wandb is not singles[0].study.wandb and len(pairs) == 12
+
+
+def test_a_replay_backend_answers_the_study_s_plans_with_recorded_runs(tmp_path: Path) -> None:
+    study = _study(tmp_path, backend=ReplayBackend(REFERENCE))
+    key = "names:200>strings:200>qa:200>arith:200"
+    plans = study.plan_experiment(ExperimentConfig(schedules=[key], baselines=["joint"], seeds=[0, 1]), steps=200)
+    records = study.run(plans, n_jobs=2)
+    recorded = {(r["schedule_key"], r["seed"]): r for r in json_records(REFERENCE)}
+    assert [r["run_id"].startswith("replay-") for r in records] == [True] * 4
+    assert records[0]["final"] == recorded[(key, 0)]["final"] and records[1]["seed"] == 1
+    assert records[2]["baseline"] == "joint"
+    assert not (tmp_path / "mine").exists()  # a replay trains nothing and writes nothing
+    with pytest.raises(RuntimeError, match="(?s)1 of 1 runs of study mine failed.*never run in"):
+        study.run([study.plan("qa:200>names:200>arith:200>strings:50", 0)])
+
+
+def json_records(study_dir: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(study_dir.glob("runs/*/result.json"))]
+
+
+def test_run_states_new_interrupted_running_done(tmp_path: Path) -> None:
+    run = tmp_path / "runs" / "full-x-s0"
+    assert run_state(run) == "new"
+    (run / "checkpoint").mkdir(parents=True)
+    assert run_state(run) == "interrupted"  # a stage finished, nobody trains it: it resumes from there
+    with own_run(run):
+        assert run_state(run) == "running"
+    assert run_state(run) == "interrupted"
+    write_json_atomic(run / "result.json", toy_record())
+    assert run_state(run) == "done"
+
+
+def test_records_are_checked_versioned_and_upgraded() -> None:
+    old = toy_record()  # the committed studies' records predate the format field: format 1
+    assert "format" not in old and check_record(old, "r.json")["format"] == RECORD_FORMAT
+    with pytest.raises(ValueError, match="r.json is a run record of format 9, written by a newer orderopt"):
+        check_record(toy_record(format=9), "r.json")
+    with pytest.raises(ValueError, match="r.json is not a run record: it has no schedule, evals"):
+        check_record({k: v for k, v in toy_record().items() if k not in ("schedule", "evals")}, "r.json")
+    with pytest.raises(ValueError, match="kind 'sweep'"):
+        check_record(toy_record(kind="sweep"), "r.json")
+    with pytest.raises(ValueError, match="final scores are not its last evaluation's"):
+        check_record(toy_record(final={"a": 1.0, "b": 0.0}), "r.json")
+    every = [check_record(r, "committed") for r in json_records(REFERENCE)]
+    assert len(every) == 354 and {r["format"] for r in every} == {RECORD_FORMAT}
+
+
+def test_the_root_config_stops_at_the_entry_points() -> None:
+    """The whole Hydra config is read by the entry points and by Study.from_config; below them domain objects
+    travel (a schedule, a seed, a trainer or probe config), so no other module imports the root ``Config``."""
+    readers = set()
+    for path in sorted((ROOT / "orderopt").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "orderopt.config":
+                if any(alias.name == "Config" for alias in node.names):
+                    readers.add(path.relative_to(ROOT / "orderopt").as_posix())
+    assert readers == {"cli.py", "study.py"}
