@@ -401,27 +401,38 @@ class TransferPredictor(_Predictor):
 
     def _rollout_batch(self, budgets: np.ndarray, st: dict[str, np.ndarray]) -> np.ndarray:
         """(members, schedules, tasks, channel): the final scores of the schedules ``budgets`` encodes by each
-        channel (entropy, score), each rolling its own state (scores, logits); the full-run correction is part of the
-        entropy channel's steps."""
+        channel (entropy, score); the full-run correction is part of the entropy channel's steps.
+
+        The entropy channel rolls its state stage by stage (a task's own stage closes a share of the gap it has
+        then). The score channel is additive in logits, so it needs no rollout: its logit is the base plus each
+        kind of stage's probe-length total (own; each other task before and after this task's first stage) times
+        its probe change."""
         tm = self.transfer_
         m, n, k = len(st["log_keep"]), len(budgets), len(tm.tasks)
+        g_all = budgets / tm.steps
+        own_g, before, after = _stage_totals(g_all, self.score_gain_exponent)
+        # Σ_k before[n, j, k]·moved[m, k, j] as one batched product over tasks j: (j, n, k) @ (j, k, m)
+        moved = before.transpose(1, 0, 2) @ st["moved"].transpose(2, 1, 0)
+        moved += after.transpose(1, 0, 2) @ st["moved_trained"].transpose(2, 1, 0)
+        logits = _logit(tm.base) + st["own_logit"][:, None, :] * own_g[None] + moved.transpose(2, 1, 0)
         scores = np.broadcast_to(tm.base, (m, n, k)).copy()
-        logits = np.broadcast_to(_logit(tm.base), (m, n, k)).copy()
         trained = np.zeros((n, k), dtype=bool)
+        same = self.spill_exponent == 1.0  # then spill and correction share one product per stage
+        untrained_lin = st["spill"] + st["fix"] if same else st["fix"]
+        trained_lin = st["spill_trained"] + st["fix_trained"] if same else st["fix_trained"]
         for i in range(budgets.shape[1]):
-            steps = budgets[:, i, :] / tm.steps  # (n, K)
+            steps = g_all[:, i, :]  # (n, K)
             at_n, at_k = np.nonzero(steps)  # own stages: where a task is in the stage (few entries)
             g = steps[at_n, at_k]
             room = 1.0 - scores[:, at_n, at_k]
             own = room * -np.expm1(g**self.gain_exponent * st["log_keep"][:, at_k])
             own += (st["fix_own"][:, at_k] + st["fix_room"][:, at_k] * room) * g
             # the other tasks' stages, linear in budget; which terms depends on whether the task was trained
-            spill_g = steps**self.spill_exponent
-            scores += np.where(trained, spill_g @ st["spill_trained"], spill_g @ st["spill"])
-            scores += np.where(trained, steps @ st["fix_trained"], steps @ st["fix"])
-            logits += np.where(trained, steps @ st["moved_trained"], steps @ st["moved"])
+            scores += np.where(trained, steps @ trained_lin, steps @ untrained_lin)
+            if not same:
+                spill_g = steps**self.spill_exponent
+                scores += np.where(trained, spill_g @ st["spill_trained"], spill_g @ st["spill"])
             scores[:, at_n, at_k] += own
-            logits[:, at_n, at_k] += st["own_logit"][:, at_k] * g**self.score_gain_exponent
             np.clip(scores, 0.0, 1.0, out=scores)
             trained[at_n, at_k] = True
         return np.stack([scores, 1.0 / (1.0 + np.exp(-logits))], axis=-1)
@@ -667,6 +678,20 @@ def _noise(tm: TransferMatrix) -> float:
     falls = [i for i in range(len(tm.tasks)) if tm.entropy_change[i, i] <= 0] or list(range(len(tm.tasks)))
     off = [abs(tm.entropy_change[i, j]) for i in falls for j in range(len(tm.tasks)) if j != i]
     return float(np.median(off)) if off else 0.0
+
+
+def _stage_totals(g: np.ndarray, own_exponent: float) -> tuple[np.ndarray, ...]:
+    """From (schedules, stages, tasks) probe lengths: per task, the sum over its stages of their length to
+    ``own_exponent`` (n, K); and (n, j, k) the probe lengths of task k in the stages up to and including j's first
+    (before j was trained, as a rollout sees it) and after it (all of them for a task never trained)."""
+    n, n_stages, k = g.shape
+    present = g > 0
+    own = np.where(present, g, 0.0) ** own_exponent * present
+    first = np.where(present.any(axis=1), np.argmax(present, axis=1), n_stages)  # (n, K)
+    upto = (np.arange(n_stages)[None, :, None] <= first[:, None, :]).astype(g.dtype)  # (n, stage, j)
+    before = np.einsum("nsk,nsj->njk", g, upto)
+    after = np.einsum("nsk,nsj->njk", g, 1.0 - upto)
+    return own.sum(axis=1), before, after
 
 
 def _task_budgets(schedule: Schedule) -> list[tuple[str, float, int]]:

@@ -183,8 +183,8 @@ def test_batched_rollouts_give_the_one_by_one_numbers(probes: list[dict], full: 
         "qa:200>names:200",
         "arith:50>arith:150>names+strings+qa:600",
     ]
-    for fit in (probes, probes + full[:24]):
-        model = TransferPredictor(n_boot=6).fit(fit)
+    for fit, spill_exponent in ((probes, 1.0), (probes + full[:24], 1.0), (probes + full[:24], 1.5)):
+        model = TransferPredictor(n_boot=6, spill_exponent=spill_exponent).fit(fit)
         parsed = model._schedules(keys)
         loop = np.array([[model._rollout(s, member) for s in parsed] for member in model.members_])
         batched = model._rollouts(model._encode(parsed), model.members_, chunk=2)
