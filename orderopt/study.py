@@ -346,8 +346,11 @@ def run_plans(plans: list[RunPlan], *, n_jobs: int, name: str) -> list[dict[str,
         failures.append(f"{plan.label} seed {plan.seed}: {type(err).__name__}: {err}")
         log.error("[%s] run %s seed %d failed: %s", name, plan.label, plan.seed, err)
 
-    parallel = [p for p in todo if p.study.backend.parallel]
-    for done, plan in enumerate((p for p in todo if not p.study.backend.parallel), start=1):
+    # a lone run (orderopt-train) trains here, its progress on this console; many go to worker processes
+    alone = len(todo) == 1 and n_jobs == 1
+    parallel = [p for p in todo if p.study.backend.parallel and not alone]
+    here = [p for p in todo if not p.study.backend.parallel or alone]
+    for done, plan in enumerate(here, start=1):
         try:
             finished(done, plan, plan.study.backend.run(plan))
         except Exception as err:
