@@ -87,11 +87,18 @@ class _Predictor(BaseEstimator):  # get_params/set_params/clone, as every scikit
             )
         return tm
 
-    def _schedules(self, schedules: Iterable[ScheduleLike]) -> list[Schedule]:
+    def _schedules(self, schedules: Iterable[ScheduleLike], *, check: bool = True) -> list[Schedule]:
+        """The schedules parsed and (``check``) checked to train only probed tasks; a caller that finds unknown
+        tasks anyway (the learned predictor, on encoding) checks later, to spare 40,320 orders a Python loop."""
         self._check_fitted()
         out = [s if isinstance(s, Schedule) else Schedule.parse(_strip_label(s)) for s in schedules]
+        if check:
+            self._check_tasks(out)
+        return out
+
+    def _check_tasks(self, parsed: list[Schedule]) -> None:
         known = set(self.transfer_.tasks)
-        for s in out:
+        for s in parsed:
             if all(known.issuperset(stage.tasks) for stage in s.stages):
                 continue
             unknown = [t for t in s.tasks if t not in known]
@@ -100,7 +107,6 @@ class _Predictor(BaseEstimator):  # get_params/set_params/clone, as every scikit
                     f"schedule {s.key!r} names task(s) {', '.join(map(repr, unknown))} the probes never saw "
                     f"(probed: {', '.join(self.transfer_.tasks)}); probe a suite with them, or drop them"
                 )
-        return out
 
 
 class AdditiveBWTPredictor(_Predictor):
@@ -283,29 +289,30 @@ class TransferPredictor(_Predictor):
                 )
         return full
 
-    def _predict_all(self, schedules: Iterable[ScheduleLike]) -> tuple[np.ndarray, ...]:
-        """Per task, the first probe model's rollout plus the correction, with the members' spread, the
-        correction's posterior std and the eval noise; for the mean over tasks, the same for the mean (the tasks move
-        together within one rollout)."""
-        parsed = self._schedules(schedules)
+    def _predict_all(self, schedules: Iterable[ScheduleLike], *, chunk: int = 512) -> tuple[np.ndarray, ...]:
+        """Per task, the first member's rollout, with the members' spread, the variance of the two channels'
+        mixture and the eval noise; for the mean over tasks, the same for the mean (the tasks move together within
+        one rollout). ``chunk`` schedules at a time: the members' rollouts are reduced as they come."""
+        parsed = self._schedules(schedules, check=False)
         budgets = self._encode(parsed)
-        channels = self._rollouts(budgets, self.members_)  # (members, schedules, tasks, channel)
-        w = self.score_weight
-        runs = (1.0 - w) * channels[..., 0] + w * channels[..., 1]
-        # which channel is right is uncertain too: the variance of their mixture (Bayesian model averaging)
-        gap = channels[0, ..., 0] - channels[0, ..., 1]
+        stacked = self._stacked(self.members_)
         eval_std = self.transfer_.eval_std
-        k = len(eval_std)
-        spread = runs[1:].std(axis=0) if len(runs) > 1 else np.zeros_like(runs[0])
-        means = runs.mean(axis=2)
-        mean_spread = means[1:].std(axis=0) if len(runs) > 1 else np.zeros_like(means[0])
+        n, k, w = len(parsed), len(eval_std), self.score_weight
+        mean, std, total, total_std = np.empty((n, k)), np.empty((n, k)), np.empty(n), np.empty(n)
         mean_noise = np.sqrt((eval_std**2).sum()) / k
-        return (
-            runs[0],
-            np.sqrt(spread**2 + w * (1 - w) * gap**2 + eval_std[None, :] ** 2),
-            means[0],
-            np.sqrt(mean_spread**2 + w * (1 - w) * gap.mean(axis=1) ** 2 + mean_noise**2),
-        )
+        for start in range(0, n, chunk):
+            at = slice(start, start + chunk)
+            channels = self._rollout_batch(budgets[at], stacked)  # (members, chunk, tasks, channel)
+            runs = (1.0 - w) * channels[..., 0] + w * channels[..., 1]
+            # which channel is right is uncertain too: the variance of their mixture (Bayesian model averaging)
+            gap = channels[0, ..., 0] - channels[0, ..., 1]
+            means = runs.mean(axis=2)
+            spread = runs[1:].std(axis=0) if len(runs) > 1 else np.zeros_like(runs[0])
+            mean_spread = means[1:].std(axis=0) if len(runs) > 1 else np.zeros_like(means[0])
+            mean[at], total[at] = runs[0], means[0]
+            std[at] = np.sqrt(spread**2 + w * (1 - w) * gap**2 + eval_std[None, :] ** 2)
+            total_std[at] = np.sqrt(mean_spread**2 + w * (1 - w) * gap.mean(axis=1) ** 2 + mean_noise**2)
+        return mean, std, total, total_std
 
     # --- the probe model: a member is one fit of both channels ------------------------------------------------
     def _member(
@@ -372,16 +379,20 @@ class TransferPredictor(_Predictor):
         tm = self.transfer_
         index = {t: i for i, t in enumerate(tm.tasks)}
         out = np.zeros((len(parsed), max((len(s.stages) for s in parsed), default=0), len(tm.tasks)))
-        at = [
-            (n, i, index[name], share)
-            for n, schedule in enumerate(parsed)
-            for i, stage in enumerate(schedule.stages)
-            for name, share in (
-                ((stage.tasks[0], stage.steps),)  # most stages: one task, no split to compute
-                if len(stage.tasks) == 1
-                else _shares(stage.tasks, stage.steps, stage.weights)
-            )
-        ]
+        try:
+            at = [
+                (n, i, index[name], share)
+                for n, schedule in enumerate(parsed)
+                for i, stage in enumerate(schedule.stages)
+                for name, share in (
+                    ((stage.tasks[0], stage.steps),)  # most stages: one task, no split to compute
+                    if len(stage.tasks) == 1
+                    else _shares(stage.tasks, stage.steps, stage.weights)
+                )
+            ]
+        except KeyError:
+            self._check_tasks(parsed)  # raises, naming the schedule and the task
+            raise
         if at:
             where = np.array(at).T
             np.add.at(out, (where[0].astype(int), where[1].astype(int), where[2].astype(int)), where[3])
@@ -393,11 +404,16 @@ class TransferPredictor(_Predictor):
         """(members, schedules, tasks, channel): every member's rollout of every schedule through both channels
         (entropy, score), all members and ``chunk`` schedules at a time as array operations (the same numbers as
         :meth:`_rollout`, one by one)."""
-        stacked = {name: np.array([m[name] for m in members]) for name in members[0]}
+        stacked = self._stacked(members)
         out = np.empty((len(members), len(budgets), len(self.transfer_.tasks), 2))
         for start in range(0, len(budgets), chunk):
             out[:, start : start + chunk] = self._rollout_batch(budgets[start : start + chunk], stacked)
         return out
+
+    @staticmethod
+    def _stacked(members: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        """The members' numbers as arrays over members (their first axis)."""
+        return {name: np.array([m[name] for m in members]) for name in members[0]}
 
     def _rollout_batch(self, budgets: np.ndarray, st: dict[str, np.ndarray]) -> np.ndarray:
         """(members, schedules, tasks, channel): the final scores of the schedules ``budgets`` encodes by each
