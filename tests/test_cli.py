@@ -43,8 +43,8 @@ def test_unknown_model_path_on_the_command_line(tmp_path: Path, cache_dir: str) 
 
 
 def test_a_plain_install_has_working_commands(tmp_path: Path) -> None:
-    """``pip install .`` (a wheel, not editable) carries the Hydra configs: its console script composes any config
-    group from another directory, away from the checkout."""
+    """``pip install .`` (a wheel, not editable) carries the Hydra configs and every subpackage: its console script
+    composes any config group from another directory, away from the checkout."""
     import shutil
 
     root, src = Path(__file__).resolve().parents[1], tmp_path / "src"  # a copy: setuptools writes build/ into it
@@ -60,7 +60,7 @@ def test_a_plain_install_has_working_commands(tmp_path: Path) -> None:
     subprocess.run([*pip, "install", "--no-deps", "--no-index", "--target", str(site), str(wheel)], check=True)
     env = {**os.environ, "PYTHONPATH": str(site)}
     where = subprocess.run(
-        [sys.executable, "-c", "import orderopt.cli as c; print(c.__file__); print(c.CONF_DIR)"],
+        [sys.executable, "-c", "import orderopt.cli as c, orderopt.predict; print(c.__file__); print(c.CONF_DIR)"],
         cwd=tmp_path,
         env=env,
         capture_output=True,

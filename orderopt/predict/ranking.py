@@ -1,0 +1,144 @@
+"""Using predictors: build one from its config, rank schedules, validate against full runs."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from orderopt.predict._base import ScheduleLike
+from orderopt.predict.additive import AdditiveBWTPredictor
+from orderopt.predict.learned import TransferPredictor
+from orderopt.schedule import Schedule
+
+__all__ = [
+    "candidate_schedules",
+    "cross_validate",
+    "make_predictor",
+    "rank_correlation",
+    "rank_schedules",
+    "ranking_quality",
+]
+
+
+def make_predictor(cfg: Any) -> AdditiveBWTPredictor | TransferPredictor:
+    """The unfitted predictor a ``PredictorConfig`` (``conf/predictor/``) names."""
+    if cfg.name == "additive":
+        return AdditiveBWTPredictor(use_pairs=cfg.use_pairs)
+    if cfg.name == "learned":
+        return TransferPredictor(
+            use_pairs=cfg.use_pairs,
+            gain_exponent=cfg.gain_exponent,
+            spill_exponent=cfg.spill_exponent,
+            score_weight=cfg.score_weight,
+            score_gain_exponent=cfg.score_gain_exponent,
+            prior_scale=cfg.prior_scale,
+            n_boot=cfg.n_boot,
+            random_state=cfg.random_state,
+        )
+    raise ValueError(f"predictor.name={cfg.name!r}; use learned or additive (predictor=learned / predictor=additive)")
+
+
+def rank_schedules(
+    model: AdditiveBWTPredictor | TransferPredictor,
+    schedules: Iterable[ScheduleLike],
+    full_runs: Iterable[dict[str, Any]] = (),
+) -> list[dict[str, Any]]:
+    """Predicted mean final score (± std) and per-task scores of every schedule, best first, with the measured mean
+    over seeds where full runs of it exist."""
+    keys = list(dict.fromkeys(s.key if isinstance(s, Schedule) else Schedule.parse(s).key for s in schedules))
+    mean, std, total, total_std = model._predict_all(keys)
+    measured = _measured(full_runs)
+    rows = []
+    for n, key in enumerate(keys):
+        row: dict[str, Any] = {
+            "schedule": key,
+            "predicted": float(total[n]),
+            "predicted_std": float(total_std[n]),
+            "tasks": {t: (float(mean[n, j]), float(std[n, j])) for j, t in enumerate(model.tasks_)},
+        }
+        if key in measured:
+            row["measured"], row["measured_std"], row["seeds"] = measured[key]
+        rows.append(row)
+    return sorted(rows, key=lambda r: -r["predicted"])
+
+
+def cross_validate(
+    model: AdditiveBWTPredictor | TransferPredictor,
+    probes: Sequence[dict[str, Any]],
+    full_runs: Sequence[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Predicted vs measured for every schedule with full runs: each predicted by ``model`` refitted on the probes
+    and the full runs of every *other* schedule (leave one schedule out), so no schedule is predicted from its own
+    runs. Returns the rows (as :func:`rank_schedules`) and ρ, τ and the mean absolute error."""
+    from sklearn.base import clone
+
+    measured = _measured(full_runs)
+    if len(measured) < 3:
+        raise ValueError(
+            f"validation needs full runs of at least 3 schedules; the study has {len(measured)}: train some "
+            "(orderopt-train, orderopt-study)"
+        )
+    rows = []
+    for key in measured:
+        own = [r for r in full_runs if r["schedule_key"] == key]
+        rest = [r for r in full_runs if r["schedule_key"] != key]
+        rows += rank_schedules(clone(model).fit([*probes, *rest]), [key], own)
+    return sorted(rows, key=lambda r: -r["predicted"]), ranking_quality(rows)
+
+
+def ranking_quality(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Spearman ρ, Kendall τ and mean absolute error of ``predicted`` vs ``measured`` over rows that have both."""
+    pairs = [(r["predicted"], r["measured"]) for r in rows if "measured" in r]
+    stats = rank_correlation([p for p, _ in pairs], [m for _, m in pairs])
+    stats["mae"] = float(np.mean([abs(p - m) for p, m in pairs]))
+    return stats
+
+
+def candidate_schedules(tasks: Sequence[str], steps: Any, extra: Iterable[str] = ()) -> list[str]:
+    """Every order of ``tasks`` at ``steps`` per stage (up to 7 tasks: 5,040 orders), then ``extra`` schedule keys
+    (checked against the tasks)."""
+    import itertools
+    import math
+
+    if isinstance(steps, bool) or not isinstance(steps, int):
+        raise ValueError(f"schedule.steps={steps!r}: candidates are every order at one budget; give one number")
+    keys = [Schedule.parse(k).validate(tasks).key for k in extra]
+    if math.factorial(len(tasks)) > 5040:
+        warnings.warn(
+            f"{len(tasks)} tasks: {math.factorial(len(tasks))} orders are too many to list; ranking only the given "
+            "schedules (and whatever the caller adds)",
+            stacklevel=2,
+        )
+        return keys
+    return [">".join(f"{t}:{steps}" for t in order) for order in itertools.permutations(tasks)] + keys
+
+
+def _measured(full_runs: Iterable[dict[str, Any]]) -> dict[str, tuple[float, float, list[int]]]:
+    """Schedule key → (mean over seeds of the mean final score, seed std, seeds) of full (non-replayed) runs."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in full_runs:
+        if r["kind"] == "full" and "replay" not in r:
+            groups.setdefault(r["schedule_key"], []).append(r)
+    return {
+        k: (
+            float(np.mean([r["mean_final"] for r in runs])),
+            float(np.std([r["mean_final"] for r in runs], ddof=1)) if len(runs) > 1 else 0.0,
+            sorted(r["seed"] for r in runs),
+        )
+        for k, runs in groups.items()
+    }
+
+
+def rank_correlation(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, float]:
+    """Spearman ρ and Kendall τ of predicted vs measured scores."""
+    from scipy.stats import kendalltau, spearmanr
+
+    if len(predicted) != len(measured) or len(predicted) < 3:
+        raise ValueError(f"need ≥ 3 paired scores to rank; got {len(predicted)} predicted, {len(measured)} measured")
+    return {
+        "spearman": float(spearmanr(predicted, measured).statistic),
+        "kendall": float(kendalltau(predicted, measured).statistic),
+    }
