@@ -54,8 +54,9 @@ def evaluate_base(cfg: Config) -> dict[str, Any]:
 def schedule_from_config(cfg: Config) -> Schedule:
     """The schedule ``cfg.schedule`` describes (the suite's order if it names none), checked against the suite —
     before anything is built, so a bad schedule fails fast."""
-    if cfg.schedule.baseline not in (None, "joint", "merge"):
-        raise ValueError(f"schedule.baseline={cfg.schedule.baseline!r}; use joint, merge or null")
+    from orderopt.study import check_baseline
+
+    check_baseline(cfg.schedule.baseline)
     schedule = Schedule.from_stages(cfg.schedule.order or cfg.suite.tasks, cfg.schedule.steps)
     return schedule.validate(cfg.suite.tasks, require_all=cfg.schedule.baseline is None)
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from orderopt.config import ProbeConfig, TrainerConfig
+from orderopt.config import ProbeConfig, ScheduleConfig, TrainerConfig
 from orderopt.schedule import Schedule
 
 if TYPE_CHECKING:
@@ -182,7 +182,8 @@ def run_probes(
     """Run the probes ``probe`` asks for that have no record yet (singles, then pairs, ``probe.n_jobs`` at a time),
     save the transfer matrix in the study directory (``transfer.json``, ``transfer.graphml``) and return it with
     what the probes cost against a full run of ``full_steps`` in ``full_stages`` stages (default: one stage per
-    task, 200 steps each). The base model is evaluated once per seed, here, not once per single-task probe."""
+    task at the default ``schedule.steps``). The base model is evaluated once per seed, here, not once per
+    single-task probe."""
     singles, pairs = plan_probes(study, probe)
     name = f"probes {study.name}"
     base_s = 0.0
@@ -201,7 +202,7 @@ def run_probes(
     stages = full_stages or len(study.suite)
     cost = probe_cost(
         records,
-        full_steps or stages * 200,
+        full_steps or stages * ScheduleConfig().steps,
         study.full_runs(),
         base_eval_s=base_s,
         full_stages=stages,

@@ -11,6 +11,7 @@ what is missing; progress reports runs done / total and an ETA.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import multiprocessing
@@ -33,9 +34,15 @@ if TYPE_CHECKING:
     from orderopt.probe import ProbeCost, TransferMatrix
     from orderopt.tasks import Task
 
-__all__ = ["RunPlan", "Study", "run_plans"]
+__all__ = ["RunPlan", "Study", "check_baseline", "run_plans"]
 
 log = logging.getLogger(__name__)
+
+
+def check_baseline(baseline: str | None) -> None:
+    """A schedule's baseline is none, joint (every task in one stage) or merge (one model per task, merged)."""
+    if baseline not in (None, "joint", "merge"):
+        raise ValueError(f"schedule.baseline={baseline!r}; use joint, merge or null")
 
 
 @dataclass
@@ -89,11 +96,12 @@ class Study:
         return study
 
     def replace(self, **changes: Any) -> Study:
-        """A copy with ``changes`` (e.g. another backend), sharing the tasks already built."""
+        """A copy with ``changes`` (e.g. another backend), sharing the tasks already built if the suite is the same."""
         import dataclasses
 
         copy = dataclasses.replace(self, **changes)
-        copy._tasks = self._tasks
+        if copy.suite == self.suite and copy.task_configs == self.task_configs:
+            copy._tasks = self._tasks  # the same tasks: no need to build them again
         return copy
 
     @property
@@ -117,8 +125,7 @@ class Study:
     ) -> RunPlan:
         """The run of ``schedule`` with ``seed`` (``baseline`` joint/merge: that baseline with the schedule's total
         steps; ``kind`` probe: a schedule of any subset of the suite; ``trainer``: other settings than the study's)."""
-        if baseline not in (None, "joint", "merge"):
-            raise ValueError(f"schedule.baseline={baseline!r}; use joint, merge or null")
+        check_baseline(baseline)
         parsed = Schedule.parse(schedule) if isinstance(schedule, str) else schedule
         parsed.validate(self.suite, require_all=baseline is None and kind == "full")
         return RunPlan(self, parsed, seed, kind=kind, baseline=baseline, merge_method=merge_method, trainer=trainer)
@@ -240,8 +247,8 @@ class RunPlan:
         kind = "baseline" if self.baseline else self.kind
         return RunSpec(self.schedule, study.tasks, study.model, seed=self.seed, kind=kind, trainer=trainer)
 
-    @property
-    def run_id(self) -> str:
+    @functools.cached_property
+    def run_id(self) -> str:  # cached: the run directory is asked for often, and the spec hashes the whole config
         run_id = self.spec.run_id
         return f"merge-{self.merge_method}-{run_id.split('-', 1)[1]}" if self.baseline == "merge" else run_id
 

@@ -39,6 +39,8 @@ def test_a_study_travels_to_workers_without_its_tasks_and_plans_the_same_runs(tm
     study = _study(tmp_path)
     plan = study.plan("names:200>qa:200>strings:200>arith:200", seed=1)
     assert [t.name for t in study.tasks] == SUITE  # built on first use, here
+    assert study.replace(backend=TrainBackend())._tasks is study._tasks  # same suite: built tasks are shared
+    assert [t.name for t in study.replace(suite=["arith", "qa"]).tasks] == ["arith", "qa"]  # another: rebuilt
     copy = pickle.loads(pickle.dumps(plan))
     assert copy.study._tasks is None  # data and judges are rebuilt where the run trains, not pickled
     assert copy.run_id == plan.run_id and copy.run_dir == tmp_path / "mine" / "runs" / plan.run_id

@@ -99,14 +99,15 @@ class TransferPredictor(_Predictor):
         rng = np.random.default_rng(self.random_state)
         self.coupling_ = _coupling(probes, tm)
         self.noise_ = _noise(tm)
-        members = [self._member(tm, probes, None)]
+        members = [self._member(tm, self.coupling_, None)]
         for _ in range(self.n_boot):
             if len(tm.seeds) > 1:  # the probe seeds resampled: the spread one probe seed more or less makes
                 seeds = set(rng.choice(tm.seeds, size=len(tm.seeds)).tolist())
                 sample = [r for r in probes if r["seed"] in seeds]
-                members.append(self._member(TransferMatrix.from_records(sample), sample, None))
+                resampled = TransferMatrix.from_records(sample)
+                members.append(self._member(resampled, _coupling(sample, resampled), None))
             else:
-                members.append(self._member(tm, probes, rng))
+                members.append(self._member(tm, self.coupling_, rng))
         # every member gets its correction (the first the posterior mean, the others a draw from the posterior)
         self.members_ = [{**m, **self._correction(m, full, rng if n else None)} for n, m in enumerate(members)]
         return self
@@ -155,9 +156,8 @@ class TransferPredictor(_Predictor):
 
     # --- the probe model: a member is one fit of both channels ------------------------------------------------
     def _member(
-        self, tm: TransferMatrix, probes: Sequence[dict[str, Any]], rng: np.random.Generator | None
+        self, tm: TransferMatrix, coupling: dict[str, float], rng: np.random.Generator | None
     ) -> dict[str, np.ndarray]:
-        coupling = _coupling(probes, tm) if rng is None else self.coupling_
         return {**self._entropy_channel(tm, coupling, rng), **self._score_channel(tm, rng)}
 
     def _entropy_channel(
@@ -314,14 +314,12 @@ class TransferPredictor(_Predictor):
             for j, t in enumerate(tm.tasks):
                 for name, steps in _shares(stage.tasks, stage.steps, stage.weights):
                     k, g = index[name], steps / tm.steps
+                    step[j] += self._prior_effect(member, k, g, j, t in trained, scores[j])
                     if k == j:
-                        room = 1.0 - scores[j]
-                        step[j] += room * -np.expm1(g**self.gain_exponent * member["log_keep"][j])
-                        step[j] += (member["fix_own"][j] + member["fix_room"][j] * room) * g
+                        step[j] += (member["fix_own"][j] + member["fix_room"][j] * (1.0 - scores[j])) * g
                         step_logit[j] += member["own_logit"][j] * g**self.score_gain_exponent
                     else:
                         after = "_trained" if t in trained else ""
-                        step[j] += member["spill" + after][k, j] * g**self.spill_exponent
                         step[j] += member["fix" + after][k, j] * g
                         step_logit[j] += member["moved" + after][k, j] * g
             scores = np.clip(scores + step, 0.0, 1.0)
