@@ -17,6 +17,8 @@ from orderopt.schedule import Schedule
 
 __all__ = [
     "base_main",
+    "main",
+    "main_from_config",
     "evaluate_base",
     "predict_from_config",
     "predict_main",
@@ -192,6 +194,31 @@ def predict_from_config(cfg: Config) -> str:
     return "\n".join(lines)
 
 
+def main_from_config(cfg: Config) -> str:
+    """The main job: probes, fit, predicted search and active loop on the study of ``cfg``; writes
+    ``search.json`` into the study directory and returns the printed summary."""
+    from orderopt.search import optimize
+    from orderopt.store import write_json_atomic
+    from orderopt.study import Study
+
+    study = Study.from_config(cfg)
+    outcome = optimize(
+        study,
+        probe=cfg.probe,
+        predictor=cfg.predictor,
+        search=cfg.search,
+        seed=cfg.seed,
+        default_total=_full_steps(cfg),
+    )
+    out = study.directory / "search.json"
+    write_json_atomic(out, outcome.as_dict())
+    return (
+        f"{outcome.format()}\n"
+        f"written: {out} (the outcome), {study.directory / 'runs'} (run records), {outcome.storage} (Optuna studies: "
+        f"optuna-dashboard {outcome.storage})"
+    )
+
+
 def report_from_config(cfg: Config) -> tuple[str, Path]:
     """Summarise the study's run records: a table (printed and saved) and a figure beside them."""
     from orderopt.report import entropy_table, format_summary, order_effect, plot_summary, stage_transfer, summarize
@@ -212,6 +239,16 @@ def report_from_config(cfg: Config) -> tuple[str, Path]:
     (where / "summary.txt").write_text(text + "\n")
     figure = plot_summary(rows, where / "summary.png")
     return text, figure
+
+
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    """``orderopt``: probes → predictor → Optuna search → active loop of full runs (joint as the bar); prints the
+    recommended schedule; returns its measured score (for sweepers)."""
+    _quiet_transformers()
+    typed = _typed(cfg)
+    print(main_from_config(typed))
+    return None
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
@@ -274,6 +311,7 @@ if __name__ == "__main__":  # python -m orderopt.cli [base|train|study|report|pr
     import sys
 
     mains = {
+        "main": main,
         "train": train_main,
         "study": study_main,
         "report": report_main,

@@ -16,6 +16,7 @@ __all__ = [
     "PredictorConfig",
     "ProbeConfig",
     "ScheduleConfig",
+    "SearchConfig",
     "SuiteConfig",
     "TrainerConfig",
     "register_configs",
@@ -135,6 +136,54 @@ class PredictorConfig:
 
 
 @dataclass
+class SearchConfig:
+    """The search (``conf/search/``): the space of schedules, the predicted search over it, and the active loop that
+    trains the most promising ones for real."""
+
+    #: total steps of a schedule (null: one stage per task at ``schedule.steps``, joint training's budget)
+    total_steps: int | None = None
+    #: budgets are multiples of this
+    step_unit: int = 25
+    #: per-task bounds on steps (constraints of the space); task_steps: {task: [min, max]} for particular tasks
+    min_steps: int = 25
+    max_steps: int | None = None
+    task_steps: dict[str, list[int]] = field(default_factory=dict)
+    #: true: every task gets total_steps / K (orders and mixes only)
+    equal_budgets: bool = False
+    #: false: one task per stage (curricula only)
+    mixing: bool = True
+    #: score (the predicted mean final score), or [score, steps] to trade score against total steps
+    objectives: list[str] = field(default_factory=lambda: ["score"])
+    #: the fewest total steps with the steps objective (null: one step_unit per task)
+    min_total: int | None = None
+    #: weight of each task in the score (task → weight; unlisted: 1)
+    task_weights: dict[str, float] = field(default_factory=dict)
+    #: tpe | gp | random | brute (brute: equal_budgets only)
+    sampler: str = "tpe"
+    #: trials of the predicted search (per refit), asked and told in batches
+    n_trials: int = 600
+    batch: int = 50
+    #: Optuna storage: null is sqlite:///<study dir>/optuna.db; an RDB URL; or a journal file (*.log / *.journal)
+    storage: str | None = None
+    #: full runs the active loop may train (joint training, if train_joint, not counted)
+    full_runs: int = 4
+    #: schedules trained at once per round, each in its own process
+    batch_size: int = 2
+    #: ei (expected improvement over the best measured, uses the predictor's std) | ucb | mean (exploit only)
+    acquisition: str = "ei"
+    #: ucb's weight of the std
+    kappa: float = 1.0
+    #: stop early when the recommendation has not changed for this many rounds
+    patience: int = 2
+    #: distinct top schedules of the predicted search the loop chooses from
+    pool_size: int = 64
+    #: train joint training first (the bar to clear; its run is a point of the space)
+    train_joint: bool = True
+    #: seed of the sampler (the full runs train with the root ``seed``)
+    seed: int = 0
+
+
+@dataclass
 class Config:
     """The root config (``conf/config.yaml``)."""
 
@@ -145,6 +194,7 @@ class Config:
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     studies_dir: str = "studies"
     #: task name → that task's config (``type`` picks the implementation; see ``conf/task/``)
@@ -162,3 +212,4 @@ def register_configs() -> None:
     cs.store(group="trainer", name="base_trainer", node=TrainerConfig)
     cs.store(group="probe", name="base_probe", node=ProbeConfig)
     cs.store(group="predictor", name="base_predictor", node=PredictorConfig)
+    cs.store(group="search", name="base_search", node=SearchConfig)

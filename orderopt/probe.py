@@ -145,7 +145,7 @@ def probe_cost(
     singles = [r for r in probes if len(r["schedule"]["stages"]) == 1]
     steps = sum(_trained_steps(r) for r in probes)
     wall = sum(r["wall_s"] for r in probes) + base_eval_s
-    walls = [r["wall_s"] for r in full_runs if r["kind"] == "full" and "replay" not in r]
+    walls = [r["wall_s"] for r in full_runs if r["kind"] == "full"]
     estimate = None if walls else _full_wall_estimate(probes, full_steps, full_stages)
     return ProbeCost(
         probes=len(probes),

@@ -13,9 +13,10 @@ Format history:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, TypedDict
 
-__all__ = ["KINDS", "RECORD_FORMAT", "Eval", "RunRecord", "check_record"]
+__all__ = ["KINDS", "RECORD_FORMAT", "Eval", "RunRecord", "check_record", "measurements"]
 
 #: the format this orderopt writes
 RECORD_FORMAT = 2
@@ -112,3 +113,9 @@ def check_record(data: Any, source: str) -> RunRecord:
     if version < RECORD_FORMAT:
         data = {**data, "format": RECORD_FORMAT}  # format 1 → 2: only the version field is new
     return data  # type: ignore[return-value]
+
+
+def measurements(records: Iterable[Any]) -> list[Any]:
+    """The records that measure a schedule's final scores: full runs (replayed ones too: a replay returns a real
+    run's record) and joint training, which trains its one-stage schedule of every task; not probes, not merges."""
+    return [r for r in records if r["kind"] == "full" or (r["kind"] == "baseline" and r.get("baseline") == "joint")]

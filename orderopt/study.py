@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from orderopt.backends import Backend, TrainBackend
 from orderopt.config import Config, ExperimentConfig, ProbeConfig, TrainerConfig
+from orderopt.records import measurements
 from orderopt.schedule import Schedule
 from orderopt.store import load_records, read_record, run_state, study_dir
 from orderopt.tracking import WandbConfig
@@ -180,8 +181,8 @@ class Study:
         return load_records(self.directory)
 
     def full_runs(self) -> list[dict[str, Any]]:
-        """The study's full runs trained for real (not replayed, not baselines, not probes)."""
-        return [r for r in self.records() if r["kind"] == "full" and "replay" not in r]
+        """The study's runs that measure a schedule: full runs and joint training (not probes, not merges)."""
+        return measurements(self.records())
 
     # --- probes, predictors, reports -------------------------------------------------------------------------
     def probe(self, probe: ProbeConfig, *, full_steps: int | None = None) -> tuple[TransferMatrix, ProbeCost]:

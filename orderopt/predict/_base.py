@@ -41,15 +41,31 @@ class _Predictor(BaseEstimator):  # get_params/set_params/clone, as every scikit
         mean, std, _, _ = self._predict_all(schedules)
         return (mean, std) if return_std else mean
 
-    def predict_mean(self, schedules: Iterable[ScheduleLike], *, return_std: bool = False) -> Any:
-        """The mean final score over tasks of each schedule (the number schedules are ranked by) and, with
-        ``return_std``, its std."""
-        _, _, total, total_std = self._predict_all(schedules)
+    def predict_mean(
+        self, schedules: Iterable[ScheduleLike], *, return_std: bool = False, weights: Sequence[float] | None = None
+    ) -> Any:
+        """The mean final score over tasks of each schedule (the number schedules are ranked by; ``weights``: one
+        per task of ``tasks_``, for a weighted mean) and, with ``return_std``, its std."""
+        _, _, total, total_std = self._predict_all(schedules, weights=self._task_weights(weights))
         return (total, total_std) if return_std else total
 
-    def _predict_all(self, schedules: Iterable[ScheduleLike]) -> tuple[np.ndarray, ...]:
-        """Per-task scores and stds, and the mean over tasks and its std, of every schedule."""
+    def _predict_all(
+        self, schedules: Iterable[ScheduleLike], *, weights: np.ndarray | None = None
+    ) -> tuple[np.ndarray, ...]:
+        """Per-task scores and stds, and the (``weights``-weighted) mean over tasks and its std, of every
+        schedule."""
         raise NotImplementedError
+
+    def _task_weights(self, weights: Sequence[float] | None) -> np.ndarray | None:
+        if weights is None:
+            return None
+        w = np.asarray(weights, dtype=float)
+        if w.shape != (len(self.tasks_),) or not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
+            raise ValueError(
+                f"task weights {list(weights)} for tasks {self.tasks_}: give one non-negative weight per task, "
+                "not all zero"
+            )
+        return w / w.sum()
 
     def _fit_transfer(self, records: Iterable[dict[str, Any]]) -> TransferMatrix:
         """The transfer matrix of the probes among ``records``, checked to have pairs if ``use_pairs``."""

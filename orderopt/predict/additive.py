@@ -41,7 +41,9 @@ class AdditiveBWTPredictor(_Predictor):
         self.transfer_ = self._fit_transfer(records)
         return self
 
-    def _predict_all(self, schedules: Iterable[ScheduleLike]) -> tuple[np.ndarray, ...]:
+    def _predict_all(
+        self, schedules: Iterable[ScheduleLike], *, weights: np.ndarray | None = None
+    ) -> tuple[np.ndarray, ...]:
         parsed = self._schedules(schedules)
         tm = self.transfer_
         k = len(tm.tasks)
@@ -79,7 +81,8 @@ class AdditiveBWTPredictor(_Predictor):
                 mean[n, j] = np.clip(1.0 / (1.0 + np.exp(-logit)), _EPS, 1 - _EPS)
                 var[n, j] = logit_var * (mean[n, j] * (1 - mean[n, j])) ** 2
         # the terms of different tasks are measured separately: their errors add as independent
-        return mean, np.sqrt(var), mean.mean(axis=1), np.sqrt(var.sum(axis=1)) / k
+        w = np.full(k, 1.0 / k) if weights is None else weights
+        return mean, np.sqrt(var), mean @ w, np.sqrt(var @ w**2)
 
 
 def _task_budgets(schedule: Schedule) -> list[tuple[str, float, int]]:

@@ -10,6 +10,7 @@ import numpy as np
 
 from orderopt.predict._base import _EPS, ScheduleLike, _logit, _Predictor, _shares
 from orderopt.probe import TransferMatrix
+from orderopt.records import measurements
 from orderopt.schedule import Schedule
 from orderopt.store import record_model
 
@@ -82,8 +83,8 @@ class TransferPredictor(_Predictor):
         self.random_state = random_state
 
     def fit(self, records: Iterable[dict[str, Any]], y: Any = None) -> TransferPredictor:
-        """Fit on run records: the probes (the prior) and any full runs of the same base model and suite (the
-        correction); baselines, replays and records of other models are ignored."""
+        """Fit on run records: the probes (the prior) and the full runs (joint training and replayed runs too) of
+        the same base model and suite (the correction); merges and records of other models are ignored."""
         for name in ("gain_exponent", "spill_exponent", "score_gain_exponent"):
             if not 0 < getattr(self, name) <= 3:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be in (0, 3]; see conf/predictor/learned.yaml")
@@ -113,7 +114,7 @@ class TransferPredictor(_Predictor):
         return self
 
     def _full_runs(self, records: list[dict[str, Any]], tm: TransferMatrix) -> list[dict[str, Any]]:
-        full = [r for r in records if r["kind"] == "full" and "replay" not in r]
+        full = measurements(records)
         other = [r["run_id"] for r in full if record_model(r) != tm.model]
         if other:  # runs of another base model say nothing about this one; say so rather than drop them quietly
             warnings.warn(
@@ -129,7 +130,9 @@ class TransferPredictor(_Predictor):
                 )
         return full
 
-    def _predict_all(self, schedules: Iterable[ScheduleLike], *, chunk: int = 512) -> tuple[np.ndarray, ...]:
+    def _predict_all(
+        self, schedules: Iterable[ScheduleLike], *, weights: np.ndarray | None = None, chunk: int = 512
+    ) -> tuple[np.ndarray, ...]:
         """Per task, the first member's rollout, with the members' spread, the variance of the two channels'
         mixture and the eval noise; for the mean over tasks, the same for the mean (the tasks move together within
         one rollout). ``chunk`` schedules at a time: the members' rollouts are reduced as they come."""
@@ -139,19 +142,20 @@ class TransferPredictor(_Predictor):
         eval_std = self.transfer_.eval_std
         n, k, w = len(parsed), len(eval_std), self.score_weight
         mean, std, total, total_std = np.empty((n, k)), np.empty((n, k)), np.empty(n), np.empty(n)
-        mean_noise = np.sqrt((eval_std**2).sum()) / k
+        w_task = np.full(k, 1.0 / k) if weights is None else weights  # the mean over tasks: weights sum to 1
+        mean_noise = np.sqrt((eval_std**2) @ w_task**2)
         for start in range(0, n, chunk):
             at = slice(start, start + chunk)
             channels = self._rollout_batch(budgets[at], stacked)  # (members, chunk, tasks, channel)
             runs = (1.0 - w) * channels[..., 0] + w * channels[..., 1]
             # which channel is right is uncertain too: the variance of their mixture (Bayesian model averaging)
             gap = channels[0, ..., 0] - channels[0, ..., 1]
-            means = runs.mean(axis=2)
+            means = runs @ w_task
             spread = runs[1:].std(axis=0) if len(runs) > 1 else np.zeros_like(runs[0])
             mean_spread = means[1:].std(axis=0) if len(runs) > 1 else np.zeros_like(means[0])
             mean[at], total[at] = runs[0], means[0]
             std[at] = np.sqrt(spread**2 + w * (1 - w) * gap**2 + eval_std[None, :] ** 2)
-            total_std[at] = np.sqrt(mean_spread**2 + w * (1 - w) * gap.mean(axis=1) ** 2 + mean_noise**2)
+            total_std[at] = np.sqrt(mean_spread**2 + w * (1 - w) * (gap @ w_task) ** 2 + mean_noise**2)
         return mean, std, total, total_std
 
     # --- the probe model: a member is one fit of both channels ------------------------------------------------

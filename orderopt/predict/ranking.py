@@ -11,6 +11,7 @@ import numpy as np
 from orderopt.predict._base import ScheduleLike
 from orderopt.predict.additive import AdditiveBWTPredictor
 from orderopt.predict.learned import TransferPredictor
+from orderopt.records import measurements
 from orderopt.schedule import Schedule
 
 __all__ = [
@@ -117,11 +118,11 @@ def candidate_schedules(tasks: Sequence[str], steps: Any, extra: Iterable[str] =
 
 
 def _measured(full_runs: Iterable[dict[str, Any]]) -> dict[str, tuple[float, float, list[int]]]:
-    """Schedule key → (mean over seeds of the mean final score, seed std, seeds) of full (non-replayed) runs."""
+    """Schedule key → (mean over seeds of the mean final score, seed std, seeds) of the runs that measure one
+    (:func:`orderopt.records.measurements`)."""
     groups: dict[str, list[dict[str, Any]]] = {}
-    for r in full_runs:
-        if r["kind"] == "full" and "replay" not in r:
-            groups.setdefault(r["schedule_key"], []).append(r)
+    for r in measurements(full_runs):
+        groups.setdefault(r["schedule_key"], []).append(r)
     return {
         k: (
             float(np.mean([r["mean_final"] for r in runs])),

@@ -1,0 +1,412 @@
+"""The active loop: train for real only the schedules worth it, refit, repeat.
+
+Each round: fit the predictor on the probes and every full run measured so far; search the space with it (or rank a
+given candidate list: replay restricted to recorded schedules); pick the next batch by an acquisition that uses the
+predictor's uncertainty (expected improvement over the best measured score, by default); train them in parallel;
+record each as a trial of the study's full-run Optuna study. It stops when the full-run budget is spent, when the
+recommendation (the best measured schedule) has not changed for ``patience`` rounds, or when nothing is left to try.
+
+Everything it decides follows from the study's records, so a loop that was killed and started again takes the same
+decisions and resumes the run it was training; two loops on one study claim a schedule before training it (a lock
+held while it trains), so they never train the same run twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+
+from orderopt.records import measurements
+from orderopt.schedule import Schedule
+from orderopt.search.optimize import Objective, best_trials, make_sampler, open_storage, predicted_search
+from orderopt.search.space import SearchSpace
+
+__all__ = ["ActiveSearch", "Round", "SearchResult"]
+
+log = logging.getLogger(__name__)
+
+ACQUISITIONS = ("ei", "ucb", "mean")
+
+
+@dataclass
+class Round:
+    """What one round saw and did."""
+
+    number: int
+    n_measured: int
+    recommendation: str | None
+    recommendation_score: float | None
+    trained: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SearchResult:
+    """The loop's outcome: the recommendation with its predicted and measured score, every measured schedule,
+    the final predictor's ranking of the pool, and the rounds."""
+
+    recommendation: str | None
+    measured: dict[str, dict[str, Any]]
+    predicted: dict[str, tuple[float, float]]
+    rounds: list[Round]
+    trained: int
+    stopped: str
+    predictor: Any = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "recommendation": self.recommendation,
+            "measured": self.measured,
+            "predicted": {k: {"mean": m, "std": s} for k, (m, s) in self.predicted.items()},
+            "rounds": [vars(r) for r in self.rounds],
+            "trained": self.trained,
+            "stopped": self.stopped,
+        }
+
+
+class ActiveSearch:
+    """The active loop of one study.
+
+    Args:
+        study: the study (its backend trains or replays; its records are the measurements).
+        space: the schedules searched.
+        make_predictor: a fresh, unfitted predictor (refitted every round).
+        probes: the probe records the predictor is fitted on.
+        cfg: the ``SearchConfig``.
+        seed: the seed full runs train with.
+        candidates: search only these (e.g. the schedules a replayed study recorded) instead of the predicted search.
+        known: points enqueued in every predicted search and always in the pool (joint, heuristic orders).
+        n_jobs: full runs trained at once.
+
+    Example:
+        >>> result = ActiveSearch(study, space, lambda: TransferPredictor(), probes, cfg.search).run()  # doctest: +SKIP
+        >>> result.recommendation, result.measured[result.recommendation]["mean"]  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        study: Any,
+        space: SearchSpace,
+        make_predictor: Callable[[], Any],
+        probes: Sequence[dict[str, Any]],
+        cfg: Any,
+        *,
+        seed: int = 0,
+        candidates: Sequence[Schedule] | None = None,
+        known: dict[str, Schedule] | None = None,
+        n_jobs: int | None = None,
+    ) -> None:
+        if cfg.acquisition not in ACQUISITIONS:
+            raise ValueError(f"search.acquisition={cfg.acquisition!r}; use one of {', '.join(ACQUISITIONS)}")
+        if cfg.full_runs < 0 or cfg.batch_size < 1 or cfg.patience < 1 or cfg.pool_size < 1:
+            raise ValueError(
+                f"search.full_runs={cfg.full_runs}, batch_size={cfg.batch_size}, patience={cfg.patience}, "
+                f"pool_size={cfg.pool_size}: full_runs ≥ 0 and the others ≥ 1"
+            )
+        unknown = [t for t in cfg.task_weights if t not in space.tasks]
+        if unknown:
+            raise ValueError(f"search.task_weights names {unknown}, not in the suite {list(space.tasks)}")
+        self.study, self.space, self.cfg, self.seed = study, space, cfg, seed
+        self.make_predictor, self.probes = make_predictor, list(probes)
+        self.candidates = None if candidates is None else [c for c in candidates if space.feasible(c)]
+        self.known = dict(known or {})
+        if cfg.train_joint:
+            self.known = {"joint": space.joint(), **self.known}
+        self.n_jobs = n_jobs or cfg.batch_size
+        self.weights = [float(cfg.task_weights.get(t, 1.0)) for t in space.tasks]
+        self._answered: dict[str, dict[str, Any]] = {}  # run id → record: what the backend answered in memory
+        self._storage: optuna.storages.BaseStorage | None = None
+        self._full_run_study: optuna.Study | None = None
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress lines say what a study is doing
+
+    # --- the loop --------------------------------------------------------------------------------------------
+    def run(self) -> SearchResult:
+        rounds: list[Round] = []
+        stopped = "budget spent"
+        predictor, pool, predicted = None, [], {}
+        while True:
+            data = self.measured_runs()
+            predictor = self.make_predictor().fit(self.probes + data)
+            pool = self._pool(predictor, data, len(rounds))
+            mean, std = predictor.predict_mean(pool, return_std=True, weights=self.weights)
+            predicted = {s.key: (float(m), float(v)) for s, m, v in zip(pool, mean, std, strict=True)}
+            measured = self._measured(data)
+            rec = self._recommend(measured, predicted)
+            trained = self._trained(data)
+            rounds.append(
+                Round(len(rounds), len(data), rec, measured[rec]["mean"] if rec else None),
+            )
+            log.info(
+                "[active loop] round %d: %d full runs measured (%d of the budget of %d) | recommendation %s",
+                len(rounds) - 1,
+                len(data),
+                trained,
+                self.cfg.full_runs,
+                f"{rec} (measured {measured[rec]['mean']:.3f}, predicted {predicted.get(rec, (math.nan,))[0]:.3f})"
+                if rec
+                else "none yet",
+            )
+            if trained >= self.cfg.full_runs and not self._joint_missing(measured):
+                break
+            if (
+                len(rounds) > self.cfg.patience
+                and len({r.recommendation for r in rounds[-self.cfg.patience - 1 :]}) == 1
+            ):
+                stopped = f"recommendation unchanged for {self.cfg.patience} rounds"
+                break
+            picks = self._acquire(pool, predicted, measured, budget=self.cfg.full_runs - trained)
+            if not picks:
+                stopped = "nothing left to try"
+                break
+            rounds[-1].trained = [p.key for p in picks]
+            self._train(picks, predicted, len(rounds) - 1)
+        data = self.measured_runs()
+        measured = self._measured(data)
+        rec = self._recommend(measured, predicted)
+        return SearchResult(rec, measured, predicted, rounds, self._trained(data), stopped, predictor)
+
+    def measured_runs(self) -> list[dict[str, Any]]:
+        """Every measurement of a schedule of the space with the loop's seed: the study's records (those of other
+        workers and earlier sessions too) and what the backend answered in memory (replay)."""
+        records = {r["run_id"]: r for r in self.study.full_runs()} | self._answered
+        return [
+            r
+            for r in measurements(records.values())
+            if r["seed"] == self.seed and self.space.contains(Schedule.parse(r["schedule_key"]))
+        ]
+
+    def _trained(self, data: list[dict[str, Any]]) -> int:
+        """Full runs spent of the budget: every measured schedule but joint training when it is the free bar."""
+        joint = self.space.joint().key
+        return sum(1 for r in data if not (self.cfg.train_joint and r["schedule_key"] == joint))
+
+    def _joint_missing(self, measured: dict[str, Any]) -> bool:
+        return self.cfg.train_joint and self.space.joint().key not in measured
+
+    # --- the pool: where the next runs are chosen from -------------------------------------------------------
+    def _pool(self, predictor: Any, data: list[dict[str, Any]], round_number: int) -> list[Schedule]:
+        if self.candidates is not None:
+            pool = list(self.candidates)
+        else:
+            pool = self._searched(predictor, data, round_number)
+        pool += [s for s in self.known.values() if s not in pool]
+        pool += [Schedule.parse(k) for k in dict.fromkeys(r["schedule_key"] for r in data)]
+        return list(dict.fromkeys(pool))
+
+    def _searched(self, predictor: Any, data: list[dict[str, Any]], round_number: int) -> list[Schedule]:
+        """The top of a predicted search fitted on ``data``: its Optuna study is named by what it depends on, so
+        a resumed loop finds it done; one left unfinished by a killed process is run again from its start (it
+        takes seconds), so the same data always give the same pool."""
+        cfg = self.cfg
+        digest = hashlib.sha256(
+            json.dumps(
+                [sorted(r["run_id"] for r in data), _search_identity(cfg), self.space.total_steps, self.seed],
+                default=str,
+            ).encode()
+        ).hexdigest()[:10]
+        name = f"{self.study.name}:predicted:r{round_number}:{digest}"
+        objective = Objective(predictor, self.weights, steps="steps" in cfg.objectives)
+        with self._lock():
+            storage = self.storage
+            existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+            if name in existing and not existing[name].user_attrs.get("finished"):
+                optuna.delete_study(study_name=name, storage=storage)
+            study = optuna.create_study(
+                study_name=name,
+                storage=storage,
+                sampler=make_sampler(
+                    cfg.sampler, seed=cfg.seed, space=self.space, n_objectives=len(objective.directions)
+                ),
+                directions=objective.directions,
+                load_if_exists=True,
+            )
+            if not study.user_attrs.get("finished"):
+                predicted_search(
+                    study,
+                    self.space,
+                    objective,
+                    n_trials=cfg.n_trials,
+                    batch=cfg.batch,
+                    known=self.known,
+                    label=f"predicted search, round {round_number}",
+                )
+                study.set_user_attr("finished", True)
+        return [Schedule.parse(t.user_attrs["schedule"]) for t in best_trials(study, cfg.pool_size)]
+
+    # --- acquisition -----------------------------------------------------------------------------------------
+    def _acquire(
+        self,
+        pool: list[Schedule],
+        predicted: dict[str, tuple[float, float]],
+        measured: dict[str, dict[str, Any]],
+        *,
+        budget: int,
+    ) -> list[Schedule]:
+        """The next batch: joint training first if it is the bar and not yet measured; then the untried
+        schedules with the highest acquisition value, skipping those another worker is training."""
+        picks: list[Schedule] = []
+        if self._joint_missing(measured):
+            picks.append(self.space.joint())
+        untried = [s for s in pool if s.key not in measured and s not in picks]
+        if budget > 0 and untried:
+            mean = np.array([predicted[s.key][0] for s in untried])
+            std = np.array([predicted[s.key][1] for s in untried])
+            best = max((m["mean"] for m in measured.values()), default=float(mean.max()))
+            value = _acquisition(self.cfg.acquisition, mean, std, best, self.cfg.kappa)
+            order = np.lexsort((np.arange(len(untried)), -value))
+            want = min(self.cfg.batch_size, budget)
+            picks += [untried[i] for i in order if not self._claimed(untried[i])][:want]
+        return picks
+
+    def _claimed(self, schedule: Schedule) -> bool:
+        plan = self.study.plan(schedule, self.seed)
+        return plan.state == "running" or _is_claimed(plan.run_dir)
+
+    # --- training --------------------------------------------------------------------------------------------
+    def _train(self, picks: list[Schedule], predicted: dict[str, tuple[float, float]], round_number: int) -> None:
+        """Train ``picks`` (the joint bar as the joint baseline), holding a claim on each while it trains, and add
+        each finished run to the full-run study as a trial."""
+        joint = self.space.joint()
+        plans = [
+            self.study.plan(s, self.seed, baseline="joint" if s == joint and self.cfg.train_joint else None)
+            for s in picks
+        ]
+        with contextlib.ExitStack() as stack:
+            claimed = [p for p in plans if stack.enter_context(_claim(p.run_dir))]
+            if len(claimed) < len(plans):
+                log.info("[active loop] %d of the picks are being trained by another worker", len(plans) - len(claimed))
+            records = self.study.run(claimed, n_jobs=self.n_jobs, name=f"active loop, round {round_number}")
+        for plan, record in zip(claimed, records, strict=True):
+            self._answered[record["run_id"]] = record
+            self._add_trial(plan, record, predicted.get(plan.schedule.key, (math.nan, math.nan)), round_number)
+
+    def _add_trial(self, plan: Any, record: dict[str, Any], predicted: tuple[float, float], round_number: int) -> None:
+        """The run as a trial of the study's full-run Optuna study (run id and record path as user attributes)."""
+        study = self.full_run_study()
+        if any(t.user_attrs.get("run_id") == record["run_id"] for t in study.get_trials(deepcopy=False)):
+            return
+        score = float(np.average([record["final"][t] for t in self.space.tasks], weights=self.weights))
+        values = [score, float(plan.schedule.total_steps)] if "steps" in self.cfg.objectives else [score]
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=self.space.params(plan.schedule),
+                distributions=self.space.distributions(),
+                values=values,
+                user_attrs={
+                    "schedule": plan.schedule.key,
+                    "seed": plan.seed,
+                    "run_id": record["run_id"],
+                    "record": str(plan.run_dir / "result.json"),
+                    "predicted": predicted[0],
+                    "predicted_std": predicted[1],
+                    "round": round_number,
+                    "baseline": plan.baseline or "",
+                },
+            )
+        )
+
+    def full_run_study(self) -> optuna.Study:
+        """The Optuna study of the full runs (``<study>:full-runs``): one trial per run the loop trained."""
+        if self._full_run_study is None:
+            self._full_run_study = optuna.create_study(
+                study_name=f"{self.study.name}:full-runs",
+                storage=self.storage,
+                directions=list[Any](["maximize", "minimize"] if "steps" in self.cfg.objectives else ["maximize"]),
+                load_if_exists=True,
+            )
+        return self._full_run_study
+
+    @property
+    def storage(self) -> optuna.storages.BaseStorage:
+        if self._storage is None:
+            from orderopt.search.optimize import storage_url
+
+            self._storage = open_storage(storage_url(self.cfg.storage, self.study.directory))
+        return self._storage
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        """One predicted search at a time per study directory (two workers wait for, then reuse, one search)."""
+        self.study.directory.mkdir(parents=True, exist_ok=True)
+        with open(self.study.directory / ".search.lock", "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    # --- the recommendation ----------------------------------------------------------------------------------
+    def _measured(self, data: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for r in data:
+            m = out.setdefault(r["schedule_key"], {"scores": [], "run_ids": []})
+            m["scores"].append(float(np.average([r["final"][t] for t in self.space.tasks], weights=self.weights)))
+            m["run_ids"].append(r["run_id"])
+        for m in out.values():
+            m["mean"] = float(np.mean(m["scores"]))
+        return out
+
+    @staticmethod
+    def _recommend(measured: dict[str, dict[str, Any]], predicted: dict[str, tuple[float, float]]) -> str | None:
+        """The best measured schedule (ties: the better predicted)."""
+        if not measured:
+            return None
+        return max(measured, key=lambda k: (measured[k]["mean"], predicted.get(k, (-math.inf,))[0], k))
+
+
+def _acquisition(name: str, mean: np.ndarray, std: np.ndarray, best: float, kappa: float) -> np.ndarray:
+    if name == "mean":
+        return mean
+    if name == "ucb":
+        return mean + kappa * std
+    from scipy.stats import norm
+
+    s = np.maximum(std, 1e-9)
+    z = (mean - best) / s
+    return (mean - best) * norm.cdf(z) + s * norm.pdf(z)
+
+
+def _search_identity(cfg: Any) -> dict[str, Any]:
+    """The settings a predicted search's trials depend on (not the loop's budget or batch)."""
+    keys = ("sampler", "n_trials", "batch", "seed", "objectives", "task_weights", "pool_size")
+    return {k: getattr(cfg, k) for k in keys}
+
+
+@contextlib.contextmanager
+def _claim(run_dir: Path) -> Iterator[bool]:
+    """Hold a claim on ``run_dir`` (an exclusive lock on ``run_dir/.claim``, released when this process ends,
+    killed or not); yields False if another process holds it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".claim", "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _is_claimed(run_dir: Path) -> bool:
+    path = run_dir / ".claim"
+    if not path.exists():
+        return False
+    with open(path) as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return False

@@ -1,0 +1,172 @@
+"""The predicted search: an Optuna study over the search space whose objective is a fitted predictor's estimate.
+
+The predictor scores thousands of schedules a second in batches, so trials are asked and told in batches
+(``ask``/``tell``): the sampler sees every result before its next batch. Storage: SQLite in the study directory by
+default, any RDB URL, or an Optuna journal file (``*.log``, ``*.journal``); ``optuna-dashboard <storage>`` opens it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+
+from orderopt.schedule import Schedule
+from orderopt.search.space import CONSTRAINTS_ATTR, SearchSpace
+from orderopt.train import fmt_duration
+
+__all__ = ["Objective", "make_sampler", "open_storage", "predicted_search", "storage_url"]
+
+log = logging.getLogger(__name__)
+
+SAMPLERS = ("tpe", "gp", "random", "brute")
+
+
+def storage_url(storage: str | None, directory: Path) -> str:
+    """Where a study's Optuna studies live: ``storage`` as given (an RDB URL, or a journal file path ending in
+    ``.log``/``.journal``), else ``sqlite:///<directory>/optuna.db``."""
+    if storage is None:
+        directory.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{(directory / 'optuna.db').resolve()}"
+    if "://" in storage or storage.endswith((".log", ".journal")):
+        return storage
+    raise ValueError(
+        f"search.storage={storage!r} is neither an RDB URL (sqlite:///path.db, postgresql://...) nor a journal file "
+        "(a path ending in .log or .journal); leave it null for <study dir>/optuna.db"
+    )
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """The storage behind ``url`` (a journal file by path; SQLite with a lock timeout, for concurrent workers)."""
+    if url.endswith((".log", ".journal")) and "://" not in url:
+        from optuna.storages.journal import JournalFileBackend
+
+        Path(url).parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(url))
+    kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+
+
+def _constraints(trial: optuna.trial.FrozenTrial) -> Sequence[float]:
+    return trial.user_attrs.get(CONSTRAINTS_ATTR, (0.0, 0.0))
+
+
+def make_sampler(name: str, *, seed: int, space: SearchSpace, n_objectives: int = 1) -> optuna.samplers.BaseSampler:
+    """The sampler ``search.sampler`` names, seeded, told the space's constraints."""
+    if name == "tpe":
+        return optuna.samplers.TPESampler(
+            seed=seed, multivariate=True, constraints_func=_constraints, n_startup_trials=20
+        )
+    if name == "gp":
+        if n_objectives > 1:
+            raise ValueError("search.sampler=gp takes one objective here; use tpe for score and steps together")
+        return optuna.samplers.GPSampler(seed=seed, constraints_func=_constraints, n_startup_trials=10)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "brute":
+        if not space.equal_budgets or space.vary_total:
+            raise ValueError(
+                "search.sampler=brute enumerates a finite space: set search.equal_budgets=true and "
+                "search.vary_total=false (budget shares are continuous)"
+            )
+        return optuna.samplers.BruteForceSampler(seed=seed)
+    raise ValueError(f"search.sampler={name!r}; use one of {', '.join(SAMPLERS)}")
+
+
+@dataclass
+class Objective:
+    """A fitted predictor's mean final score (weighted by ``task_weights``) of a batch of schedules and its std;
+    with ``steps``, the total steps as a second objective (minimised)."""
+
+    predictor: Any
+    task_weights: Sequence[float] | None = None
+    steps: bool = False
+
+    @property
+    def directions(self) -> list[Any]:
+        return ["maximize", "minimize"] if self.steps else ["maximize"]
+
+    def __call__(self, schedules: Sequence[Schedule]) -> tuple[np.ndarray, np.ndarray]:
+        return self.predictor.predict_mean(list(schedules), return_std=True, weights=self.task_weights)
+
+    def values(self, schedule: Schedule, mean: float) -> list[float]:
+        return [mean, float(schedule.total_steps)] if self.steps else [mean]
+
+
+def predicted_search(
+    study: optuna.Study,
+    space: SearchSpace,
+    objective: Objective,
+    *,
+    n_trials: int,
+    batch: int = 32,
+    known: dict[str, Schedule] | None = None,
+    label: str = "search",
+) -> optuna.Study:
+    """Run ``study`` until it has ``n_trials`` finished trials, ``batch`` at a time; ``known`` points (e.g. joint
+    training, the heuristic orders) are enqueued first, once. Each trial's user attributes: ``schedule`` (its key),
+    ``std`` (the predictor's), ``constraints``, and ``known`` for an enqueued point. Logs progress per batch."""
+    for name, schedule in (known or {}).items():
+        study.enqueue_trial(space.params(schedule), user_attrs={"known": name}, skip_if_exists=True)
+    start, done0 = time.perf_counter(), _finished(study)
+    while (done := _finished(study)) < n_trials:
+        trials = [study.ask() for _ in range(min(batch, n_trials - done))]
+        schedules = [space.suggest(t) for t in trials]
+        mean, std = objective(schedules)
+        for trial, schedule, m, s in zip(trials, schedules, mean, std, strict=True):
+            trial.set_user_attr("std", float(s))
+            study.tell(trial, objective.values(schedule, float(m)))
+        done += len(trials)
+        rate = (time.perf_counter() - start) / max(done - done0, 1)
+        best = best_trials(study, 1)
+        log.info(
+            "[%s] %d/%d trials | best predicted %s | ETA %s",
+            label,
+            done,
+            n_trials,
+            f"{best[0].values[0]:.3f} ± {best[0].user_attrs['std']:.3f} {best[0].user_attrs['schedule']}"
+            if best
+            else "none feasible yet",
+            fmt_duration(rate * (n_trials - done)),
+        )
+    return study
+
+
+def best_trials(study: optuna.Study, n: int) -> list[optuna.trial.FrozenTrial]:
+    """The ``n`` feasible finished trials of distinct schedules with the highest predicted score."""
+    trials = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if all(c <= 0 for c in _constraints(t))
+    ]
+    trials.sort(key=lambda t: (-t.values[0], t.number))
+    seen: set[str] = set()
+    out = []
+    for t in trials:
+        key = str(t.user_attrs.get("schedule"))
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(t)
+        if len(out) == n:
+            break
+    return out
+
+
+def _finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+
+
+def n_points(space: SearchSpace) -> float:
+    """How many schedules the space holds (inf when budgets are continuous shares)."""
+    k = len(space.tasks)
+    if not space.equal_budgets or space.vary_total:
+        return math.inf
+    return math.factorial(k) * (2 ** (k - 1) if space.mixing else 1)

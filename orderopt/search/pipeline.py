@@ -1,0 +1,163 @@
+"""The main job, end to end: probes → fit → predicted search → active loop (joint training as the bar) → outcome.
+
+``orderopt`` (the main command) calls :func:`optimize`; so does the Hydra sweeper. Every step is resumable: probes
+and runs by their records, the predicted searches by their Optuna studies, the loop by the records it decides from.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from orderopt.schedule import Schedule
+from orderopt.search.loop import ActiveSearch, SearchResult
+from orderopt.search.optimize import storage_url
+from orderopt.search.space import SearchSpace
+
+__all__ = ["Outcome", "known_points", "optimize"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    """What the main job found and spent."""
+
+    result: SearchResult
+    space: SearchSpace
+    #: name → schedule key of the points every search starts from (joint, heuristic orders)
+    known: dict[str, str]
+    #: probes' cost in full runs (wall time against the median full run), and their count
+    probe_cost: float | None
+    n_probes: int
+    #: wall time of the full runs the loop used (joint included), in full runs
+    full_runs: float
+    storage: str
+    wall_s: float
+    #: merging's measured score, if the study has a merge run with the loop's seed
+    merge: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **self.result.as_dict(),
+            "known": self.known,
+            "probe_cost": self.probe_cost,
+            "n_probes": self.n_probes,
+            "full_runs": self.full_runs,
+            "storage": self.storage,
+            "wall_s": self.wall_s,
+            "merge": self.merge,
+            "space": {
+                "tasks": list(self.space.tasks),
+                "total_steps": self.space.total_steps,
+                "equal_budgets": self.space.equal_budgets,
+                "mixing": self.space.mixing,
+            },
+        }
+
+    def format(self) -> str:
+        """What the main command prints."""
+        r, lines = self.result, []
+        rec = r.recommendation
+        joint = self.space.joint().key
+
+        def row(name: str, key: str | None) -> str:
+            if key is None:
+                return f"  {name:<20} -"
+            pred = r.predicted.get(key)
+            meas = r.measured.get(key)
+            p = f"predicted {pred[0]:.3f} ± {pred[1]:.3f}" if pred else "predicted      -       "
+            m = (
+                f"measured {meas['mean']:.3f} ({len(meas['scores'])} run{'s' * (len(meas['scores']) > 1)})"
+                if meas
+                else "not trained"
+            )
+            return f"  {name:<20} {p}   {m:<22} {key}"
+
+        lines.append(f"recommended schedule ({r.stopped}; {len(r.rounds)} rounds):")
+        lines.append(row("recommended", rec))
+        lines.append(row("joint training", joint))
+        if self.merge:
+            lines.append(f"  {'model merging':<20} {'':<27}measured {self.merge['mean']:.3f}")
+        for name, key in self.known.items():
+            if name != "joint":
+                lines.append(row(name, key))
+        others = sorted((k for k in r.measured if k not in (rec, joint)), key=lambda k: -r.measured[k]["mean"])
+        for key in others:
+            lines.append(row("also trained", key))
+        if rec and joint in r.measured and rec != joint:
+            gain = r.measured[rec]["mean"] - r.measured[joint]["mean"]
+            lines.append(
+                f"  recommended vs joint: {gain:+.3f} ({gain / r.measured[joint]['mean']:+.1%}, one seed each)"
+            )
+        elif rec == joint:
+            lines.append("  nothing trained beat joint training: it is the recommendation")
+        probes = f"{self.probe_cost:.2f}" if self.probe_cost is not None else "?"
+        lines.append(
+            f"compute: {self.n_probes} probes = {probes} full runs + {self.full_runs:.2f} full runs "
+            f"({r.trained} of the loop's budget{' + joint' if joint in r.measured else ''}) = "
+            f"{(self.probe_cost or 0) + self.full_runs:.2f} full-run equivalents; wall {self.wall_s / 60:.1f} min"
+        )
+        return "\n".join(lines)
+
+
+def known_points(space: SearchSpace, transfer: Any) -> dict[str, Schedule]:
+    """Joint training and the heuristic orders of the probes (equal budgets), by name."""
+    from orderopt.orders import heuristic_orders
+
+    points = {"joint": space.joint()}
+    for name, order in heuristic_orders(transfer).items():
+        points.setdefault(name, space.curriculum(order))
+    return points
+
+
+def optimize(
+    study: Any,
+    *,
+    probe: Any,
+    predictor: Any,
+    search: Any,
+    seed: int,
+    default_total: int,
+) -> Outcome:
+    """Probe (what is missing), fit, search and run the active loop on ``study``; the outcome."""
+    from sklearn.base import clone
+
+    from orderopt.predict import make_predictor
+
+    start = time.perf_counter()
+    space = SearchSpace.from_config(search, study.suite, default_total)
+    log.info("[orderopt] 1/3 probes (%s steps each, seeds %s)", probe.steps, list(probe.seeds))
+    tm, cost = study.probe(probe, full_steps=space.total_steps)
+    probes = study.probe_records(probe)
+    known = known_points(space, tm)
+    log.info("[orderopt] 2/3 predicted search and 3/3 active loop (up to %d full runs)", search.full_runs)
+    template = make_predictor(predictor)
+    loop = ActiveSearch(
+        study, space, lambda: clone(template), probes, search, seed=seed, known=known, n_jobs=search.batch_size
+    )
+    result = loop.run()
+    data = loop.measured_runs()
+    walls = [r["wall_s"] for r in data if r.get("wall_s")]
+    median = statistics.median(walls) if walls else None
+    merge = _merge(study, seed)
+    return Outcome(
+        result=result,
+        space=space,
+        known={k: s.key for k, s in known.items()},
+        probe_cost=cost.wall_s / median if median else cost.wall_fraction,
+        n_probes=len(probes),
+        full_runs=sum(walls) / median if median else 0.0,
+        storage=storage_url(search.storage, study.directory),
+        wall_s=time.perf_counter() - start,
+        merge=merge,
+    )
+
+
+def _merge(study: Any, seed: int) -> dict[str, Any] | None:
+    runs = [r for r in study.records() if r.get("baseline") == "merge" and r["seed"] == seed]
+    return {"mean": runs[0]["mean_final"], "run_id": runs[0]["run_id"]} if runs else None
