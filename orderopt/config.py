@@ -165,6 +165,9 @@ class SearchConfig:
     batch: int = 50
     #: Optuna storage: null is sqlite:///<study dir>/optuna.db; an RDB URL; or a journal file (*.log / *.journal)
     storage: str | None = None
+    #: trials of each predicted search kept in the storage: pool (the top pool_size and the known points) or all
+    #: (an RDB takes ~60 ms a trial, a journal file ~2 ms)
+    store_trials: str = "pool"
     #: full runs the active loop may train (joint training, if train_joint, not counted)
     full_runs: int = 4
     #: schedules trained at once per round, each in its own process
@@ -173,6 +176,9 @@ class SearchConfig:
     acquisition: str = "ei"
     #: ucb's weight of the std
     kappa: float = 1.0
+    #: a pick this close (Euclidean, over each task's time and budget share) to another pick or a trained schedule
+    #: is skipped: a batch of near-copies teaches one thing
+    min_distance: float = 0.1
     #: stop early when the recommendation has not changed for this many rounds
     patience: int = 2
     #: distinct top schedules of the predicted search the loop chooses from

@@ -85,10 +85,19 @@ class Schedule:
 
     @classmethod
     def from_stages(cls, stages: Sequence[str | Sequence[str]], steps: int | Sequence[int]) -> Schedule:
-        """Stages given as task names, ``"a+b"`` strings or lists of names; ``steps`` as in :meth:`curriculum`."""
+        """Stages given as task names, ``"a+b"`` strings (``"a+b@2,1"``: mixed 2:1) or lists of names; ``steps`` as
+        in :meth:`curriculum`."""
         budgets = _budgets(steps, len(stages))
-        parsed = [tuple(s.split("+")) if isinstance(s, str) else tuple(s) for s in stages]
-        return cls(tuple(Stage(tuple(t.strip() for t in ts), b) for ts, b in zip(parsed, budgets, strict=True)))
+        out = []
+        for s, b in zip(stages, budgets, strict=True):
+            if isinstance(s, str):
+                stage = _parse_stage(f"{s}:{b}")  # "a+b@2,1": a stage mixing a and b 2:1
+                if stage is None:
+                    raise ValueError(f"bad stage {s!r}; write a stage as task[+task...][@w,w...]")
+                out.append(stage)
+            else:
+                out.append(Stage(tuple(t.strip() for t in s), b))
+        return cls(tuple(out))
 
     @classmethod
     def parse(cls, key: str) -> Schedule:

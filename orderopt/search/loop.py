@@ -30,7 +30,7 @@ import optuna
 from orderopt.records import measurements
 from orderopt.schedule import Schedule
 from orderopt.search.optimize import Objective, best_trials, make_sampler, open_storage, predicted_search
-from orderopt.search.space import SearchSpace
+from orderopt.search.space import SearchSpace, schedule_features
 
 __all__ = ["ActiveSearch", "Round", "SearchResult"]
 
@@ -87,6 +87,8 @@ class ActiveSearch:
         candidates: search only these (e.g. the schedules a replayed study recorded) instead of the predicted search.
         known: points enqueued in every predicted search and always in the pool (joint, heuristic orders).
         n_jobs: full runs trained at once.
+        launch: trains a batch of run plans and returns their records (default: the study's backend, ``n_jobs`` at
+            a time; the Hydra sweeper launches them as Hydra jobs).
 
     Example:
         >>> result = ActiveSearch(study, space, lambda: TransferPredictor(), probes, cfg.search).run()  # doctest: +SKIP
@@ -105,7 +107,10 @@ class ActiveSearch:
         candidates: Sequence[Schedule] | None = None,
         known: dict[str, Schedule] | None = None,
         n_jobs: int | None = None,
+        launch: Callable[[list[Any], str], list[dict[str, Any]]] | None = None,
     ) -> None:
+        if cfg.store_trials not in ("pool", "all"):
+            raise ValueError(f"search.store_trials={cfg.store_trials!r}; use pool or all")
         if cfg.acquisition not in ACQUISITIONS:
             raise ValueError(f"search.acquisition={cfg.acquisition!r}; use one of {', '.join(ACQUISITIONS)}")
         if cfg.full_runs < 0 or cfg.batch_size < 1 or cfg.patience < 1 or cfg.pool_size < 1:
@@ -123,6 +128,7 @@ class ActiveSearch:
         if cfg.train_joint:
             self.known = {"joint": space.joint(), **self.known}
         self.n_jobs = n_jobs or cfg.batch_size
+        self.launch = launch or (lambda plans, name: self.study.run(plans, n_jobs=self.n_jobs, name=name))
         self.weights = [float(cfg.task_weights.get(t, 1.0)) for t in space.tasks]
         self._answered: dict[str, dict[str, Any]] = {}  # run id → record: what the backend answered in memory
         self._storage: optuna.storages.BaseStorage | None = None
@@ -137,7 +143,8 @@ class ActiveSearch:
         while True:
             data = self.measured_runs()
             predictor = self.make_predictor().fit(self.probes + data)
-            pool = self._pool(predictor, data, len(rounds))
+            spent = self._trained(data) >= self.cfg.full_runs and not self._joint_missing(self._measured(data))
+            pool = self._pool(predictor, data, len(rounds), search=not spent)
             mean, std = predictor.predict_mean(pool, return_std=True, weights=self.weights)
             predicted = {s.key: (float(m), float(v)) for s, m, v in zip(pool, mean, std, strict=True)}
             measured = self._measured(data)
@@ -156,7 +163,7 @@ class ActiveSearch:
                 if rec
                 else "none yet",
             )
-            if trained >= self.cfg.full_runs and not self._joint_missing(measured):
+            if spent:
                 break
             if (
                 len(rounds) > self.cfg.patience
@@ -194,11 +201,13 @@ class ActiveSearch:
         return self.cfg.train_joint and self.space.joint().key not in measured
 
     # --- the pool: where the next runs are chosen from -------------------------------------------------------
-    def _pool(self, predictor: Any, data: list[dict[str, Any]], round_number: int) -> list[Schedule]:
+    def _pool(self, predictor: Any, data: list[dict[str, Any]], round_number: int, *, search: bool) -> list[Schedule]:
+        """Where the next runs are chosen from: the candidates given, or the top of a predicted search (none when
+        nothing more will be trained), with the known points and every measured schedule."""
         if self.candidates is not None:
             pool = list(self.candidates)
         else:
-            pool = self._searched(predictor, data, round_number)
+            pool = self._searched(predictor, data, round_number) if search else []
         pool += [s for s in self.known.values() if s not in pool]
         pool += [Schedule.parse(k) for k in dict.fromkeys(r["schedule_key"] for r in data)]
         return list(dict.fromkeys(pool))
@@ -219,20 +228,18 @@ class ActiveSearch:
         with self._lock():
             storage = self.storage
             existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
-            if name in existing and not existing[name].user_attrs.get("finished"):
-                optuna.delete_study(study_name=name, storage=storage)
-            study = optuna.create_study(
-                study_name=name,
-                storage=storage,
-                sampler=make_sampler(
+            if name in existing and existing[name].user_attrs.get("finished"):
+                study = optuna.load_study(study_name=name, storage=storage)
+            else:
+                if name in existing:  # left unfinished by a killed process: run it again from its start
+                    optuna.delete_study(study_name=name, storage=storage)
+                # searched in memory (a SQL transaction per suggest would make it ~7x slower), then stored whole
+                sampler = make_sampler(
                     cfg.sampler, seed=cfg.seed, space=self.space, n_objectives=len(objective.directions)
-                ),
-                directions=objective.directions,
-                load_if_exists=True,
-            )
-            if not study.user_attrs.get("finished"):
+                )
+                memory = optuna.create_study(sampler=sampler, directions=objective.directions)
                 predicted_search(
-                    study,
+                    memory,
                     self.space,
                     objective,
                     n_trials=cfg.n_trials,
@@ -240,8 +247,25 @@ class ActiveSearch:
                     known=self.known,
                     label=f"predicted search, round {round_number}",
                 )
-                study.set_user_attr("finished", True)
+                study = optuna.create_study(study_name=name, storage=storage, directions=objective.directions)
+                study.add_trials(self._kept(memory))
+                for key, value in {
+                    "n_trials": cfg.n_trials,
+                    "sampler": cfg.sampler,
+                    "n_measured": len(data),
+                    "kept": cfg.store_trials,
+                    "finished": True,
+                }.items():
+                    study.set_user_attr(key, value)
         return [Schedule.parse(t.user_attrs["schedule"]) for t in best_trials(study, cfg.pool_size)]
+
+    def _kept(self, memory: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+        """The trials of a predicted search worth storing: all, or (default) the pool and the known points (an
+        RDB stores a trial in ~60 ms; the search is deterministic, so the rest can be recomputed)."""
+        if self.cfg.store_trials == "all":
+            return memory.get_trials(deepcopy=False)
+        keep = {t.number for t in best_trials(memory, self.cfg.pool_size)}
+        return [t for t in memory.get_trials(deepcopy=False) if t.number in keep or "known" in t.user_attrs]
 
     # --- acquisition -----------------------------------------------------------------------------------------
     def _acquire(
@@ -257,16 +281,29 @@ class ActiveSearch:
         picks: list[Schedule] = []
         if self._joint_missing(measured):
             picks.append(self.space.joint())
+        slots = min(self.cfg.batch_size - len(picks), budget)  # joint takes a slot of the first batch
         untried = [s for s in pool if s.key not in measured and s not in picks]
-        if budget > 0 and untried:
-            mean = np.array([predicted[s.key][0] for s in untried])
-            std = np.array([predicted[s.key][1] for s in untried])
-            best = max((m["mean"] for m in measured.values()), default=float(mean.max()))
-            value = _acquisition(self.cfg.acquisition, mean, std, best, self.cfg.kappa)
-            order = np.lexsort((np.arange(len(untried)), -value))
-            want = min(self.cfg.batch_size, budget)
-            picks += [untried[i] for i in order if not self._claimed(untried[i])][:want]
+        if slots <= 0 or not untried:
+            return picks
+        mean = np.array([predicted[s.key][0] for s in untried])
+        std = np.array([predicted[s.key][1] for s in untried])
+        best = max((m["mean"] for m in measured.values()), default=float(mean.max()))
+        value = _acquisition(self.cfg.acquisition, mean, std, best, self.cfg.kappa)
+        taken = [self._features(s) for s in picks] + [self._features(Schedule.parse(k)) for k in measured]
+        for i in np.lexsort((np.arange(len(untried)), -value)):
+            x = self._features(untried[i])
+            # a batch of near-copies teaches one thing: keep picks apart from each other and from what was run
+            if any(np.linalg.norm(x - y) < self.cfg.min_distance for y in taken) or self._claimed(untried[i]):
+                continue
+            picks.append(untried[i])
+            taken.append(x)
+            slots -= 1
+            if slots == 0:
+                break
         return picks
+
+    def _features(self, schedule: Schedule) -> np.ndarray:
+        return np.asarray(schedule_features(schedule, self.space.tasks))
 
     def _claimed(self, schedule: Schedule) -> bool:
         plan = self.study.plan(schedule, self.seed)
@@ -285,7 +322,7 @@ class ActiveSearch:
             claimed = [p for p in plans if stack.enter_context(_claim(p.run_dir))]
             if len(claimed) < len(plans):
                 log.info("[active loop] %d of the picks are being trained by another worker", len(plans) - len(claimed))
-            records = self.study.run(claimed, n_jobs=self.n_jobs, name=f"active loop, round {round_number}")
+            records = self.launch(claimed, f"active loop, round {round_number}") if claimed else []
         for plan, record in zip(claimed, records, strict=True):
             self._answered[record["run_id"]] = record
             self._add_trial(plan, record, predicted.get(plan.schedule.key, (math.nan, math.nan)), round_number)
@@ -378,7 +415,7 @@ def _acquisition(name: str, mean: np.ndarray, std: np.ndarray, best: float, kapp
 
 def _search_identity(cfg: Any) -> dict[str, Any]:
     """The settings a predicted search's trials depend on (not the loop's budget or batch)."""
-    keys = ("sampler", "n_trials", "batch", "seed", "objectives", "task_weights", "pool_size")
+    keys = ("sampler", "n_trials", "batch", "seed", "objectives", "task_weights", "pool_size", "store_trials")
     return {k: getattr(cfg, k) for k in keys}
 
 

@@ -59,15 +59,15 @@ def _constraints(trial: optuna.trial.FrozenTrial) -> Sequence[float]:
 
 
 def make_sampler(name: str, *, seed: int, space: SearchSpace, n_objectives: int = 1) -> optuna.samplers.BaseSampler:
-    """The sampler ``search.sampler`` names, seeded, told the space's constraints."""
+    """The sampler ``search.sampler`` names, seeded, told the space's constraints (optuna ≥ 5 reads them from the
+    trials, ``SearchSpace.suggest`` sets them; 4.x needs a ``constraints_func``)."""
+    old = {} if hasattr(optuna.trial.Trial, "set_constraint") else {"constraints_func": _constraints}
     if name == "tpe":
-        return optuna.samplers.TPESampler(
-            seed=seed, multivariate=True, constraints_func=_constraints, n_startup_trials=20
-        )
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=20, **old)
     if name == "gp":
         if n_objectives > 1:
             raise ValueError("search.sampler=gp takes one objective here; use tpe for score and steps together")
-        return optuna.samplers.GPSampler(seed=seed, constraints_func=_constraints, n_startup_trials=10)
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=10, **old)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "brute":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,8 +124,10 @@ def optimize(
     search: Any,
     seed: int,
     default_total: int,
+    launch: Callable[[list[Any], str], list[dict[str, Any]]] | None = None,
 ) -> Outcome:
-    """Probe (what is missing), fit, search and run the active loop on ``study``; the outcome."""
+    """Probe (what is missing), fit, search and run the active loop on ``study``; the outcome. ``launch`` trains
+    the loop's full runs (default: the study's backend; the Hydra sweeper: Hydra jobs)."""
     from sklearn.base import clone
 
     from orderopt.predict import make_predictor
@@ -138,7 +141,15 @@ def optimize(
     log.info("[orderopt] 2/3 predicted search and 3/3 active loop (up to %d full runs)", search.full_runs)
     template = make_predictor(predictor)
     loop = ActiveSearch(
-        study, space, lambda: clone(template), probes, search, seed=seed, known=known, n_jobs=search.batch_size
+        study,
+        space,
+        lambda: clone(template),
+        probes,
+        search,
+        seed=seed,
+        known=known,
+        n_jobs=search.batch_size,
+        launch=launch,
     )
     result = loop.run()
     data = loop.measured_runs()

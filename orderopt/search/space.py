@@ -25,10 +25,12 @@ from typing import Any
 
 from orderopt.schedule import Schedule, Stage, decode_permutation, encode_permutation
 
-__all__ = ["SearchSpace"]
+__all__ = ["SearchSpace", "schedule_features"]
 
 #: the Optuna user attribute holding a trial's constraint values (feasible iff all ≤ 0)
 CONSTRAINTS_ATTR = "constraints"
+#: what each constraint value measures
+CONSTRAINT_NAMES = ("steps_below_min", "steps_above_max")
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,11 @@ class SearchSpace:
             lo = self.min_total or self.step_unit * k
             params["total_steps"] = trial.suggest_int("total_steps", lo, self.total_steps, step=self.step_unit)
         schedule = self.schedule(params)
-        trial.set_user_attr(CONSTRAINTS_ATTR, self.constraints(schedule))
+        constraints = self.constraints(schedule)
+        trial.set_user_attr(CONSTRAINTS_ATTR, constraints)
+        if hasattr(trial, "set_constraint"):  # optuna ≥ 5: samplers read them from the trial (4.x: constraints_func)
+            for name, value in zip(CONSTRAINT_NAMES, constraints, strict=True):
+                trial.set_constraint(name, value)
         trial.set_user_attr("schedule", schedule.key)
         return schedule
 
@@ -257,3 +263,17 @@ def _apportion(shares: Sequence[float], total: int, unit: int) -> list[int]:
         if n == 0:
             out[i], out[out.index(max(out))] = 1, max(out) - 1
     return [n * unit for n in out]
+
+
+def schedule_features(schedule: Schedule, tasks: Sequence[str]) -> list[float]:
+    """Where and how long each task trains, per task of ``tasks``: its time (the share of all steps done before the
+    middle of its stage, as ``orderopt.rules.task_times``), then its share of the steps. Schedules close in these are
+    close in what they train when; the loop keeps a batch's picks apart by them."""
+    total, done = schedule.total_steps, 0
+    times: dict[str, float] = {}
+    for stage in schedule.stages:
+        for t in stage.tasks:
+            times[t] = (done + stage.steps / 2) / total
+        done += stage.steps
+    budgets = _task_budgets(schedule)
+    return [times[t] for t in tasks] + [budgets[t] / total for t in tasks]

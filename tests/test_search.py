@@ -1,0 +1,164 @@
+"""The search space, the predicted Optuna search and the active loop (against replayed real runs: no training)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import optuna
+import pytest
+
+from orderopt.config import SearchConfig
+from orderopt.predict import TransferPredictor
+from orderopt.replay import ReplayBackend
+from orderopt.schedule import Schedule
+from orderopt.search import ActiveSearch, Objective, SearchSpace, make_sampler, open_storage, predicted_search
+from orderopt.search.optimize import best_trials, storage_url
+from orderopt.store import load_records
+from orderopt.study import Study
+
+ROOT = Path(__file__).parents[1]
+REF = ["arith", "strings", "qa", "names"]
+
+
+@pytest.fixture(scope="module")
+def reference() -> list[dict]:
+    return load_records(ROOT / "studies" / "reference")
+
+
+def _probes(records: list[dict], seed: int = 0) -> list[dict]:
+    return [r for r in records if r["kind"] == "probe" and r["seed"] == seed]
+
+
+def test_every_point_round_trips_through_its_parameters() -> None:
+    space = SearchSpace(REF, total_steps=800, step_unit=25)
+    rng = random.Random(0)
+    for _ in range(300):
+        params = {f"order_{i}": rng.randint(0, 3 - i) for i in range(3)}
+        params |= {f"join_{i}": rng.random() < 0.5 for i in range(3)}
+        params |= {f"share_{t}": rng.uniform(0.01, 1) for t in REF}
+        schedule = space.schedule(params)
+        assert schedule.total_steps == 800 and sorted(schedule.tasks) == sorted(REF)
+        assert all(s.steps % 25 == 0 for s in schedule.stages)
+        assert space.schedule(space.params(schedule)) == schedule
+    assert space.schedule(space.params(space.joint())).key == "arith+strings+qa+names:800"
+    assert space.curriculum(["names", "qa", "arith", "strings"]).key == "names:200>qa:200>arith:200>strings:200"
+
+
+@pytest.mark.parametrize(("study", "total"), [("reference", 800), ("rich", 600)])
+def test_every_recorded_schedule_of_both_studies_is_a_point(study: str, total: int) -> None:
+    records = load_records(ROOT / "studies" / study)
+    space = SearchSpace(records[0]["suite"], total_steps=total)
+    keys = {r["schedule_key"] for r in records if r["kind"] != "probe"}
+    assert len(keys) > 30
+    assert [k for k in keys if not space.contains(Schedule.parse(k))] == []
+
+
+def test_bounds_are_constraints_not_clipping() -> None:
+    space = SearchSpace(REF, total_steps=800, min_steps=100, task_steps={"names": [150, 300]})
+    low = Schedule.parse("arith:50>strings:250>qa:200>names:300")
+    assert space.contains(low)  # a point of the space, kept as it is ...
+    assert space.constraints(low) == [50.0, 0.0] and not space.feasible(low)  # ... and marked infeasible
+    high = Schedule.parse("arith:100>strings:100>qa:200>names:400")
+    assert space.constraints(high)[1] == 100.0
+    assert space.feasible(Schedule.parse("arith:200>strings:200>qa:200>names:200"))
+
+
+def test_switches_and_bad_input_name_the_value() -> None:
+    equal = SearchSpace(REF, total_steps=800, equal_budgets=True, mixing=False)
+    assert not equal.contains(Schedule.parse("arith:100>strings:300>qa:200>names:200"))
+    with pytest.raises(ValueError, match="mixing=false"):
+        equal.params(Schedule.parse("arith+strings:400>qa:200>names:200"))
+    with pytest.raises(ValueError, match="total_steps=810"):
+        SearchSpace(REF, total_steps=810)
+    with pytest.raises(ValueError, match="'nope'"):
+        SearchSpace(REF, total_steps=800, task_steps={"nope": [1, 2]})
+    with pytest.raises(ValueError, match="search.sampler='cma'"):
+        make_sampler("cma", seed=0, space=equal)
+    with pytest.raises(ValueError, match="equal_budgets=true"):
+        make_sampler("brute", seed=0, space=SearchSpace(REF, total_steps=800))
+    with pytest.raises(ValueError, match="search.storage='optuna.db'"):
+        storage_url("optuna.db", Path("/tmp"))
+
+
+@pytest.mark.parametrize("storage", ["sqlite", "journal"])
+def test_predicted_search_stores_its_trials_and_resumes(reference: list[dict], tmp_path: Path, storage: str) -> None:
+    url = storage_url(None if storage == "sqlite" else str(tmp_path / "search.log"), tmp_path)
+    space = SearchSpace(REF, total_steps=800)
+    objective = Objective(TransferPredictor(n_boot=5).fit(_probes(reference)))
+    known = {"joint": space.joint(), "open first": space.curriculum(["names", "qa", "strings", "arith"])}
+
+    def search(n: int) -> optuna.Study:
+        study = optuna.create_study(
+            study_name="s",
+            storage=open_storage(url),
+            sampler=make_sampler("tpe", seed=0, space=space),
+            direction="maximize",
+            load_if_exists=True,
+        )
+        return predicted_search(study, space, objective, n_trials=n, batch=16, known=known)
+
+    first = search(40)
+    assert len(first.trials) == 40
+    assert [t.user_attrs.get("known") for t in first.trials[:2]] == ["joint", "open first"]
+    resumed = search(64)  # the same study, continued: known points are not enqueued again
+    assert len(resumed.trials) == 64 and sum("known" in t.user_attrs for t in resumed.trials) == 2
+    top = best_trials(resumed, 5)
+    assert len({t.user_attrs["schedule"] for t in top}) == 5
+    assert all(max(t.user_attrs["constraints"]) <= 0 for t in top)
+    mean = objective([Schedule.parse(t.user_attrs["schedule"]) for t in top])[0]
+    assert list(mean) == pytest.approx([t.values[0] for t in top])
+
+
+def test_task_weights_change_the_objective(reference: list[dict]) -> None:
+    model = TransferPredictor(n_boot=5).fit(_probes(reference))
+    keys = ["names:200>qa:200>strings:200>arith:200", "arith:200>strings:200>qa:200>names:200"]
+    plain, _ = model.predict_mean(keys, return_std=True)
+    same, _ = model.predict_mean(keys, return_std=True, weights=[1, 1, 1, 1])
+    names_only = model.predict_mean(keys, weights=[0, 0, 0, 1])
+    assert list(same) == pytest.approx(list(plain))
+    per_task = model.predict(keys)
+    assert list(names_only) == pytest.approx(list(per_task[:, 3]))
+    with pytest.raises(ValueError, match="one non-negative weight per task"):
+        model.predict_mean(keys, weights=[1, 1])
+
+
+def _replay_loop(records: list[dict], tmp_path: Path, **cfg: object) -> tuple[ActiveSearch, Study]:
+    study = Study(
+        name="replayed",
+        directory=tmp_path,
+        suite=REF,
+        task_configs={},
+        model=_probes(records)[0]["model"],
+        backend=ReplayBackend(records),
+    )
+    space = SearchSpace(REF, total_steps=800)
+    candidates = [Schedule.parse(k) for k in dict.fromkeys(r["schedule_key"] for r in records if r["kind"] == "full")]
+    loop = ActiveSearch(
+        study, space, lambda: TransferPredictor(n_boot=10), _probes(records), SearchConfig(**cfg), candidates=candidates
+    )
+    return loop, study
+
+
+def test_the_active_loop_trains_joint_then_the_most_promising_and_records_trials(
+    reference: list[dict], tmp_path: Path
+) -> None:
+    loop, _ = _replay_loop(reference, tmp_path, full_runs=4, batch_size=2)
+    result = loop.run()
+    assert result.trained == 4  # joint training is the bar, outside the budget
+    assert "arith+strings+qa+names:800" in result.measured and len(result.measured) == 5
+    assert result.rounds[0].trained[0] == "arith+strings+qa+names:800"
+    best = max(result.measured, key=lambda k: result.measured[k]["mean"])
+    assert result.recommendation == best
+    trials = loop.full_run_study().trials
+    assert len(trials) == 5 and all(t.user_attrs["run_id"].startswith("replay-") for t in trials)
+    assert {t.user_attrs["schedule"] for t in trials} == set(result.measured)
+    again, _ = _replay_loop(reference, tmp_path / "again", full_runs=4, batch_size=2)
+    assert again.run().rounds[0].trained == result.rounds[0].trained  # the same data give the same decisions
+
+
+def test_the_active_loop_refuses_bad_settings(reference: list[dict], tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="search.acquisition='best'"):
+        _replay_loop(reference, tmp_path, acquisition="best")
+    with pytest.raises(ValueError, match="'nope'"):
+        _replay_loop(reference, tmp_path, task_weights={"nope": 1.0})
