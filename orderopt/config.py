@@ -169,13 +169,17 @@ class SearchConfig:
     #: (an RDB takes ~60 ms a trial, a journal file ~2 ms)
     store_trials: str = "pool"
     #: full runs the active loop may train (joint training, if train_joint, not counted)
-    full_runs: int = 4
+    full_runs: int = 3
     #: schedules trained at once per round, each in its own process
     batch_size: int = 2
     #: ei (expected improvement over the best measured, uses the predictor's std) | ucb | mean (exploit only)
     acquisition: str = "ei"
     #: ucb's weight of the std
     kappa: float = 1.0
+    #: the surrogate the loop ranks by: the predictor as prior mean of a GP over schedule features with this
+    #: length scale, full runs observed with this run-to-run noise (std of one run's score)
+    lengthscale: float = 0.25
+    noise: float = 0.015
     #: a pick this close (Euclidean, over each task's time and budget share) to another pick or a trained schedule
     #: is skipped: a batch of near-copies teaches one thing
     min_distance: float = 0.1

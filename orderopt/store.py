@@ -16,6 +16,7 @@ from typing import Any
 from orderopt.records import RunRecord, check_record
 
 __all__ = [
+    "RunBusy",
     "export_records",
     "load_records",
     "own_run",
@@ -63,6 +64,10 @@ def run_dir(root: str | Path, study: str, run_id: str) -> Path:
 _OWNED: set[str] = set()
 
 
+class RunBusy(RuntimeError):
+    """The run is being trained by another process (it holds the run's owner lock)."""
+
+
 @contextlib.contextmanager
 def own_run(run_dir: str | Path) -> Iterator[None]:
     """Hold ``run_dir`` for one process while it trains there (an exclusive lock on ``run_dir/.owner``, released
@@ -80,7 +85,7 @@ def own_run(run_dir: str | Path) -> Iterator[None]:
         except BlockingIOError:
             fh.seek(0)
             owner = fh.read().strip() or "unknown"
-            raise RuntimeError(
+            raise RunBusy(
                 f"run {path.name} is being trained by another process (pid {owner}) in {path}; wait for it to finish "
                 "(its record is then reused) or stop that process"
             ) from None

@@ -27,7 +27,7 @@ from orderopt.backends import Backend, TrainBackend
 from orderopt.config import Config, ExperimentConfig, ProbeConfig, TrainerConfig
 from orderopt.records import measurements
 from orderopt.schedule import Schedule
-from orderopt.store import load_records, read_record, run_state, study_dir
+from orderopt.store import RunBusy, load_records, read_record, run_state, study_dir
 from orderopt.tracking import WandbConfig
 from orderopt.train import RunSpec, fmt_duration
 
@@ -350,7 +350,13 @@ def run_plans(plans: list[RunPlan], *, n_jobs: int, name: str) -> list[dict[str,
             fmt_duration((time.perf_counter() - start) / done * left),
         )
 
+    busy: list[RunPlan] = [p for p in todo if p.state == "running"]  # another process trains them: wait for it
+    todo = [p for p in todo if p.run_dir not in {b.run_dir for b in busy}]
+
     def failed(plan: RunPlan, err: Exception) -> None:  # one broken run must not stop the others
+        if isinstance(err, RunBusy):  # another process took it first
+            busy.append(plan)
+            return
         failures.append(f"{plan.label} seed {plan.seed}: {type(err).__name__}: {err}")
         log.error("[%s] run %s seed %d failed: %s", name, plan.label, plan.seed, err)
 
@@ -373,6 +379,11 @@ def run_plans(plans: list[RunPlan], *, n_jobs: int, name: str) -> list[dict[str,
                     finished(done, plan, future.result())
                 except Exception as err:
                     failed(plan, err)
+    for plan in busy:
+        try:
+            answers[plan.run_dir] = _wait_for(plan, name)
+        except Exception as err:
+            failed(plan, err)
     if failures:
         raise RuntimeError(
             f"{len(failures)} of {len(todo)} runs of {name} failed (the others are recorded; run the same command "
@@ -380,6 +391,17 @@ def run_plans(plans: list[RunPlan], *, n_jobs: int, name: str) -> list[dict[str,
         )
     # a backend that stores nothing (replay) answered in memory; the others wrote the records
     return [answers.get(p.run_dir) or dict(read_record(p.run_dir / "result.json")) for p in plans]
+
+
+def _wait_for(plan: RunPlan, name: str, *, poll_s: float = 2.0) -> dict[str, Any]:
+    """The record of a run another process is training, once it finished; trained here if that process died."""
+    log.info("[%s] run %s seed %d is being trained by another process: waiting for it", name, plan.label, plan.seed)
+    while plan.state == "running":
+        time.sleep(poll_s)
+    if plan.done:
+        return dict(read_record(plan.run_dir / "result.json"))
+    log.info("[%s] the process training %s seed %d stopped: resuming it here", name, plan.label, plan.seed)
+    return plan.study.backend.run(plan)
 
 
 def _init_worker(threads: int) -> None:

@@ -85,7 +85,7 @@ def test_switches_and_bad_input_name_the_value() -> None:
 def test_predicted_search_stores_its_trials_and_resumes(reference: list[dict], tmp_path: Path, storage: str) -> None:
     url = storage_url(None if storage == "sqlite" else str(tmp_path / "search.log"), tmp_path)
     space = SearchSpace(REF, total_steps=800)
-    objective = Objective(TransferPredictor(n_boot=5).fit(_probes(reference)))
+    objective = Objective.of(TransferPredictor(n_boot=5).fit(_probes(reference)))
     known = {"joint": space.joint(), "open first": space.curriculum(["names", "qa", "strings", "arith"])}
 
     def search(n: int) -> optuna.Study:

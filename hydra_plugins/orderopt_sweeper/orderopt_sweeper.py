@@ -11,8 +11,8 @@ config with the command line's overrides, and each job is that config plus the s
 Probes run in the sweeper's process (they are short and share a base evaluation).
 """
 
-from __future__ import annotations
-
+# no ``from __future__ import annotations``: Hydra imports plugin modules before they are in sys.modules, and a
+# dataclass with string annotations then fails to build
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass

@@ -14,6 +14,7 @@ from orderopt.search.loop import ActiveSearch, SearchResult
 from orderopt.search.optimize import Objective, make_sampler, open_storage, predicted_search, storage_url
 from orderopt.search.pipeline import Outcome, known_points, optimize
 from orderopt.search.space import SearchSpace
+from orderopt.search.surrogate import Surrogate
 
 __all__ = [
     "ActiveSearch",
@@ -21,6 +22,7 @@ __all__ = [
     "Outcome",
     "SearchResult",
     "SearchSpace",
+    "Surrogate",
     "known_points",
     "make_sampler",
     "open_storage",

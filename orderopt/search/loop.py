@@ -31,6 +31,7 @@ from orderopt.records import measurements
 from orderopt.schedule import Schedule
 from orderopt.search.optimize import Objective, best_trials, make_sampler, open_storage, predicted_search
 from orderopt.search.space import SearchSpace, schedule_features
+from orderopt.search.surrogate import Surrogate
 
 __all__ = ["ActiveSearch", "Round", "SearchResult"]
 
@@ -142,12 +143,13 @@ class ActiveSearch:
         predictor, pool, predicted = None, [], {}
         while True:
             data = self.measured_runs()
-            predictor = self.make_predictor().fit(self.probes + data)
-            spent = self._trained(data) >= self.cfg.full_runs and not self._joint_missing(self._measured(data))
-            pool = self._pool(predictor, data, len(rounds), search=not spent)
-            mean, std = predictor.predict_mean(pool, return_std=True, weights=self.weights)
-            predicted = {s.key: (float(m), float(v)) for s, m, v in zip(pool, mean, std, strict=True)}
             measured = self._measured(data)
+            predictor = self.make_predictor().fit(self.probes + data)
+            surrogate = self._surrogate(predictor, measured)
+            spent = self._trained(data) >= self.cfg.full_runs and not self._joint_missing(measured)
+            pool = self._pool(surrogate, data, len(rounds), search=not spent)
+            mean, std = surrogate(pool)
+            predicted = {s.key: (float(m), float(v)) for s, m, v in zip(pool, mean, std, strict=True)}
             rec = self._recommend(measured, predicted)
             trained = self._trained(data)
             rounds.append(
@@ -182,6 +184,13 @@ class ActiveSearch:
         rec = self._recommend(measured, predicted)
         return SearchResult(rec, measured, predicted, rounds, self._trained(data), stopped, predictor)
 
+    def _surrogate(self, predictor: Any, measured: dict[str, dict[str, Any]]) -> Surrogate:
+        """The predictor as the prior of a GP that the measured schedules correct (``surrogate.py``)."""
+        surrogate = Surrogate(
+            predictor, self.space.tasks, weights=self.weights, lengthscale=self.cfg.lengthscale, noise=self.cfg.noise
+        )
+        return surrogate.fit({k: (m["mean"], len(m["scores"])) for k, m in measured.items()})
+
     def measured_runs(self) -> list[dict[str, Any]]:
         """Every measurement of a schedule of the space with the loop's seed: the study's records (those of other
         workers and earlier sessions too) and what the backend answered in memory (replay)."""
@@ -201,18 +210,20 @@ class ActiveSearch:
         return self.cfg.train_joint and self.space.joint().key not in measured
 
     # --- the pool: where the next runs are chosen from -------------------------------------------------------
-    def _pool(self, predictor: Any, data: list[dict[str, Any]], round_number: int, *, search: bool) -> list[Schedule]:
+    def _pool(
+        self, surrogate: Surrogate, data: list[dict[str, Any]], round_number: int, *, search: bool
+    ) -> list[Schedule]:
         """Where the next runs are chosen from: the candidates given, or the top of a predicted search (none when
         nothing more will be trained), with the known points and every measured schedule."""
         if self.candidates is not None:
             pool = list(self.candidates)
         else:
-            pool = self._searched(predictor, data, round_number) if search else []
+            pool = self._searched(surrogate, data, round_number) if search else []
         pool += [s for s in self.known.values() if s not in pool]
         pool += [Schedule.parse(k) for k in dict.fromkeys(r["schedule_key"] for r in data)]
         return list(dict.fromkeys(pool))
 
-    def _searched(self, predictor: Any, data: list[dict[str, Any]], round_number: int) -> list[Schedule]:
+    def _searched(self, surrogate: Surrogate, data: list[dict[str, Any]], round_number: int) -> list[Schedule]:
         """The top of a predicted search fitted on ``data``: its Optuna study is named by what it depends on, so
         a resumed loop finds it done; one left unfinished by a killed process is run again from its start (it
         takes seconds), so the same data always give the same pool."""
@@ -224,7 +235,7 @@ class ActiveSearch:
             ).encode()
         ).hexdigest()[:10]
         name = f"{self.study.name}:predicted:r{round_number}:{digest}"
-        objective = Objective(predictor, self.weights, steps="steps" in cfg.objectives)
+        objective = Objective(surrogate, steps="steps" in cfg.objectives)
         with self._lock():
             storage = self.storage
             existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
@@ -415,7 +426,18 @@ def _acquisition(name: str, mean: np.ndarray, std: np.ndarray, best: float, kapp
 
 def _search_identity(cfg: Any) -> dict[str, Any]:
     """The settings a predicted search's trials depend on (not the loop's budget or batch)."""
-    keys = ("sampler", "n_trials", "batch", "seed", "objectives", "task_weights", "pool_size", "store_trials")
+    keys = (
+        "sampler",
+        "n_trials",
+        "batch",
+        "seed",
+        "objectives",
+        "task_weights",
+        "pool_size",
+        "store_trials",
+        "lengthscale",
+        "noise",
+    )
     return {k: getattr(cfg, k) for k in keys}
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,7 +61,7 @@ def _constraints(trial: optuna.trial.FrozenTrial) -> Sequence[float]:
 def make_sampler(name: str, *, seed: int, space: SearchSpace, n_objectives: int = 1) -> optuna.samplers.BaseSampler:
     """The sampler ``search.sampler`` names, seeded, told the space's constraints (optuna ≥ 5 reads them from the
     trials, ``SearchSpace.suggest`` sets them; 4.x needs a ``constraints_func``)."""
-    old = {} if hasattr(optuna.trial.Trial, "set_constraint") else {"constraints_func": _constraints}
+    old: dict[str, Any] = {} if hasattr(optuna.trial.Trial, "set_constraint") else {"constraints_func": _constraints}
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=20, **old)
     if name == "gp":
@@ -82,19 +82,24 @@ def make_sampler(name: str, *, seed: int, space: SearchSpace, n_objectives: int 
 
 @dataclass
 class Objective:
-    """A fitted predictor's mean final score (weighted by ``task_weights``) of a batch of schedules and its std;
-    with ``steps``, the total steps as a second objective (minimised)."""
+    """What a predicted search maximises: ``estimate`` (a batch of schedules → mean score and std, e.g. the loop's
+    :class:`~orderopt.search.surrogate.Surrogate`); with ``steps``, the total steps as a second objective
+    (minimised)."""
 
-    predictor: Any
-    task_weights: Sequence[float] | None = None
+    estimate: Callable[[Sequence[Schedule]], tuple[np.ndarray, np.ndarray]]
     steps: bool = False
+
+    @classmethod
+    def of(cls, predictor: Any, weights: Sequence[float] | None = None, *, steps: bool = False) -> Objective:
+        """A fitted predictor's (``weights``-weighted) mean final score."""
+        return cls(lambda s: predictor.predict_mean(list(s), return_std=True, weights=weights), steps)
 
     @property
     def directions(self) -> list[Any]:
         return ["maximize", "minimize"] if self.steps else ["maximize"]
 
     def __call__(self, schedules: Sequence[Schedule]) -> tuple[np.ndarray, np.ndarray]:
-        return self.predictor.predict_mean(list(schedules), return_std=True, weights=self.task_weights)
+        return self.estimate(list(schedules))
 
     def values(self, schedule: Schedule, mean: float) -> list[float]:
         return [mean, float(schedule.total_steps)] if self.steps else [mean]

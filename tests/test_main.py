@@ -1,0 +1,143 @@
+"""The main command end to end with real GRPO runs of the tiny model: killed and resumed, and two workers at once.
+
+A small but complete job: single-task probes of 2 steps, schedules of 16 steps in all, joint training plus two full
+runs chosen by the active loop, small evaluation sets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).parents[1]
+
+
+def _args(model: str, studies: Path) -> list[str]:
+    return [
+        f"model.name_or_path={model}",
+        f"studies_dir={studies}",
+        "study=main-test",
+        "wandb.enabled=false",
+        "probe.steps=2",
+        "probe.pairs=false",
+        "predictor.use_pairs=false",
+        "predictor.n_boot=5",
+        "schedule.steps=4",
+        "search.step_unit=1",
+        "search.min_steps=1",
+        "search.full_runs=2",
+        "search.batch_size=2",
+        "search.n_trials=60",
+        "search.batch=20",
+        "search.pool_size=16",
+        *[f"tasks.{t}.n_eval=24" for t in ("arith", "strings", "qa")],
+        "tasks.names.n_eval=8",
+    ]
+
+
+def _start(model: str, studies: Path, cache_dir: str, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "ORDEROPT_CACHE": cache_dir, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "orderopt.cli",
+            "main",
+            *_args(model, studies),
+            f"hydra.run.dir={log.parent / log.stem}",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=open(log, "w"),  # noqa: SIM115 - the child owns it
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its worker processes are killed with it
+    )
+
+
+def _finish(proc: subprocess.Popen, log: Path) -> str:
+    assert proc.wait(timeout=900) == 0, log.read_text()[-3000:]
+    return log.read_text()
+
+
+def _outcome(studies: Path) -> dict:
+    return json.loads((studies / "main-test" / "search.json").read_text())
+
+
+def _full_records(studies: Path) -> dict[str, float]:
+    """Run dir → mtime of its record, for every run that is not a probe."""
+    runs = (studies / "main-test" / "runs").glob("*/result.json")
+    return {p.parent.name: p.stat().st_mtime for p in runs if not p.parent.name.startswith("probe")}
+
+
+def test_the_main_command_killed_and_resumed_reaches_the_sweeper_s_recommendation(
+    base: tuple[str, list], cache_dir: str, tmp_path: Path
+) -> None:
+    """The uninterrupted job runs as the Hydra sweeper (its full runs Hydra jobs); the main command, killed after
+    its first full run and started again, must take the same decisions and train the same runs."""
+    model = base[0]
+    log = tmp_path / "whole.log"
+    whole = _finish(_start(model, tmp_path / "whole", cache_dir, log, sweeper=True), log)
+    assert "recommended schedule" in whole and "compute:" in whole
+    jobs = sorted(p.name for p in (tmp_path / "whole-hydra").iterdir() if p.is_dir() and p.name.isdigit())
+    assert jobs == ["0", "1", "2"]  # joint training and the budget of two full runs, each a Hydra job
+    expected = _outcome(tmp_path / "whole")
+    assert expected["recommendation"] in expected["measured"]
+    assert len(expected["measured"]) == 3
+
+    killed = tmp_path / "killed"
+    proc = _start(model, killed, cache_dir, tmp_path / "killed.log")
+    deadline = time.time() + 600
+    while not _full_records(killed) and time.time() < deadline:  # kill it once a first full run has finished
+        time.sleep(0.5)
+    assert proc.poll() is None, "the job ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = _full_records(killed)
+    assert 1 <= len(before) < 3 and not (killed / "main-test" / "search.json").exists()
+
+    resumed = _finish(_start(model, killed, cache_dir, tmp_path / "resumed.log"), tmp_path / "resumed.log")
+    got = _outcome(killed)
+    assert got["recommendation"] == expected["recommendation"]
+    assert {k: v["scores"] for k, v in got["measured"].items()} == {
+        k: v["scores"] for k, v in expected["measured"].items()
+    }
+    after = _full_records(killed)
+    assert all(after[run] == mtime for run, mtime in before.items()), "a finished run was trained again"
+    assert "0 finished before, 4 to run" not in resumed  # the probes were not run again
+    trials = _trials(killed)
+    assert len(trials) == len({t for t in trials}) == 3
+
+
+def _trials(studies: Path) -> list[str]:
+    import optuna
+
+    storage = f"sqlite:///{studies / 'main-test' / 'optuna.db'}"
+    study = optuna.load_study(study_name="main-test:full-runs", storage=storage)
+    return [t.user_attrs["run_id"] for t in study.trials]
+
+
+def test_two_workers_on_one_study_never_train_the_same_run(
+    base: tuple[str, list], cache_dir: str, tmp_path: Path
+) -> None:
+    studies = tmp_path / "shared"
+    logs = [tmp_path / "worker0.log", tmp_path / "worker1.log"]
+    procs = [_start(base[0], studies, cache_dir, log) for log in logs]
+    texts = [_finish(p, log) for p, log in zip(procs, logs, strict=True)]
+    trained = [set(re.findall(r"runs done \| (\S+) seed 0: mean final", t)) for t in texts]
+    assert trained[0].isdisjoint(trained[1]), f"both workers trained {trained[0] & trained[1]}"
+    trials = _trials(studies)
+    assert len(trials) == len(set(trials)) >= 3
+    records = _full_records(studies)
+    assert len(records) == len(trials)
+    for text in texts:
+        assert "recommended schedule" in text
