@@ -10,8 +10,9 @@ has — and recommends the best it measured; reported: full runs until the recom
 ``--tol`` (0.01) of the best (median and worst over search seeds; ">N" when it never got there within N runs), and
 the compute in full-run equivalents (probes included: their recorded wall time over the median full run's).
 
-Methods: orderopt (probes of probe seed = search seed mod the recorded probe seeds → learned predictor → active loop
-over the recorded schedules, EI, joint trained first, batches of ``search.batch_size``); random search over full
+Methods: orderopt (probes of probe seed = search seed mod the recorded probe seeds → learned predictor → surrogate →
+active loop over the recorded schedules, EI, joint trained first, batches of ``search.batch_size``), and the same
+without training joint first (what the search itself finds); random search over full
 runs; Optuna TPE and GP over full runs (the same parameters as orderopt's space, each point replayed as the nearest
 recorded schedule; a schedule already trained costs nothing again); the zero-cost rules (open tasks first from the
 probes' entropy and from labels, structured first, suite order) and the heuristic orders of the probes (greedy BWT,
@@ -102,6 +103,7 @@ class Bench:
         probes = [r for r in self.records if r["kind"] == "probe" and r["seed"] == probe_seed]
         probe_cost = sum(r["wall_s"] for r in probes) / self.full_wall
         out = {"orderopt": self._orderopt(probes, run_seed, probe_cost)}
+        out["orderopt without joint first"] = self._orderopt(probes, run_seed, probe_cost, train_joint=False)
         out["random search"] = self._sequence(random.Random(seed).sample(self.keys, len(self.keys)), run_seed, 0.0)
         for sampler in ("tpe", "gp"):
             out[f"optuna {sampler} over full runs"] = self._optuna(sampler, seed, run_seed)
@@ -118,8 +120,10 @@ class Bench:
             }
         return out
 
-    def _orderopt(self, probes: list[dict[str, Any]], run_seed: int, probe_cost: float) -> dict[str, Any]:
-        cfg = SearchConfig(full_runs=self.max_runs, patience=10**6)
+    def _orderopt(
+        self, probes: list[dict[str, Any]], run_seed: int, probe_cost: float, *, train_joint: bool = True
+    ) -> dict[str, Any]:
+        cfg = SearchConfig(full_runs=self.max_runs, patience=10**6, train_joint=train_joint)
         with tempfile.TemporaryDirectory() as tmp:
             study = Study(
                 name="replay",

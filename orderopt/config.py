@@ -191,6 +191,11 @@ class SearchConfig:
     train_joint: bool = True
     #: seed of the sampler (the full runs train with the root ``seed``)
     seed: int = 0
+    #: after the loop, train the recommendation, joint training and merging with these seeds too (with the root
+    #: seed: mean ± std and Welch's t-test of recommendation vs joint and vs merging); empty: no confirmation
+    confirm_seeds: list[int] = field(default_factory=list)
+    #: merging in the confirmation (one model per task, merged with schedule.merge_method)
+    confirm_merge: bool = True
 
 
 @dataclass

@@ -45,17 +45,20 @@ def _args(model: str, studies: Path) -> list[str]:
     ]
 
 
-def _start(model: str, studies: Path, cache_dir: str, log: Path) -> subprocess.Popen:
+def _start(
+    model: str, studies: Path, cache_dir: str, log: Path, *, sweeper: bool = False, extra: list[str] = ()
+) -> subprocess.Popen:
+    """``orderopt`` (``python -m orderopt.cli main``), or with ``sweeper`` the same job as a Hydra sweep of
+    ``orderopt-train`` (``--multirun hydra/sweeper=orderopt``: each full run a Hydra job)."""
     env = {**os.environ, "ORDEROPT_CACHE": cache_dir, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    where = log.parent / f"{log.stem}-hydra"
+    command = (
+        ["train", "--multirun", "hydra/sweeper=orderopt", f"hydra.sweep.dir={where}"]
+        if sweeper
+        else ["main", f"hydra.run.dir={where}"]
+    )
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "orderopt.cli",
-            "main",
-            *_args(model, studies),
-            f"hydra.run.dir={log.parent / log.stem}",
-        ],
+        [sys.executable, "-m", "orderopt.cli", *command, *_args(model, studies), *extra],
         cwd=ROOT,
         env=env,
         stdout=open(log, "w"),  # noqa: SIM115 - the child owns it
@@ -117,6 +120,19 @@ def test_the_main_command_killed_and_resumed_reaches_the_sweeper_s_recommendatio
     trials = _trials(killed)
     assert len(trials) == len({t for t in trials}) == 3
 
+    # the same job again, with a confirmation: nothing of the loop is trained again, the recommendation and joint
+    # training are trained with seed 1 too and compared
+    log = tmp_path / "confirmed.log"
+    proc = _start(model, killed, cache_dir, log, extra=["search.confirm_seeds=[1]", "search.confirm_merge=false"])
+    confirmed = _finish(proc, log)
+    assert "active loop, round" not in confirmed and "confirmation with seeds [0, 1]" in confirmed
+    outcome = _outcome(killed)
+    assert (
+        outcome["confirmation"]["recommended"]["scores"][0]
+        == expected["measured"][expected["recommendation"]]["scores"][0]
+    )
+    assert len(outcome["confirmation"]["joint"]["scores"]) == 2 and "welch_t" in outcome["confirmation"]["joint"]
+
 
 def _trials(studies: Path) -> list[str]:
     import optuna
@@ -133,10 +149,13 @@ def test_two_workers_on_one_study_never_train_the_same_run(
     logs = [tmp_path / "worker0.log", tmp_path / "worker1.log"]
     procs = [_start(base[0], studies, cache_dir, log) for log in logs]
     texts = [_finish(p, log) for p, log in zip(procs, logs, strict=True)]
-    trained = [set(re.findall(r"runs done \| (\S+) seed 0: mean final", t)) for t in texts]
+    # the full runs each worker's loop trained (probes are held by the run's owner lock: a worker that finds one
+    # finished by the other returns its record)
+    trained = [set(re.findall(r"\[active loop, round \d+\] \d+/\d+ runs done \| (\S+) seed 0", t)) for t in texts]
     assert trained[0].isdisjoint(trained[1]), f"both workers trained {trained[0] & trained[1]}"
+    assert len(trained[0] | trained[1]) == 3  # the budget (two full runs and joint) is shared, not doubled
     trials = _trials(studies)
-    assert len(trials) == len(set(trials)) >= 3
+    assert len(trials) == len(set(trials)) == 3
     records = _full_records(studies)
     assert len(records) == len(trials)
     for text in texts:

@@ -162,3 +162,27 @@ def test_the_active_loop_refuses_bad_settings(reference: list[dict], tmp_path: P
         _replay_loop(reference, tmp_path, acquisition="best")
     with pytest.raises(ValueError, match="'nope'"):
         _replay_loop(reference, tmp_path, task_weights={"nope": 1.0})
+
+
+@pytest.mark.parametrize("sampler", ["gp", "random", "brute"])
+def test_every_sampler_searches_the_space(reference: list[dict], sampler: str) -> None:
+    space = SearchSpace(REF, total_steps=800, equal_budgets=sampler == "brute")
+    objective = Objective.of(TransferPredictor(n_boot=3).fit(_probes(reference)))
+    study = optuna.create_study(sampler=make_sampler(sampler, seed=0, space=space), direction="maximize")
+    n = 192 if sampler == "brute" else 15  # brute force: 24 orders x 8 groupings, each once
+    predicted_search(study, space, objective, n_trials=n, batch=8)
+    keys = [t.user_attrs["schedule"] for t in study.trials]
+    assert len(keys) == n and all(space.contains(Schedule.parse(k)) for k in keys)
+    if sampler == "brute":
+        assert len(set(keys)) == 192
+
+
+def test_score_and_steps_as_two_objectives(reference: list[dict]) -> None:
+    space = SearchSpace(REF, total_steps=800, vary_total=True, min_total=400)
+    objective = Objective.of(TransferPredictor(n_boot=3).fit(_probes(reference)), steps=True)
+    study = optuna.create_study(sampler=make_sampler("tpe", seed=0, space=space), directions=objective.directions)
+    predicted_search(study, space, objective, n_trials=30, batch=10, known={"joint": space.joint()})
+    totals = {Schedule.parse(t.user_attrs["schedule"]).total_steps for t in study.trials}
+    assert len(totals) > 3 and min(totals) >= 400 and max(totals) <= 800
+    assert all(t.values[1] == Schedule.parse(t.user_attrs["schedule"]).total_steps for t in study.trials)
+    assert study.best_trials  # the Pareto front

@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import math
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,51 +139,140 @@ class ActiveSearch:
 
     # --- the loop --------------------------------------------------------------------------------------------
     def run(self) -> SearchResult:
-        rounds: list[Round] = []
+        """Rounds until the budget is spent, the recommendation settles or nothing is left; the outcome.
+
+        Each round's picks are written to ``<study dir>/loop.json`` before they train: a loop started again first
+        trains the picks of its last round that have no record (and no other process is training), so it takes
+        the decisions an uninterrupted loop would have taken from the same data."""
         stopped = "budget spent"
-        predictor, pool, predicted = None, [], {}
         while True:
-            data = self.measured_runs()
-            measured = self._measured(data)
-            predictor = self.make_predictor().fit(self.probes + data)
-            surrogate = self._surrogate(predictor, measured)
-            spent = self._trained(data) >= self.cfg.full_runs and not self._joint_missing(measured)
-            pool = self._pool(surrogate, data, len(rounds), search=not spent)
-            mean, std = surrogate(pool)
-            predicted = {s.key: (float(m), float(v)) for s, m, v in zip(pool, mean, std, strict=True)}
-            rec = self._recommend(measured, predicted)
-            trained = self._trained(data)
-            rounds.append(
-                Round(len(rounds), len(data), rec, measured[rec]["mean"] if rec else None),
-            )
-            log.info(
-                "[active loop] round %d: %d full runs measured (%d of the budget of %d) | recommendation %s",
-                len(rounds) - 1,
-                len(data),
-                trained,
-                self.cfg.full_runs,
-                f"{rec} (measured {measured[rec]['mean']:.3f}, predicted {predicted.get(rec, (math.nan,))[0]:.3f})"
-                if rec
-                else "none yet",
-            )
-            if spent:
-                break
-            if (
-                len(rounds) > self.cfg.patience
-                and len({r.recommendation for r in rounds[-self.cfg.patience - 1 :]}) == 1
-            ):
-                stopped = f"recommendation unchanged for {self.cfg.patience} rounds"
-                break
-            picks = self._acquire(pool, predicted, measured, budget=self.cfg.full_runs - trained)
-            if not picks:
-                stopped = "nothing left to try"
-                break
-            rounds[-1].trained = [p.key for p in picks]
-            self._train(picks, predicted, len(rounds) - 1)
+            with contextlib.ExitStack() as held:
+                with self._lock():  # one worker decides at a time, and claims its picks before the next decides
+                    history = self._history()
+                    step = self._next(history)
+                    if isinstance(step, str):
+                        stopped = step
+                        break
+                    if step is None:  # the budget is taken by runs other workers are training: wait for them
+                        held.close()
+                        time.sleep(2.0)
+                        continue
+                    picks, predicted, number = step
+                    plans = [self._plan(s) for s in picks]
+                    claimed = [p for p in plans if held.enter_context(_claim(p.run_dir))]
+                if len(claimed) < len(plans):
+                    log.info("[active loop] %d picks are trained by another worker", len(plans) - len(claimed))
+                self._train(claimed, predicted, number)
+        return self._result(stopped)
+
+    def _next(self, history: list[dict[str, Any]]) -> tuple[list[Schedule], dict[str, Any], int] | str | None:
+        """What the loop does now: the picks of a round (the unfinished picks of the last one, or new ones, which
+        are added to ``history`` and saved), the reason it stops, or None to wait for other workers' runs."""
         data = self.measured_runs()
         measured = self._measured(data)
+        self._sync_trials(history, data)
+        joint = self.space.joint().key
+        unfinished = [k for r in history for k in r["picks"] if k not in measured]
+        in_flight = [k for k in unfinished if self._claimed(Schedule.parse(k))]
+        if history:
+            pending = [k for k in history[-1]["picks"] if k in unfinished and k not in in_flight]
+            if pending:  # a loop killed mid-round: its picks first, as decided
+                log.info("[active loop] round %d: training its unfinished picks %s", len(history) - 1, pending)
+                return [Schedule.parse(k) for k in pending], {}, len(history) - 1
+        predictor = self.make_predictor().fit(self.probes + data)
+        surrogate = self._surrogate(predictor, measured)
+        trained = self._trained(data)
+        budget = self.cfg.full_runs - trained - len([k for k in in_flight if k != joint or not self.cfg.train_joint])
+        spent = trained >= self.cfg.full_runs and not self._joint_missing(measured)
+        pool = self._pool(surrogate, data, len(history), search=not spent and budget > 0)
+        mean, std = surrogate(pool)
+        predicted = {s.key: (float(m), float(v)) for s, m, v in zip(pool, mean, std, strict=True)}
         rec = self._recommend(measured, predicted)
+        self._last = (predictor, predicted)
+        log.info(
+            "[active loop] round %d: %d full runs measured (%d of the budget of %d) | recommendation %s",
+            len(history),
+            len(data),
+            trained,
+            self.cfg.full_runs,
+            f"{rec} (measured {measured[rec]['mean']:.3f}, predicted {predicted.get(rec, (math.nan,))[0]:.3f})"
+            if rec
+            else "none yet",
+        )
+        if spent:
+            return "budget spent"
+        recent = [r["recommendation"] for r in history[-self.cfg.patience :]] + [rec]
+        if rec is not None and len(recent) > self.cfg.patience and len(set(recent)) == 1:
+            return f"recommendation unchanged for {self.cfg.patience} rounds"
+        if budget <= 0 and in_flight:
+            return None
+        picks = self._acquire(pool, predicted, measured, budget=budget)
+        if not picks:
+            return "nothing left to try" if not in_flight else None
+        history.append({"picks": [p.key for p in picks], "recommendation": rec, "n_measured": len(data)})
+        self._save_history(history)
+        return picks, predicted, len(history) - 1
+
+    def _sync_trials(self, history: list[dict[str, Any]], data: list[dict[str, Any]]) -> None:
+        """A trial for every run the loop picked that has a record but no trial yet (a process killed after the
+        run finished, before its batch did)."""
+        picked = {k: n for n, r in enumerate(history) for k in r["picks"]}
+        for record in data:
+            key = record["schedule_key"]
+            if key in picked:
+                plan = self._plan(Schedule.parse(key))
+                self._add_trial(plan, record, (math.nan, math.nan), picked[key])
+
+    def _result(self, stopped: str) -> SearchResult:
+        data = self.measured_runs()
+        with self._lock():
+            self._sync_trials(self._history(), data)
+        measured = self._measured(data)
+        predictor, predicted = getattr(self, "_last", (None, {}))
+        rec = self._recommend(measured, predicted)
+        rounds = [
+            Round(
+                n,
+                r["n_measured"],
+                r["recommendation"],
+                measured.get(r["recommendation"] or "", {}).get("mean"),
+                r["picks"],
+            )
+            for n, r in enumerate(self._history())
+        ]
         return SearchResult(rec, measured, predicted, rounds, self._trained(data), stopped, predictor)
+
+    def _history(self) -> list[dict[str, Any]]:
+        path = self.study.directory / "loop.json"
+        if not path.exists():
+            return []
+        state = json.loads(path.read_text())
+        if state.get("identity") != self._identity():
+            raise ValueError(
+                f"{path} holds the rounds of a loop with other settings ({state.get('identity')}); this one has "
+                f"{self._identity()}. Use another study name, or remove the file to start the loop's decisions over "
+                "(its runs are kept and reused)"
+            )
+        return list(state["rounds"])
+
+    def _save_history(self, history: list[dict[str, Any]]) -> None:
+        from orderopt.store import write_json_atomic
+
+        write_json_atomic(self.study.directory / "loop.json", {"identity": self._identity(), "rounds": history})
+
+    def _identity(self) -> dict[str, Any]:
+        """What the loop's decisions depend on besides the data."""
+        keys = ("acquisition", "kappa", "batch_size", "min_distance", "train_joint", "full_runs", "patience")
+        return {
+            **_search_identity(self.cfg),
+            **{k: getattr(self.cfg, k) for k in keys},
+            "seed": self.seed,
+            "total_steps": self.space.total_steps,
+        }
+
+    def _plan(self, schedule: Schedule) -> Any:
+        """The run of ``schedule`` (the one-stage schedule of every task as the joint baseline: it is that run)."""
+        return self.study.plan(schedule, self.seed, baseline="joint" if schedule == self.space.joint() else None)
 
     def _surrogate(self, predictor: Any, measured: dict[str, dict[str, Any]]) -> Surrogate:
         """The predictor as the prior of a GP that the measured schedules correct (``surrogate.py``)."""
@@ -226,7 +316,7 @@ class ActiveSearch:
     def _searched(self, surrogate: Surrogate, data: list[dict[str, Any]], round_number: int) -> list[Schedule]:
         """The top of a predicted search fitted on ``data``: its Optuna study is named by what it depends on, so
         a resumed loop finds it done; one left unfinished by a killed process is run again from its start (it
-        takes seconds), so the same data always give the same pool."""
+        takes seconds), so the same data always give the same pool. Called under the loop's lock (``run``)."""
         cfg = self.cfg
         digest = hashlib.sha256(
             json.dumps(
@@ -236,38 +326,35 @@ class ActiveSearch:
         ).hexdigest()[:10]
         name = f"{self.study.name}:predicted:r{round_number}:{digest}"
         objective = Objective(surrogate, steps="steps" in cfg.objectives)
-        with self._lock():
-            storage = self.storage
-            existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
-            if name in existing and existing[name].user_attrs.get("finished"):
-                study = optuna.load_study(study_name=name, storage=storage)
-            else:
-                if name in existing:  # left unfinished by a killed process: run it again from its start
-                    optuna.delete_study(study_name=name, storage=storage)
-                # searched in memory (a SQL transaction per suggest would make it ~7x slower), then stored whole
-                sampler = make_sampler(
-                    cfg.sampler, seed=cfg.seed, space=self.space, n_objectives=len(objective.directions)
-                )
-                memory = optuna.create_study(sampler=sampler, directions=objective.directions)
-                predicted_search(
-                    memory,
-                    self.space,
-                    objective,
-                    n_trials=cfg.n_trials,
-                    batch=cfg.batch,
-                    known=self.known,
-                    label=f"predicted search, round {round_number}",
-                )
-                study = optuna.create_study(study_name=name, storage=storage, directions=objective.directions)
-                study.add_trials(self._kept(memory))
-                for key, value in {
-                    "n_trials": cfg.n_trials,
-                    "sampler": cfg.sampler,
-                    "n_measured": len(data),
-                    "kept": cfg.store_trials,
-                    "finished": True,
-                }.items():
-                    study.set_user_attr(key, value)
+        storage = self.storage
+        existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+        if name in existing and existing[name].user_attrs.get("finished"):
+            study = optuna.load_study(study_name=name, storage=storage)
+        else:
+            if name in existing:  # left unfinished by a killed process: run it again from its start
+                optuna.delete_study(study_name=name, storage=storage)
+            # searched in memory (a SQL transaction per suggest would make it ~7x slower); its pool is stored
+            sampler = make_sampler(cfg.sampler, seed=cfg.seed, space=self.space, n_objectives=len(objective.directions))
+            memory = optuna.create_study(sampler=sampler, directions=objective.directions)
+            predicted_search(
+                memory,
+                self.space,
+                objective,
+                n_trials=cfg.n_trials,
+                batch=cfg.batch,
+                known=self.known,
+                label=f"predicted search, round {round_number}",
+            )
+            study = optuna.create_study(study_name=name, storage=storage, directions=objective.directions)
+            study.add_trials(self._kept(memory))
+            for key, value in {
+                "n_trials": cfg.n_trials,
+                "sampler": cfg.sampler,
+                "n_measured": len(data),
+                "kept": cfg.store_trials,
+                "finished": True,
+            }.items():
+                study.set_user_attr(key, value)
         return [Schedule.parse(t.user_attrs["schedule"]) for t in best_trials(study, cfg.pool_size)]
 
     def _kept(self, memory: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -290,7 +377,7 @@ class ActiveSearch:
         """The next batch: joint training first if it is the bar and not yet measured; then the untried
         schedules with the highest acquisition value, skipping those another worker is training."""
         picks: list[Schedule] = []
-        if self._joint_missing(measured):
+        if self._joint_missing(measured) and not self._claimed(self.space.joint()):
             picks.append(self.space.joint())
         slots = min(self.cfg.batch_size - len(picks), budget)  # joint takes a slot of the first batch
         untried = [s for s in pool if s.key not in measured and s not in picks]
@@ -317,26 +404,18 @@ class ActiveSearch:
         return np.asarray(schedule_features(schedule, self.space.tasks))
 
     def _claimed(self, schedule: Schedule) -> bool:
-        plan = self.study.plan(schedule, self.seed)
+        """Whether another process trains it now (a loop's claim, or the run's owner lock)."""
+        plan = self._plan(schedule)
         return plan.state == "running" or _is_claimed(plan.run_dir)
 
     # --- training --------------------------------------------------------------------------------------------
-    def _train(self, picks: list[Schedule], predicted: dict[str, tuple[float, float]], round_number: int) -> None:
-        """Train ``picks`` (the joint bar as the joint baseline), holding a claim on each while it trains, and add
-        each finished run to the full-run study as a trial."""
-        joint = self.space.joint()
-        plans = [
-            self.study.plan(s, self.seed, baseline="joint" if s == joint and self.cfg.train_joint else None)
-            for s in picks
-        ]
-        with contextlib.ExitStack() as stack:
-            claimed = [p for p in plans if stack.enter_context(_claim(p.run_dir))]
-            if len(claimed) < len(plans):
-                log.info("[active loop] %d of the picks are being trained by another worker", len(plans) - len(claimed))
-            records = self.launch(claimed, f"active loop, round {round_number}") if claimed else []
-        for plan, record in zip(claimed, records, strict=True):
-            self._answered[record["run_id"]] = record
-            self._add_trial(plan, record, predicted.get(plan.schedule.key, (math.nan, math.nan)), round_number)
+    def _train(self, plans: list[Any], predicted: dict[str, Any], number: int) -> None:
+        """Train ``plans`` (claimed by this process) and add each finished run to the full-run study as a trial."""
+        records = self.launch(plans, f"active loop, round {number}") if plans else []
+        with self._lock():  # another worker may be adding the same run's trial (_sync_trials)
+            for plan, record in zip(plans, records, strict=True):
+                self._answered[record["run_id"]] = record
+                self._add_trial(plan, record, predicted.get(plan.schedule.key, (math.nan, math.nan)), number)
 
     def _add_trial(self, plan: Any, record: dict[str, Any], predicted: tuple[float, float], round_number: int) -> None:
         """The run as a trial of the study's full-run Optuna study (run id and record path as user attributes)."""

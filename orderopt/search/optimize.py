@@ -125,9 +125,15 @@ def predicted_search(
         trials = [study.ask() for _ in range(min(batch, n_trials - done))]
         schedules = [space.suggest(t) for t in trials]
         mean, std = objective(schedules)
+        exhausted = False
         for trial, schedule, m, s in zip(trials, schedules, mean, std, strict=True):
             trial.set_user_attr("std", float(s))
-            study.tell(trial, objective.values(schedule, float(m)))
+            try:
+                study.tell(trial, objective.values(schedule, float(m)))
+            except RuntimeError as err:  # brute force calls study.stop() once every point was tried
+                if "Study.stop" not in str(err):
+                    raise
+                exhausted = True
         done += len(trials)
         rate = (time.perf_counter() - start) / max(done - done0, 1)
         best = best_trials(study, 1)
@@ -141,6 +147,9 @@ def predicted_search(
             else "none feasible yet",
             fmt_duration(rate * (n_trials - done)),
         )
+        if exhausted:
+            log.info("[%s] every point of the space was tried (%d)", label, done)
+            break
     return study
 
 

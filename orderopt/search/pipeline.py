@@ -52,6 +52,7 @@ class Outcome:
             "storage": self.storage,
             "wall_s": self.wall_s,
             "merge": self.merge,
+            **self.extra,
             "space": {
                 "tasks": list(self.space.tasks),
                 "total_steps": self.space.total_steps,
@@ -97,6 +98,19 @@ class Outcome:
             )
         elif rec == joint:
             lines.append("  nothing trained beat joint training: it is the recommendation")
+        confirmation = self.extra.get("confirmation")
+        if confirmation:
+            lines.append(f"confirmation with seeds {confirmation['seeds']} (mean ± std over seeds):")
+            for name in ("recommended", "joint", "merge"):
+                if name in confirmation:
+                    c = confirmation[name]
+                    test = (
+                        f"   recommended {c['gain']:+.3f} ({c['gain_relative']:+.1%}), Welch t {c['welch_t']:+.2f}, "
+                        f"p {c['p']:.3f}"
+                        if "welch_t" in c
+                        else ""
+                    )
+                    lines.append(f"  {name:<20} {c['mean']:.3f} ± {c['std']:.3f}{test}")
         probes = f"{self.probe_cost:.2f}" if self.probe_cost is not None else "?"
         lines.append(
             f"compute: {self.n_probes} probes = {probes} full runs + {self.full_runs:.2f} full runs "
@@ -156,6 +170,7 @@ def optimize(
     walls = [r["wall_s"] for r in data if r.get("wall_s")]
     median = statistics.median(walls) if walls else None
     merge = _merge(study, seed)
+    confirmation = _confirm(study, result.recommendation, space, search, seed) if search.confirm_seeds else None
     return Outcome(
         result=result,
         space=space,
@@ -166,7 +181,51 @@ def optimize(
         storage=storage_url(search.storage, study.directory),
         wall_s=time.perf_counter() - start,
         merge=merge,
+        extra={"confirmation": confirmation} if confirmation else {},
     )
+
+
+def _confirm(study: Any, recommendation: str | None, space: SearchSpace, search: Any, seed: int) -> dict[str, Any]:
+    """The recommendation, joint training and (``confirm_merge``) merging with the loop's seed and
+    ``confirm_seeds``: each one's scores, mean ± std, and Welch's t-test of the recommendation against the others."""
+    from scipy.stats import ttest_ind
+
+    seeds = list(dict.fromkeys([seed, *search.confirm_seeds]))
+    if recommendation is None:
+        raise ValueError("nothing was trained, so there is no recommendation to confirm; raise search.full_runs")
+    rec = Schedule.parse(recommendation)
+    arms: dict[str, list[Any]] = {}
+    if rec == space.joint() and search.train_joint:
+        arms["recommended"] = [study.plan(rec, s, baseline="joint") for s in seeds]
+    else:
+        arms["recommended"] = [study.plan(rec, s) for s in seeds]
+    arms["joint"] = [study.plan(space.joint(), s, baseline="joint") for s in seeds]
+    if search.confirm_merge:
+        merge_of = space.curriculum(list(space.tasks))  # a merge's schedule only sets the per-task budget
+        arms["merge"] = [study.plan(merge_of, s, baseline="merge") for s in seeds]
+    log.info("[orderopt] confirmation: %s with seeds %s", ", ".join(arms), seeds)
+    plans = [p for arm in arms.values() for p in arm]
+    records = study.run(plans, n_jobs=max(1, search.batch_size), name="confirmation")
+    by_dir = {p.run_dir: r for p, r in zip(plans, records, strict=True)}
+    out: dict[str, Any] = {"seeds": seeds, "schedule": recommendation}
+    for name, arm in arms.items():
+        scores = [float(by_dir[p.run_dir]["mean_final"]) for p in arm]
+        out[name] = {
+            "scores": scores,
+            "mean": statistics.fmean(scores),
+            "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+        }
+    for name in arms:
+        if name != "recommended" and len(seeds) > 1:
+            test = ttest_ind(out["recommended"]["scores"], out[name]["scores"], equal_var=False)
+            gain = out["recommended"]["mean"] - out[name]["mean"]
+            out[name] |= {
+                "welch_t": float(test.statistic),
+                "p": float(test.pvalue),
+                "gain": gain,
+                "gain_relative": gain / out[name]["mean"],
+            }
+    return out
 
 
 def _merge(study: Any, seed: int) -> dict[str, Any] | None:
