@@ -82,6 +82,8 @@ class Bench:
         self.name, self.tol, self.max_runs = study.name, tol, max_runs
         full = measurements(self.records)
         self.suite = full[0]["suite"]
+        # the study's task settings, so its plans name the same tasks (the rich suite's are not the built-in ones)
+        self.task_configs = next(r for r in full if r["kind"] == "full").get("config", {}).get("tasks", {})
         total = statistics.mode(r["steps"] for r in full if r["kind"] == "full")
         self.space = SearchSpace(self.suite, total_steps=total)
         scores: dict[str, dict[int, float]] = {}
@@ -129,7 +131,7 @@ class Bench:
                 name="replay",
                 directory=Path(tmp),
                 suite=self.suite,
-                task_configs={},
+                task_configs=self.task_configs,
                 model=probes[0]["model"],
                 backend=ReplayBackend(self.records),
             )
@@ -168,7 +170,7 @@ class Bench:
         sampler = make_sampler(sampler_name, seed=seed, space=self.space)
         study = optuna.create_study(sampler=sampler, direction="maximize")
         trained: list[str] = []
-        for _ in range(3 * self.max_runs):  # a repeat of a trained schedule is free: up to max_runs distinct
+        for _ in range(2 * self.max_runs):  # a repeat of a trained schedule is free: up to max_runs distinct
             trial = study.ask()
             key = self._nearest(self.space.suggest(trial))
             if key not in trained:

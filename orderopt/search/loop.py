@@ -135,6 +135,7 @@ class ActiveSearch:
         self._answered: dict[str, dict[str, Any]] = {}  # run id → record: what the backend answered in memory
         self._storage: optuna.storages.BaseStorage | None = None
         self._full_run_study: optuna.Study | None = None
+        self._locked = False
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress lines say what a study is doing
 
     # --- the loop --------------------------------------------------------------------------------------------
@@ -144,26 +145,22 @@ class ActiveSearch:
         Each round's picks are written to ``<study dir>/loop.json`` before they train: a loop started again first
         trains the picks of its last round that have no record (and no other process is training), so it takes
         the decisions an uninterrupted loop would have taken from the same data."""
-        stopped = "budget spent"
         while True:
             with contextlib.ExitStack() as held:
                 with self._lock():  # one worker decides at a time, and claims its picks before the next decides
-                    history = self._history()
-                    step = self._next(history)
+                    step = self._next(self._history())
                     if isinstance(step, str):
-                        stopped = step
-                        break
-                    if step is None:  # the budget is taken by runs other workers are training: wait for them
-                        held.close()
-                        time.sleep(2.0)
-                        continue
-                    picks, predicted, number = step
-                    plans = [self._plan(s) for s in picks]
-                    claimed = [p for p in plans if held.enter_context(_claim(p.run_dir))]
+                        return self._result(step)
+                    if step is not None:
+                        picks, predicted, number = step
+                        plans = [self._plan(s) for s in picks]
+                        claimed = [p for p in plans if held.enter_context(_claim(p.run_dir))]
+                if step is None:  # the budget is taken by runs other workers are training: wait for them
+                    time.sleep(2.0)
+                    continue
                 if len(claimed) < len(plans):
                     log.info("[active loop] %d picks are trained by another worker", len(plans) - len(claimed))
                 self._train(claimed, predicted, number)
-        return self._result(stopped)
 
     def _next(self, history: list[dict[str, Any]]) -> tuple[list[Schedule], dict[str, Any], int] | str | None:
         """What the loop does now: the picks of a round (the unfinished picks of the last one, or new ones, which
@@ -463,13 +460,19 @@ class ActiveSearch:
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
-        """One predicted search at a time per study directory (two workers wait for, then reuse, one search)."""
+        """One worker decides at a time per study directory (an exclusive lock on ``.search.lock``; re-entrant
+        within this loop)."""
+        if self._locked:
+            yield
+            return
         self.study.directory.mkdir(parents=True, exist_ok=True)
         with open(self.study.directory / ".search.lock", "a") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
+            self._locked = True
             try:
                 yield
             finally:
+                self._locked = False
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     # --- the recommendation ----------------------------------------------------------------------------------
