@@ -51,7 +51,7 @@ def test_a_plain_install_has_working_commands(tmp_path: Path) -> None:
     src.mkdir()
     for part in ("pyproject.toml", "README.md"):
         shutil.copy(root / part, src / part)
-    for part in ("orderopt", "conf"):
+    for part in ("orderopt", "conf", "hydra_plugins"):
         shutil.copytree(root / part, src / part, ignore=shutil.ignore_patterns("__pycache__"))
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, "wheel", "--no-deps", "-w", str(tmp_path / "wheel"), str(src)], check=True)
@@ -60,7 +60,12 @@ def test_a_plain_install_has_working_commands(tmp_path: Path) -> None:
     subprocess.run([*pip, "install", "--no-deps", "--no-index", "--target", str(site), str(wheel)], check=True)
     env = {**os.environ, "PYTHONPATH": str(site)}
     where = subprocess.run(
-        [sys.executable, "-c", "import orderopt.cli as c, orderopt.predict; print(c.__file__); print(c.CONF_DIR)"],
+        [
+            sys.executable,
+            "-c",
+            "import orderopt.cli as c, orderopt.predict, orderopt.search;"
+            "import hydra_plugins.orderopt_sweeper.orderopt_sweeper; print(c.__file__); print(c.CONF_DIR)",
+        ],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -77,3 +82,12 @@ def test_a_plain_install_has_working_commands(tmp_path: Path) -> None:
     )
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert "study: rich" in shown.stdout and "type: mix" in shown.stdout
+    sweep = subprocess.run(  # the main command, and the sweeper found in the installed hydra_plugins
+        [str(site / "bin" / "orderopt"), "hydra/sweeper=orderopt", "--cfg", "hydra"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert sweep.returncode == 0, sweep.stderr[-2000:]
+    assert "hydra_plugins.orderopt_sweeper.orderopt_sweeper.OrderoptSweeper" in sweep.stdout
