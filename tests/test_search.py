@@ -186,3 +186,31 @@ def test_score_and_steps_as_two_objectives(reference: list[dict]) -> None:
     assert len(totals) > 3 and min(totals) >= 400 and max(totals) <= 800
     assert all(t.values[1] == Schedule.parse(t.user_attrs["schedule"]).total_steps for t in study.trials)
     assert study.best_trials  # the Pareto front
+
+
+def test_bad_search_settings_fail_before_anything_trains(tmp_path: Path) -> None:
+    from orderopt.config import Config
+    from orderopt.search import optimize
+
+    class Untouchable:  # a study whose every use fails: the settings must be refused first
+        suite = REF
+
+        def __getattr__(self, name: str) -> object:
+            raise AssertionError(f"the study was used ({name}) before the settings were checked")
+
+    for bad, match in [
+        ({"sampler": "cma"}, "search.sampler='cma'"),
+        ({"objectives": ["steps"]}, "search.objectives"),
+        ({"acquisition": "best"}, "search.acquisition='best'"),
+        ({"total_steps": 810}, "total_steps=810"),
+    ]:
+        cfg = Config(study="x")
+        with pytest.raises(ValueError, match=match):
+            optimize(
+                Untouchable(),
+                probe=cfg.probe,
+                predictor=cfg.predictor,
+                search=SearchConfig(**bad),
+                seed=0,
+                default_total=800,
+            )

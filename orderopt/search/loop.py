@@ -34,7 +34,7 @@ from orderopt.search.optimize import Objective, best_trials, make_sampler, open_
 from orderopt.search.space import SearchSpace, schedule_features
 from orderopt.search.surrogate import Surrogate
 
-__all__ = ["ActiveSearch", "Round", "SearchResult"]
+__all__ = ["ActiveSearch", "Round", "SearchResult", "check_search_config"]
 
 log = logging.getLogger(__name__)
 
@@ -111,18 +111,7 @@ class ActiveSearch:
         n_jobs: int | None = None,
         launch: Callable[[list[Any], str], list[dict[str, Any]]] | None = None,
     ) -> None:
-        if cfg.store_trials not in ("pool", "all"):
-            raise ValueError(f"search.store_trials={cfg.store_trials!r}; use pool or all")
-        if cfg.acquisition not in ACQUISITIONS:
-            raise ValueError(f"search.acquisition={cfg.acquisition!r}; use one of {', '.join(ACQUISITIONS)}")
-        if cfg.full_runs < 0 or cfg.batch_size < 1 or cfg.patience < 1 or cfg.pool_size < 1:
-            raise ValueError(
-                f"search.full_runs={cfg.full_runs}, batch_size={cfg.batch_size}, patience={cfg.patience}, "
-                f"pool_size={cfg.pool_size}: full_runs ≥ 0 and the others ≥ 1"
-            )
-        unknown = [t for t in cfg.task_weights if t not in space.tasks]
-        if unknown:
-            raise ValueError(f"search.task_weights names {unknown}, not in the suite {list(space.tasks)}")
+        check_search_config(cfg, space)
         self.study, self.space, self.cfg, self.seed = study, space, cfg, seed
         self.make_predictor, self.probes = make_predictor, list(probes)
         self.candidates = None if candidates is None else [c for c in candidates if space.feasible(c)]
@@ -492,6 +481,26 @@ class ActiveSearch:
         if not measured:
             return None
         return max(measured, key=lambda k: (measured[k]["mean"], predicted.get(k, (-math.inf,))[0], k))
+
+
+def check_search_config(cfg: Any, space: SearchSpace) -> None:
+    """Refuse bad ``search.*`` settings with a message naming the value (before anything is trained)."""
+    if cfg.store_trials not in ("pool", "all"):
+        raise ValueError(f"search.store_trials={cfg.store_trials!r}; use pool or all")
+    if cfg.acquisition not in ACQUISITIONS:
+        raise ValueError(f"search.acquisition={cfg.acquisition!r}; use one of {', '.join(ACQUISITIONS)}")
+    if cfg.full_runs < 0 or cfg.batch_size < 1 or cfg.patience < 1 or cfg.pool_size < 1:
+        raise ValueError(
+            f"search.full_runs={cfg.full_runs}, batch_size={cfg.batch_size}, patience={cfg.patience}, "
+            f"pool_size={cfg.pool_size}: full_runs ≥ 0 and the others ≥ 1"
+        )
+    unknown = [t for t in cfg.task_weights if t not in space.tasks]
+    if unknown:
+        raise ValueError(f"search.task_weights names {unknown}, not in the suite {list(space.tasks)}")
+    bad = [o for o in cfg.objectives if o not in ("score", "steps")] or cfg.objectives[:1] != ["score"]
+    if bad:
+        raise ValueError(f"search.objectives={list(cfg.objectives)}; use [score] or [score, steps]")
+    make_sampler(cfg.sampler, seed=cfg.seed, space=space, n_objectives=len(cfg.objectives))
 
 
 def _acquisition(name: str, mean: np.ndarray, std: np.ndarray, best: float, kappa: float) -> np.ndarray:

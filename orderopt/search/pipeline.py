@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orderopt.schedule import Schedule
-from orderopt.search.loop import ActiveSearch, SearchResult
+from orderopt.search.loop import ActiveSearch, SearchResult, check_search_config
 from orderopt.search.optimize import storage_url
 from orderopt.search.space import SearchSpace
 
@@ -148,6 +148,7 @@ def optimize(
 
     start = time.perf_counter()
     space = SearchSpace.from_config(search, study.suite, default_total)
+    check_search_config(search, space)  # fail before the probes, not after
     log.info("[orderopt] 1/3 probes (%s steps each, seeds %s)", probe.steps, list(probe.seeds))
     tm, cost = study.probe(probe, full_steps=space.total_steps)
     probes = study.probe_records(probe)
