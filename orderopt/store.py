@@ -17,6 +17,8 @@ from orderopt.records import RunRecord, check_record
 
 __all__ = [
     "RunBusy",
+    "claim_run",
+    "is_claimed",
     "export_records",
     "load_records",
     "own_run",
@@ -111,16 +113,47 @@ def run_state(run_dir: str | Path) -> str:
         return "new"
     if str(path.resolve()) in _OWNED:
         return "running"
-    owner = path / ".owner"
-    if owner.exists():
-        with open(owner) as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return "running"
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    if _held(path / ".owner"):
+        return "running"
     kept = ("checkpoint", "checkpoint.old", "parts")  # a finished stage's weights (a merge: its finished parts)
     return "interrupted" if any((path / name).exists() for name in kept) else "new"
+
+
+@contextlib.contextmanager
+def claim_run(run_dir: str | Path) -> Iterator[bool]:
+    """Hold a claim on ``run_dir`` while this process has it trained (an exclusive lock on ``run_dir/.claim``,
+    released when the process ends, killed or not): a search loop's pick, which another loop must not pick too.
+    Yields False if another process holds it."""
+    path = Path(run_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    with open(path / ".claim", "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def is_claimed(run_dir: str | Path) -> bool:
+    """Whether another process holds a :func:`claim_run` on ``run_dir``."""
+    return _held(Path(run_dir) / ".claim")
+
+
+def _held(lock: Path) -> bool:
+    """Whether a process holds an exclusive lock on the file ``lock`` (a missing file: nobody)."""
+    if not lock.exists():
+        return False
+    with open(lock) as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
 
 
 def write_json_atomic(path: str | Path, data: Any, *, compact: bool = False) -> None:

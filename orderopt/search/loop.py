@@ -22,7 +22,6 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,6 +32,7 @@ from orderopt.schedule import Schedule
 from orderopt.search.optimize import Objective, best_trials, make_sampler, open_storage, predicted_search
 from orderopt.search.space import SearchSpace, schedule_features
 from orderopt.search.surrogate import Surrogate
+from orderopt.store import claim_run, is_claimed, write_json_atomic
 
 __all__ = ["ActiveSearch", "Round", "SearchResult", "check_search_config"]
 
@@ -143,7 +143,7 @@ class ActiveSearch:
                     if step is not None:
                         picks, predicted, number = step
                         plans = [self._plan(s) for s in picks]
-                        claimed = [p for p in plans if held.enter_context(_claim(p.run_dir))]
+                        claimed = [p for p in plans if held.enter_context(claim_run(p.run_dir))]
                 if step is None:  # the budget is taken by runs other workers are training: wait for them
                     time.sleep(2.0)
                     continue
@@ -242,8 +242,6 @@ class ActiveSearch:
         return list(state["rounds"])
 
     def _save_history(self, history: list[dict[str, Any]]) -> None:
-        from orderopt.store import write_json_atomic
-
         write_json_atomic(self.study.directory / "loop.json", {"identity": self._identity(), "rounds": history})
 
     def _identity(self) -> dict[str, Any]:
@@ -392,7 +390,7 @@ class ActiveSearch:
     def _claimed(self, schedule: Schedule) -> bool:
         """Whether another process trains it now (a loop's claim, or the run's owner lock)."""
         plan = self._plan(schedule)
-        return plan.state == "running" or _is_claimed(plan.run_dir)
+        return plan.state == "running" or is_claimed(plan.run_dir)
 
     # --- training --------------------------------------------------------------------------------------------
     def _train(self, plans: list[Any], predicted: dict[str, Any], number: int) -> None:
@@ -408,7 +406,7 @@ class ActiveSearch:
         study = self.full_run_study()
         if any(t.user_attrs.get("run_id") == record["run_id"] for t in study.get_trials(deepcopy=False)):
             return
-        score = float(np.average([record["final"][t] for t in self.space.tasks], weights=self.weights))
+        score = self._score(record)
         values = [score, float(plan.schedule.total_steps)] if "steps" in self.cfg.objectives else [score]
         study.add_trial(
             optuna.trial.create_trial(
@@ -469,11 +467,15 @@ class ActiveSearch:
         out: dict[str, dict[str, Any]] = {}
         for r in data:
             m = out.setdefault(r["schedule_key"], {"scores": [], "run_ids": []})
-            m["scores"].append(float(np.average([r["final"][t] for t in self.space.tasks], weights=self.weights)))
+            m["scores"].append(self._score(r))
             m["run_ids"].append(r["run_id"])
         for m in out.values():
             m["mean"] = float(np.mean(m["scores"]))
         return out
+
+    def _score(self, record: dict[str, Any]) -> float:
+        """A run's score: its final scores averaged with the task weights."""
+        return float(np.average([record["final"][t] for t in self.space.tasks], weights=self.weights))
 
     @staticmethod
     def _recommend(measured: dict[str, dict[str, Any]], predicted: dict[str, tuple[float, float]]) -> str | None:
@@ -530,33 +532,3 @@ def _search_identity(cfg: Any) -> dict[str, Any]:
         "noise",
     )
     return {k: getattr(cfg, k) for k in keys}
-
-
-@contextlib.contextmanager
-def _claim(run_dir: Path) -> Iterator[bool]:
-    """Hold a claim on ``run_dir`` (an exclusive lock on ``run_dir/.claim``, released when this process ends,
-    killed or not); yields False if another process holds it."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".claim", "a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _is_claimed(run_dir: Path) -> bool:
-    path = run_dir / ".claim"
-    if not path.exists():
-        return False
-    with open(path) as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(fh, fcntl.LOCK_UN)
-        return False

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from orderopt.rules import task_times
 from orderopt.schedule import Schedule, Stage, decode_permutation, encode_permutation
 
 __all__ = ["SearchSpace", "schedule_features"]
@@ -267,13 +268,7 @@ def _apportion(shares: Sequence[float], total: int, unit: int) -> list[int]:
 
 def schedule_features(schedule: Schedule, tasks: Sequence[str]) -> list[float]:
     """Where and how long each task trains, per task of ``tasks``: its time (the share of all steps done before the
-    middle of its stage, as ``orderopt.rules.task_times``), then its share of the steps. Schedules close in these are
+    middle of its stage: ``orderopt.rules.task_times``), then its share of the steps. Schedules close in these are
     close in what they train when; the loop keeps a batch's picks apart by them."""
-    total, done = schedule.total_steps, 0
-    times: dict[str, float] = {}
-    for stage in schedule.stages:
-        for t in stage.tasks:
-            times[t] = (done + stage.steps / 2) / total
-        done += stage.steps
-    budgets = _task_budgets(schedule)
-    return [times[t] for t in tasks] + [budgets[t] / total for t in tasks]
+    times, budgets = task_times(schedule), _task_budgets(schedule)
+    return [times[t] for t in tasks] + [budgets[t] / schedule.total_steps for t in tasks]
