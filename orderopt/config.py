@@ -176,6 +176,9 @@ class SearchConfig:
     acquisition: str = "ei"
     #: ucb's weight of the std
     kappa: float = 1.0
+    #: picks of each round taken by the highest estimated score (the surrogate's mean) before the acquisition
+    #: chooses the rest: the batch hedges between the best guess and what would teach the most
+    exploit: int = 1
     #: the surrogate the loop ranks by: the predictor as prior mean of a GP over schedule features with this
     #: length scale, full runs observed with this run-to-run noise (std of one run's score)
     lengthscale: float = 0.25

@@ -124,15 +124,16 @@ def test_task_weights_change_the_objective(reference: list[dict]) -> None:
 
 
 def _replay_loop(records: list[dict], tmp_path: Path, **cfg: object) -> tuple[ActiveSearch, Study]:
+    full = next(r for r in records if r["kind"] == "full")
     study = Study(
         name="replayed",
         directory=tmp_path,
-        suite=REF,
-        task_configs={},
+        suite=full["suite"],
+        task_configs=full["config"].get("tasks", {}),
         model=_probes(records)[0]["model"],
         backend=ReplayBackend(records),
     )
-    space = SearchSpace(REF, total_steps=800)
+    space = SearchSpace(full["suite"], total_steps=full["steps"])
     candidates = [Schedule.parse(k) for k in dict.fromkeys(r["schedule_key"] for r in records if r["kind"] == "full")]
     loop = ActiveSearch(
         study, space, lambda: TransferPredictor(n_boot=10), _probes(records), SearchConfig(**cfg), candidates=candidates
@@ -157,9 +158,27 @@ def test_the_active_loop_trains_joint_then_the_most_promising_and_records_trials
     assert again.run().rounds[0].trained == result.rounds[0].trained  # the same data give the same decisions
 
 
+def test_each_round_hedges_the_best_estimate_against_the_acquisition(tmp_path: Path) -> None:
+    """exploit=1: after joint, the untried schedule with the highest estimate; exploit=0: the highest EI only."""
+    rich = load_records(ROOT / "studies" / "rich")
+    full = [r for r in rich if r["kind"] == "full"]
+    candidates = [Schedule.parse(k) for k in dict.fromkeys(r["schedule_key"] for r in full)]
+    mean = TransferPredictor(n_boot=10).fit(_probes(rich)).predict_mean(candidates)
+    joint = "add+chain+strings+caps+mix+names:600"
+    top = max((m, c.key) for m, c in zip(mean, candidates, strict=True) if c.key != joint)[1]
+    picks = {}
+    for exploit in (1, 0):
+        loop, _ = _replay_loop(rich, tmp_path / str(exploit), full_runs=1, batch_size=2, exploit=exploit)
+        picks[exploit] = loop.run().rounds[0].trained
+    assert picks[1] == [joint, top]
+    assert picks[0][0] == joint and picks[0][1] != top  # EI prefers an uncertain schedule here
+
+
 def test_the_active_loop_refuses_bad_settings(reference: list[dict], tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="search.acquisition='best'"):
         _replay_loop(reference, tmp_path, acquisition="best")
+    with pytest.raises(ValueError, match="exploit=-1"):
+        _replay_loop(reference, tmp_path, exploit=-1)
     with pytest.raises(ValueError, match="'nope'"):
         _replay_loop(reference, tmp_path, task_weights={"nope": 1.0})
 

@@ -246,7 +246,7 @@ class ActiveSearch:
 
     def _identity(self) -> dict[str, Any]:
         """What the loop's decisions depend on besides the data."""
-        keys = ("acquisition", "kappa", "batch_size", "min_distance", "train_joint", "full_runs", "patience")
+        keys = ("acquisition", "kappa", "exploit", "batch_size", "min_distance", "train_joint", "full_runs", "patience")
         return {
             **_search_identity(self.cfg),
             **{k: getattr(self.cfg, k) for k in keys},
@@ -359,7 +359,8 @@ class ActiveSearch:
         budget: int,
     ) -> list[Schedule]:
         """The next batch: joint training first if it is the bar and not yet measured; then the untried
-        schedules with the highest acquisition value, skipping those another worker is training."""
+        schedules with the highest estimated score (``exploit`` of them), then those with the highest acquisition
+        value; skipping those another worker is training and those too close to a pick or a trained schedule."""
         picks: list[Schedule] = []
         if self._joint_missing(measured) and not self._claimed(self.space.joint()):
             picks.append(self.space.joint())
@@ -372,16 +373,18 @@ class ActiveSearch:
         best = max((m["mean"] for m in measured.values()), default=float(mean.max()))
         value = _acquisition(self.cfg.acquisition, mean, std, best, self.cfg.kappa)
         taken = [self._features(s) for s in picks] + [self._features(Schedule.parse(k)) for k in measured]
-        for i in np.lexsort((np.arange(len(untried)), -value)):
-            x = self._features(untried[i])
-            # a batch of near-copies teaches one thing: keep picks apart from each other and from what was run
-            if any(np.linalg.norm(x - y) < self.cfg.min_distance for y in taken) or self._claimed(untried[i]):
-                continue
-            picks.append(untried[i])
-            taken.append(x)
-            slots -= 1
-            if slots == 0:
-                break
+        exploit = min(self.cfg.exploit, slots)
+        for ranking, n in ((mean, exploit), (value, slots - exploit)):
+            for i in np.lexsort((np.arange(len(untried)), -ranking)):
+                if n == 0:
+                    break
+                x = self._features(untried[i])
+                # a batch of near-copies teaches one thing: keep picks apart from each other and from what was run
+                if any(np.linalg.norm(x - y) < self.cfg.min_distance for y in taken) or self._claimed(untried[i]):
+                    continue
+                picks.append(untried[i])
+                taken.append(x)
+                n -= 1
         return picks
 
     def _features(self, schedule: Schedule) -> np.ndarray:
@@ -491,10 +494,10 @@ def check_search_config(cfg: Any, space: SearchSpace) -> None:
         raise ValueError(f"search.store_trials={cfg.store_trials!r}; use pool or all")
     if cfg.acquisition not in ACQUISITIONS:
         raise ValueError(f"search.acquisition={cfg.acquisition!r}; use one of {', '.join(ACQUISITIONS)}")
-    if cfg.full_runs < 0 or cfg.batch_size < 1 or cfg.patience < 1 or cfg.pool_size < 1:
+    if cfg.full_runs < 0 or cfg.batch_size < 1 or cfg.patience < 1 or cfg.pool_size < 1 or cfg.exploit < 0:
         raise ValueError(
             f"search.full_runs={cfg.full_runs}, batch_size={cfg.batch_size}, patience={cfg.patience}, "
-            f"pool_size={cfg.pool_size}: full_runs ≥ 0 and the others ≥ 1"
+            f"pool_size={cfg.pool_size}, exploit={cfg.exploit}: full_runs and exploit ≥ 0, the others ≥ 1"
         )
     unknown = [t for t in cfg.task_weights if t not in space.tasks]
     if unknown:
