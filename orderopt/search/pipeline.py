@@ -101,7 +101,7 @@ class Outcome:
         confirmation = self.extra.get("confirmation")
         if confirmation:
             lines.append(f"confirmation with seeds {confirmation['seeds']} (mean ± std over seeds):")
-            for name in ("recommended", "joint", "merge"):
+            for name in ("recommended", "joint", "best other", "merge"):
                 if name in confirmation:
                     c = confirmation[name]
                     test = (
@@ -110,7 +110,8 @@ class Outcome:
                         if "welch_t" in c
                         else ""
                     )
-                    lines.append(f"  {name:<20} {c['mean']:.3f} ± {c['std']:.3f}{test}")
+                    what = confirmation["best_other_schedule"] if name == "best other" else ""
+                    lines.append(f"  {name:<20} {c['mean']:.3f} ± {c['std']:.3f}{test}  {what}".rstrip())
         probes = f"{self.probe_cost:.2f}" if self.probe_cost is not None else "?"
         lines.append(
             f"compute: {self.n_probes} probes = {probes} full runs + {self.full_runs:.2f} full runs "
@@ -171,7 +172,7 @@ def optimize(
     walls = [r["wall_s"] for r in data if r.get("wall_s")]
     median = statistics.median(walls) if walls else None
     merge = _merge(study, seed)
-    confirmation = _confirm(study, result.recommendation, space, search, seed) if search.confirm_seeds else None
+    confirmation = _confirm(study, result, space, search, seed) if search.confirm_seeds else None
     return Outcome(
         result=result,
         space=space,
@@ -186,21 +187,27 @@ def optimize(
     )
 
 
-def _confirm(study: Any, recommendation: str | None, space: SearchSpace, search: Any, seed: int) -> dict[str, Any]:
+def _confirm(study: Any, result: SearchResult, space: SearchSpace, search: Any, seed: int) -> dict[str, Any]:
     """The recommendation, joint training and (``confirm_merge``) merging with the loop's seed and
-    ``confirm_seeds``: each one's scores, mean ± std, and Welch's t-test of the recommendation against the others."""
+    ``confirm_seeds``: each one's scores, mean ± std, and Welch's t-test of the recommendation against the others.
+    When joint training is the recommendation, the best other schedule measured is confirmed too: is it really
+    worse, or was its one run unlucky?"""
     from scipy.stats import ttest_ind
 
     seeds = list(dict.fromkeys([seed, *search.confirm_seeds]))
-    if recommendation is None:
+    if result.recommendation is None:
         raise ValueError("nothing was trained, so there is no recommendation to confirm; raise search.full_runs")
-    rec = Schedule.parse(recommendation)
+    rec, joint = Schedule.parse(result.recommendation), space.joint()
     arms: dict[str, list[Any]] = {}
-    if rec == space.joint() and search.train_joint:
+    if rec == joint and search.train_joint:
         arms["recommended"] = [study.plan(rec, s, baseline="joint") for s in seeds]
+        others = [k for k in result.measured if Schedule.parse(k) != joint]
+        if others:
+            best = Schedule.parse(max(others, key=lambda k: (result.measured[k]["mean"], k)))
+            arms["best other"] = [study.plan(best, s) for s in seeds]
     else:
         arms["recommended"] = [study.plan(rec, s) for s in seeds]
-    arms["joint"] = [study.plan(space.joint(), s, baseline="joint") for s in seeds]
+        arms["joint"] = [study.plan(joint, s, baseline="joint") for s in seeds]
     if search.confirm_merge:
         merge_of = space.curriculum(list(space.tasks))  # a merge's schedule only sets the per-task budget
         arms["merge"] = [study.plan(merge_of, s, baseline="merge") for s in seeds]
@@ -208,7 +215,9 @@ def _confirm(study: Any, recommendation: str | None, space: SearchSpace, search:
     plans = [p for arm in arms.values() for p in arm]
     records = study.run(plans, n_jobs=max(1, search.batch_size), name="confirmation")
     by_dir = {p.run_dir: r for p, r in zip(plans, records, strict=True)}
-    out: dict[str, Any] = {"seeds": seeds, "schedule": recommendation}
+    out: dict[str, Any] = {"seeds": seeds, "schedule": result.recommendation}
+    if "best other" in arms:
+        out["best_other_schedule"] = arms["best other"][0].schedule.key
     for name, arm in arms.items():
         scores = [float(by_dir[p.run_dir]["mean_final"]) for p in arm]
         out[name] = {
