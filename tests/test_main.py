@@ -49,11 +49,13 @@ def _start(
     model: str, studies: Path, cache_dir: str, log: Path, *, sweeper: bool = False, extra: list[str] = ()
 ) -> subprocess.Popen:
     """``orderopt`` (``python -m orderopt.cli main``), or with ``sweeper`` the same job as a Hydra sweep of
-    ``orderopt-train`` (``--multirun hydra/sweeper=orderopt``: each full run a Hydra job)."""
+    ``orderopt-train`` (``--multirun hydra/sweeper=orderopt``: each full run a Hydra job, launched by joblib)."""
     env = {**os.environ, "ORDEROPT_CACHE": cache_dir, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     where = log.parent / f"{log.stem}-hydra"
     command = (
-        ["train", "--multirun", "hydra/sweeper=orderopt", f"hydra.sweep.dir={where}"]
+        # its full runs launched by the joblib launcher, two at a time (any Hydra launcher would do)
+        ["train", "--multirun", "hydra/sweeper=orderopt", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+        + [f"hydra.sweep.dir={where}"]
         if sweeper
         else ["main", f"hydra.run.dir={where}"]
     )
