@@ -295,8 +295,11 @@ class TransferMatrix:
                 elif len(path) == 2:
                     j = tasks.index(path[1])
                     pair[s, i, j], pair_h[s, i, j] = scores, entropy
-        domains, n_eval = _task_meta(probes[0].get("config", {}).get("tasks", {}), tasks)
+        declared, n_eval = _task_meta(probes[0].get("config", {}).get("tasks", {}), tasks)
         mean_base = np.nanmean(base, axis=0)
+        own_change = np.diagonal(np.nanmean(single_h, axis=0)) - np.nanmean(base_h, axis=0)
+        # a task that declares no domain is open if its own training raised its entropy (measured, not labelled)
+        domains = {t: declared[t] or ("open" if own_change[i] > 0 else "structured") for i, t in enumerate(tasks)}
         return cls(
             tasks=tasks,
             domains=domains,
@@ -483,22 +486,24 @@ def _consistent_probes(records: Iterable[dict[str, Any]]) -> tuple[list[dict[str
     return probes, models[0], lengths[0]
 
 
-def _task_meta(config: dict[str, Any], tasks: list[str]) -> tuple[dict[str, str], list[int]]:
-    """Each task's domain and the number of scores behind one eval score, from the records' task configs."""
-    from orderopt.tasks import CONFIG_TYPES, TASK_TYPES
+def _task_meta(config: dict[str, Any], tasks: list[str]) -> tuple[dict[str, str | None], list[int]]:
+    """Each task's declared domain (None where its class declares none: measured from the probes) and the
+    number of scores behind one eval score, from the records' task configs."""
+    from orderopt.tasks import task_class
 
-    domains: dict[str, str] = {}
+    domains: dict[str, str | None] = {}
     n_eval = []
     for t in tasks:
-        cfg = config.get(t, {})
-        kind = cfg.get("type", t)
-        if kind not in TASK_TYPES:
+        cfg = {k: v for k, v in config.get(t, {}).items() if k != "_target_"}
+        kind = config.get(t, {}).get("_target_") or cfg.get("type", t)
+        try:
+            cls = task_class(kind, task=t)
+        except ValueError as err:
             raise ValueError(
-                f"probe records name task {t!r} of type {kind!r}, not a known task type ({', '.join(TASK_TYPES)}); "
-                "probe with this version of orderopt"
-            )
-        domains[t] = TASK_TYPES[kind].domain
-        default = CONFIG_TYPES[kind]()  # the task's own defaults where a record's config leaves a value out
+                f"the probe records' task {t!r} has type {kind!r}, which cannot be loaded here: {err}"
+            ) from err
+        domains[t] = cls.domain
+        default = cls.config_class()  # the task's own defaults where a record's config leaves a value out
         samples = cfg.get("eval_samples", getattr(default, "eval_samples", 1))  # 8 for judged tasks, not the class's 1
         n_eval.append(cfg.get("n_eval", default.n_eval) * samples)
     return domains, n_eval

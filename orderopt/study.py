@@ -212,7 +212,7 @@ class Study:
         for task in self.tasks:
             res = evaluate_task(model, tokenizer, task, seed=seed)
             log.info("evaluated %s: score %.3f entropy %.3f", task.name, res.score, res.entropy)
-            results[task.name] = {"domain": task.domain, **res.as_dict()}
+            results[task.name] = {"domain": task.domain or "-", **res.as_dict()}
         return {"model": self.model, "model_id": model_id(self.model), "seed": seed, "tasks": results}
 
 

@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 from collections.abc import Mapping, Sequence
+from importlib.metadata import entry_points
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from orderopt.tasks.arith import Arith, ArithConfig
+from orderopt.tasks.arith import Arith
 from orderopt.tasks.base import Example, Task, TaskConfig
-from orderopt.tasks.chain import Chain, ChainConfig
-from orderopt.tasks.mix import Mix, MixConfig
-from orderopt.tasks.names import Names, NamesConfig
-from orderopt.tasks.qa import QA, QAConfig
-from orderopt.tasks.strings import Caps, CapsConfig, Strings, StringsConfig
+from orderopt.tasks.chain import Chain
+from orderopt.tasks.mix import Mix
+from orderopt.tasks.names import Names
+from orderopt.tasks.qa import QA
+from orderopt.tasks.strings import Caps, Strings
 
-__all__ = ["TASK_TYPES", "Example", "Task", "TaskConfig", "build_suite", "build_task"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "TASK_TYPES",
+    "Example",
+    "Task",
+    "TaskConfig",
+    "build_suite",
+    "build_task",
+    "task_class",
+]
 
+#: the built-in task types (``type: arith`` …); any other type is an entry point or an import path (``task_class``)
 TASK_TYPES: dict[str, type[Task]] = {
     "arith": Arith,
     "strings": Strings,
@@ -26,34 +39,86 @@ TASK_TYPES: dict[str, type[Task]] = {
     "caps": Caps,
     "mix": Mix,
 }
-CONFIG_TYPES: dict[str, type[TaskConfig]] = {
-    "arith": ArithConfig,
-    "strings": StringsConfig,
-    "qa": QAConfig,
-    "names": NamesConfig,
-    "chain": ChainConfig,
-    "caps": CapsConfig,
-    "mix": MixConfig,
-}
+#: the entry point group through which an installed package adds task types (name → ``pkg.module:Class``)
+ENTRY_POINT_GROUP = "orderopt.tasks"
+
+
+def task_class(kind: str, *, task: str | None = None) -> type[Task]:
+    """The task class a config's ``type`` names: a built-in type, an entry point of the group ``orderopt.tasks``
+    (a pip-installed package's), or an import path ``pkg.module:Class`` (or ``pkg.module.Class``, Hydra's
+    ``_target_`` style). Its settings are its ``config_class`` (a ``TaskConfig`` dataclass).
+
+    Example:
+        >>> task_class("arith").__name__, task_class("orderopt.tasks.arith:Arith").__name__
+        ('Arith', 'Arith')
+    """
+    if kind in TASK_TYPES:
+        return TASK_TYPES[kind]
+    where = f" for task {task!r}" if task else ""
+    entry = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == kind]
+    if entry:
+        try:
+            cls = entry[0].load()
+        except Exception as err:
+            raise ValueError(
+                f"task type {kind!r}{where} is the entry point {entry[0].value!r} of group {ENTRY_POINT_GROUP!r}, "
+                f"which failed to load: {err}"
+            ) from err
+        return _checked(cls, kind, where)
+    if ":" in kind or "." in kind:
+        module, _, name = kind.partition(":") if ":" in kind else kind.rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as err:
+            raise ValueError(
+                f"task type {kind!r}{where}: cannot import {name!r} from {module!r} ({err}); the module must be "
+                "importable here and in spawned workers (an installed package, or on PYTHONPATH), not defined in "
+                "__main__"
+            ) from err
+        return _checked(cls, kind, where)
+    installed = sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
+    raise ValueError(
+        f"unknown task type {kind!r}{where}; built-in types: {', '.join(TASK_TYPES)}"
+        + (f"; installed ({ENTRY_POINT_GROUP} entry points): {', '.join(installed)}" if installed else "")
+        + ". A task of your own: type: pkg.module:Class (a Task subclass), or an entry point of group "
+        f"{ENTRY_POINT_GROUP!r} in your package"
+    )
+
+
+def _checked(cls: Any, kind: str, where: str) -> type[Task]:
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        raise ValueError(f"task type {kind!r}{where} is {cls!r}, not a subclass of orderopt.tasks.Task")
+    config = getattr(cls, "config_class", None)
+    if not (isinstance(config, type) and issubclass(config, TaskConfig) and dataclasses.is_dataclass(config)):
+        raise ValueError(
+            f"task type {kind!r}{where}: {cls.__name__}.config_class is {config!r}; set it to a dataclass "
+            "subclassing orderopt.tasks.TaskConfig"
+        )
+    return cls
 
 
 def build_task(name: str, cfg: Mapping[str, Any] | TaskConfig | None = None) -> Task:
-    """A task from its config (``type`` picks the class; defaults to the task's name).
+    """A task from its config: ``type`` (or Hydra's ``_target_``) picks the class (see ``task_class``; default:
+    the task's name), the rest are its ``config_class`` settings.
 
     Example:
         >>> build_task("arith").domain
         'structured'
+        >>> build_task("sums", {"type": "orderopt.tasks.arith:Arith", "max_operand": 9}).cfg.max_operand
+        9
     """
     raw: dict[str, Any] = _as_dict(cfg)
-    kind = raw.get("type", name)
-    if kind not in TASK_TYPES:
-        raise ValueError(f"unknown task type {kind!r} for task {name!r}; known task types: {', '.join(TASK_TYPES)}")
-    schema = OmegaConf.structured(CONFIG_TYPES[kind])
+    target = raw.pop("_target_", None)
+    if target is not None and raw.get("type", target) != target:
+        raise ValueError(f"task {name!r} has type {raw['type']!r} and _target_ {target!r}; give one of them")
+    kind = target or raw.get("type", name)
+    cls = task_class(kind, task=name)
+    schema = OmegaConf.structured(cls.config_class)
     try:
         typed = OmegaConf.to_object(OmegaConf.merge(schema, dict(raw, type=kind)))
     except Exception as err:  # omegaconf's errors name the key; add which task it was
-        raise ValueError(f"bad config for task {name!r}: {err}") from err
-    task = TASK_TYPES[kind](name, typed)  # type: ignore[arg-type]
+        raise ValueError(f"bad config for task {name!r} (type {kind!r}): {err}") from err
+    task = cls(name, typed)  # type: ignore[arg-type]
     task.train  # noqa: B018 -- draws the splits now, so a bad size fails here and not in the middle of a run
     return task
 
@@ -75,10 +140,13 @@ def build_suite(names: Sequence[str], configs: Mapping[str, Any] | None = None) 
             f"task(s) {', '.join(map(repr, dupes))} listed more than once in suite {names}; "
             "list each task once (use a second config under another name to train a variant)"
         )
-    known = sorted(set(configs) | set(TASK_TYPES))
+    known = sorted(set(configs) | set(TASK_TYPES) | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
     for n in names:
         if n not in known:
-            raise ValueError(f"unknown task {n!r} in suite; known tasks: {', '.join(known)}")
+            raise ValueError(
+                f"unknown task {n!r} in suite; known tasks: {', '.join(known)} (a task of your own: "
+                f"tasks.{n}.type=pkg.module:Class, or an entry point name of group {ENTRY_POINT_GROUP!r})"
+            )
     return [build_task(n, configs.get(n)) for n in names]
 
 

@@ -37,12 +37,15 @@ class Example:
 class Task(ABC):
     """A task: seeded prompts, a training reward with TRL's signature and an eval score in [0, 1].
 
-    Subclasses set ``domain`` and implement :meth:`_example` and :meth:`score`.
+    Subclasses implement :meth:`_example` and :meth:`score`, and may set ``domain`` ("structured": verifiable
+    rewards; "open": judged) and ``config_class`` (their settings, a ``TaskConfig`` dataclass). A task that sets no
+    domain gets the one its probes measure: open if training on it raised its entropy. Nothing else reads it: the
+    predictor measures what it needs about a task from the probes.
     Train and eval prompts are disjoint by construction: prompts are drawn from one seeded stream,
     de-duplicated, and the first ``n_eval`` form the eval split.
     """
 
-    domain: ClassVar[Domain]
+    domain: ClassVar[Domain | None] = None
     config_class: ClassVar[type[TaskConfig]] = TaskConfig
     #: completions sampled per eval prompt (open-ended tasks sample several to measure diversity)
     eval_samples: ClassVar[int] = 1
