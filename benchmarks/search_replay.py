@@ -64,7 +64,9 @@ def main() -> None:
         default=0,
         help="leave the N best recorded schedules out (another problem: the best is elsewhere, nobody tuned to it)",
     )
-    parser.add_argument("--only", default=None, help="run only the methods whose name contains this")
+    parser.add_argument(
+        "--only", default=None, help="run only the methods whose name contains one of these (comma-separated)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -132,7 +134,8 @@ class Bench:
         for name, rule in rules.items():
             cost = probe_cost if name.startswith("heuristic") or "open" in name or "structured" in name else 0.0
             methods[name] = functools.partial(self._ranked, rule, run_seed, cost)
-        return {name: run() for name, run in methods.items() if self.only is None or self.only in name}
+        wanted = [w for w in (self.only or "").split(",") if w]
+        return {name: run() for name, run in methods.items() if not wanted or any(w in name for w in wanted)}
 
     def _ranked(self, rule: Callable[[Schedule], float], run_seed: int, cost: float) -> dict[str, Any]:
         """A rule's ranking of the recorded schedules, trained in order; its first pick and how far it is."""
