@@ -103,7 +103,8 @@ def evaluate_task(
         0.41
     """
     examples = (task.eval if split == "eval" else task.train)[:limit]
-    prompts = [e.prompt for e in examples]
+    prompts = [e.prompt for e in examples]  # what the task scores; the model completes their rendering
+    rendered = [task.render(e, tokenizer) for e in examples]
     samples = task.eval_samples
     was_training = model.training
     model.eval()
@@ -111,7 +112,7 @@ def evaluate_task(
     completions, entropies, truncated = generate(
         model,
         tokenizer,
-        prompts,
+        rendered,
         max_new_tokens=task.cfg.max_new_tokens,
         samples=samples,
         batch_size=batch_size,

@@ -502,7 +502,7 @@ def _task_meta(config: dict[str, Any], tasks: list[str]) -> tuple[dict[str, str 
             raise ValueError(
                 f"the probe records' task {t!r} has type {kind!r}, which cannot be loaded here: {err}"
             ) from err
-        domains[t] = cls.domain
+        domains[t] = cfg.get("domain") or cls.domain
         default = cls.config_class()  # the task's own defaults where a record's config leaves a value out
         samples = cfg.get("eval_samples", getattr(default, "eval_samples", 1))  # 8 for judged tasks, not the class's 1
         n_eval.append(cfg.get("n_eval", default.n_eval) * samples)

@@ -289,7 +289,7 @@ def _train_stage(
     stage_seed = spec.seed * 1000 + index
     args = spec.trainer.grpo_config(str(run_dir / "trainer"), max_steps=stage.steps, seed=stage_seed, disable_tqdm=True)
     batch = args.per_device_train_batch_size * args.gradient_accumulation_steps // args.num_generations
-    rows = _stage_rows(stage, by_name, n=max(stage.steps * batch, 1), seed=stage_seed)
+    rows = _stage_rows(stage, by_name, n=max(stage.steps * batch, 1), seed=stage_seed, tokenizer=tokenizer)
     model.train()
     trainer = GRPOTrainer(
         model=model,
@@ -309,12 +309,14 @@ def _train_stage(
     ]
 
 
-def _stage_rows(stage: Stage, tasks: dict[str, Task], *, n: int, seed: int) -> list[dict[str, Any]]:
+def _stage_rows(
+    stage: Stage, tasks: dict[str, Task], *, n: int, seed: int, tokenizer: Any = None
+) -> list[dict[str, Any]]:
     """Training prompts of a stage: one task's train split, or a seeded mix (uniform unless weighted)."""
     if len(stage.tasks) == 1:
-        return tasks[stage.tasks[0]].rows("train")
+        return tasks[stage.tasks[0]].rows("train", tokenizer)
     rng = random.Random(seed)
-    pools = {name: tasks[name].rows("train") for name in stage.tasks}
+    pools = {name: tasks[name].rows("train", tokenizer) for name in stage.tasks}
     picks = rng.choices(stage.tasks, weights=stage.weights, k=n)
     return [rng.choice(pools[name]) for name in picks]
 

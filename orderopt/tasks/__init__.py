@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from orderopt.tasks.arith import Arith
 from orderopt.tasks.base import Example, Task, TaskConfig
 from orderopt.tasks.chain import Chain
+from orderopt.tasks.dataset import DatasetTask
 from orderopt.tasks.mix import Mix
 from orderopt.tasks.names import Names
 from orderopt.tasks.qa import QA
@@ -38,6 +39,7 @@ TASK_TYPES: dict[str, type[Task]] = {
     "chain": Chain,
     "caps": Caps,
     "mix": Mix,
+    "dataset": DatasetTask,
 }
 #: the entry point group through which an installed package adds task types (name → ``pkg.module:Class``)
 ENTRY_POINT_GROUP = "orderopt.tasks"

@@ -27,11 +27,15 @@ class TaskConfig:
 
 @dataclass(frozen=True)
 class Example:
-    """One prompt with what its reward needs (``answer``) and a demonstration completion for the warm start."""
+    """One prompt with what its reward needs (``answer``) and a demonstration completion for the warm start.
+
+    ``messages`` (role, content) pairs make it a chat prompt: rendered with the model's chat template where the
+    tokenizer has one (``Task.render``); ``prompt`` is then the last user message, what rewards and judges see."""
 
     prompt: str
     answer: str
     demo: str
+    messages: tuple[tuple[str, str], ...] | None = None
 
 
 class Task(ABC):
@@ -90,10 +94,23 @@ class Task(ABC):
     def eval(self) -> list[Example]:
         return self._splits[1]
 
-    def rows(self, split: Literal["train", "eval"] = "train") -> list[dict[str, Any]]:
-        """Dataset rows for TRL: ``prompt``, ``answer`` and ``task`` (the reward's routing key)."""
+    def rows(self, split: Literal["train", "eval"] = "train", tokenizer: Any = None) -> list[dict[str, Any]]:
+        """Dataset rows for TRL: ``prompt`` (rendered for ``tokenizer``), ``question`` (the plain prompt, what the
+        reward scores), ``answer`` and ``task`` (the reward's routing key)."""
         data = self.train if split == "train" else self.eval
-        return [{"prompt": e.prompt, "answer": e.answer, "task": self.name} for e in data]
+        return [
+            {"prompt": self.render(e, tokenizer), "question": e.prompt, "answer": e.answer, "task": self.name}
+            for e in data
+        ]
+
+    @staticmethod
+    def render(example: Example, tokenizer: Any = None) -> str:
+        """The text a model completes: a chat prompt through the tokenizer's chat template (with the generation
+        prompt) where it has one, else the plain prompt; the same in training and evaluation."""
+        if example.messages is None or getattr(tokenizer, "chat_template", None) is None:
+            return example.prompt
+        messages = [{"role": role, "content": content} for role, content in example.messages]
+        return str(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
 
     def reward_function(self) -> Callable[..., list[float | None]]:
         """A TRL reward function for this task; rows of other tasks get None (TRL's "not mine")."""
@@ -103,8 +120,10 @@ class Task(ABC):
             completions: list[str],
             answer: list[str],
             task: list[str] | None = None,
+            question: list[str] | None = None,
             **_: Any,
         ) -> list[float | None]:
+            prompts = question if question is not None else prompts  # the plain prompt, not the chat rendering
             mine = [i for i in range(len(prompts)) if task is None or task[i] == self.name]
             scores = self.score([prompts[i] for i in mine], [completions[i] for i in mine], [answer[i] for i in mine])
             out: list[float | None] = [None] * len(prompts)

@@ -1,0 +1,233 @@
+"""A task from a dataset: prompts and answers from a local file (JSONL, JSON, CSV, Parquet) or any
+``datasets.load_dataset`` source, plain or chat prompts, seeded train/eval splits without overlap, and a
+verifiable reward (built in, or any function with TRL's reward signature by import path).
+
+    tasks:
+      gsm:
+        type: dataset
+        source: data/gsm_small.jsonl      # or a hub id: openai/gsm8k (subset: main), for users with the network
+        prompt_field: question
+        answer_field: answer
+        reward: math                      # exact | math | choice | pkg.module:function
+        system: Solve the problem. Give only the final answer.
+"""
+
+from __future__ import annotations
+
+import importlib
+import random
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from orderopt.tasks.base import Example, Task, TaskConfig, exact_match
+
+__all__ = ["REWARDS", "DatasetConfig", "DatasetTask", "choice_match", "math_match"]
+
+_LOCAL = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+@dataclass
+class DatasetConfig(TaskConfig):
+    type: str = "dataset"
+    #: a local .jsonl / .json / .csv / .parquet file, or a ``datasets.load_dataset`` name (a hub id needs the network)
+    source: str = "???"
+    #: the dataset's configuration name (``load_dataset(source, subset)``)
+    subset: str | None = None
+    revision: str | None = None
+    split: str = "train"
+    #: a split (of a ``load_dataset`` source) or a second local file to evaluate on (its prompts are removed from
+    #: training); neither: the seeded first n_eval of ``split``
+    eval_split: str | None = None
+    eval_source: str | None = None
+    #: the prompt column: a string, or a list of chat messages ({role, content}: TRL's conversational format)
+    prompt_field: str = "prompt"
+    answer_field: str = "answer"
+    #: a demonstration column for the warm start of the embedded model (default: the answer)
+    demo_field: str | None = None
+    #: chat: prompts are chat messages, rendered with the model's chat template where it has one
+    chat: bool = True
+    #: a system message put before every chat prompt
+    system: str | None = None
+    #: exact | math (math-verify: numbers, fractions, LaTeX) | choice (a letter or the option's text) |
+    #: pkg.module:function with TRL's reward signature (prompts, completions, answer=…, **kwargs) → scores
+    reward: str = "exact"
+    #: structured | open (optional: without it the probes measure it)
+    domain: str | None = None
+    n_train: int = 1000
+    n_eval: int = 200
+    max_new_tokens: int = 32
+
+
+class DatasetTask(Task):
+    """Prompts and answers from a dataset (see the module docstring); its reward by ``cfg.reward``."""
+
+    config_class = DatasetConfig
+    cfg: DatasetConfig
+
+    def __init__(self, name: str, cfg: TaskConfig) -> None:
+        super().__init__(name, cfg)
+        if self.cfg.domain not in (None, "structured", "open"):
+            raise ValueError(f"task {name!r}: domain={self.cfg.domain!r}; use structured, open or leave it out")
+        self.domain = self.cfg.domain  # type: ignore[misc,assignment]
+        self._reward = _reward(self.cfg.reward, name)
+
+    def _example(self, rng: random.Random) -> Example:  # the rows come from the dataset, not a generator
+        raise NotImplementedError
+
+    @cached_property
+    def _splits(self) -> tuple[list[Example], list[Example]]:
+        cfg = self.cfg
+        rows = self._examples(cfg.source, cfg.split)
+        random.Random(f"{self.name}:{cfg.seed}").shuffle(rows)
+        if cfg.eval_split is not None or cfg.eval_source is not None:
+            evals = self._examples(cfg.eval_source or cfg.source, cfg.eval_split or cfg.split)[: cfg.n_eval]
+            held = {e.prompt for e in evals}
+            train = [e for e in rows if e.prompt not in held][: cfg.n_train]
+        else:
+            evals, train = rows[: cfg.n_eval], rows[cfg.n_eval : cfg.n_eval + cfg.n_train]
+        if len(evals) < cfg.n_eval or len(train) < cfg.n_train:
+            raise ValueError(
+                f"task {self.name!r}: {cfg.source!r} has {len(evals)} eval and {len(train)} train prompts (distinct) "
+                f"for n_eval={cfg.n_eval} and n_train={cfg.n_train}; lower them or give more data"
+            )
+        return train, evals
+
+    def _examples(self, source: str, split: str) -> list[Example]:
+        """The split's distinct prompts (the first row of each), in file order."""
+        cfg, data = self.cfg, _load(self.cfg, source, split, self.name)
+        missing = [f for f in (cfg.prompt_field, cfg.answer_field, cfg.demo_field) if f and f not in data.column_names]
+        if missing:
+            raise ValueError(
+                f"task {self.name!r}: {source!r} (split {split!r}) has no column {', '.join(map(repr, missing))}; "
+                f"its columns: {', '.join(data.column_names)} (set prompt_field / answer_field / demo_field)"
+            )
+        out, seen = [], set()
+        for row in data:
+            example = self._example_of(row)
+            if example.prompt not in seen:
+                seen.add(example.prompt)
+                out.append(example)
+        return out
+
+    def _example_of(self, row: dict[str, Any]) -> Example:
+        cfg, value = self.cfg, row[self.cfg.prompt_field]
+        answer = str(row[cfg.answer_field])
+        demo = str(row[cfg.demo_field]) if cfg.demo_field else answer
+        if isinstance(value, list):  # conversational: [{role, content}, ...]
+            messages = tuple((str(m["role"]), str(m["content"])) for m in value)
+            users = [c for r, c in messages if r == "user"]
+            if not users:
+                raise ValueError(f"task {self.name!r}: a chat prompt without a user message: {value!r}")
+            prompt = users[-1]
+        else:
+            prompt = str(value)
+            messages = (("user", prompt),)
+        if cfg.system and messages[0][0] != "system":
+            messages = (("system", cfg.system), *messages)
+        return Example(prompt=prompt, answer=answer, demo=demo, messages=messages if cfg.chat else None)
+
+    def score(self, prompts: Sequence[str], completions: Sequence[str], answers: Sequence[str]) -> list[float | None]:
+        scores = self._reward(prompts=list(prompts), completions=list(completions), answer=list(answers))
+        if len(scores) != len(completions):
+            raise ValueError(
+                f"task {self.name!r}: reward {self.cfg.reward!r} returned {len(scores)} scores for "
+                f"{len(completions)} completions"
+            )
+        return [None if s is None else float(s) for s in scores]
+
+
+def _load(cfg: DatasetConfig, name: str, split: str, task: str) -> Any:
+    import datasets
+
+    source = Path(name).expanduser()
+    try:
+        if source.suffix in _LOCAL:
+            if not source.is_file():
+                raise ValueError(f"task {task!r}: data file {str(source)!r} does not exist (source=…)")
+            return datasets.load_dataset(_LOCAL[source.suffix], data_files={split: str(source)}, split=split)
+        return datasets.load_dataset(name, cfg.subset, split=split, revision=cfg.revision)
+    except ValueError:
+        raise
+    except Exception as err:  # no network, no such dataset or split: name what was asked for
+        raise ValueError(
+            f"task {task!r}: cannot load dataset {name!r} (subset {cfg.subset!r}, split {split!r}): {err}. "
+            f"A local file needs one of the suffixes {', '.join(_LOCAL)}; a hub id needs the network (or the "
+            "datasets cache)"
+        ) from err
+
+
+def math_match(completions: Sequence[str], answers: Sequence[str]) -> list[float | None]:
+    """1.0 where the completion's final answer equals the reference mathematically (math-verify: numbers,
+    fractions, LaTeX, sets), else 0.0. A reference math-verify cannot parse gives None (not a zero)."""
+    try:
+        from math_verify import parse, verify
+    except ImportError as err:  # pragma: no cover - a core dependency
+        raise ImportError("reward: math needs the math-verify package: pip install math-verify") from err
+    out: list[float | None] = []
+    for completion, answer in zip(completions, answers, strict=True):
+        gold = parse(answer if "$" in answer or "\\" in answer else f"${answer}$")
+        if not gold:
+            out.append(None)
+            continue
+        out.append(float(bool(verify(gold, parse(completion)))))
+    return out
+
+
+def choice_match(prompts: Sequence[str], completions: Sequence[str], answers: Sequence[str]) -> list[float | None]:
+    """Multiple choice: 1.0 where the completion names the answer's option, by its letter (``b``, ``(B)``,
+    ``B)``) or by the option's text; options are read from the prompt as ``a) text`` / ``(a) text`` / ``A. text``
+    and the answer is a letter or an option's text."""
+    out: list[float | None] = []
+    for prompt, completion, answer in zip(prompts, completions, answers, strict=True):
+        options = {k.lower(): v.strip().lower() for k, v in _OPTION.findall(prompt)}
+        gold = answer.strip().lower()
+        letter = gold if gold in options else next((k for k, v in options.items() if v == gold), None)
+        said = completion.strip().lower()
+        named = _LETTER.fullmatch(said)
+        if named:
+            out.append(float(named.group(1) == letter))
+        else:
+            out.append(float(said.rstrip(".") in ({options[letter]} if letter else {gold})))
+    return out
+
+
+_OPTION = re.compile(r"(?:^|[\s(])([A-Ha-h])[).:]\s*([^()\n]+?)(?=\s+\(?[A-Ha-h][).:]|[\n=?]|$)")
+_LETTER = re.compile(r"\(?([a-h])[).]?")
+
+
+def _exact(prompts: Sequence[str], completions: Sequence[str], answer: Sequence[str], **_: Any) -> list[float | None]:
+    return exact_match(completions, answer)
+
+
+def _math(prompts: Sequence[str], completions: Sequence[str], answer: Sequence[str], **_: Any) -> list[float | None]:
+    return math_match(completions, answer)
+
+
+def _choice(prompts: Sequence[str], completions: Sequence[str], answer: Sequence[str], **_: Any) -> list[float | None]:
+    return choice_match(prompts, completions, answer)
+
+
+#: the built-in verifiable rewards, by name (TRL's reward signature)
+REWARDS: dict[str, Callable[..., list[float | None]]] = {"exact": _exact, "math": _math, "choice": _choice}
+
+
+def _reward(spec: str, task: str) -> Callable[..., list[float | None]]:
+    if spec in REWARDS:
+        return REWARDS[spec]
+    module, sep, name = spec.partition(":") if ":" in spec else spec.rpartition(".")
+    if not module:
+        raise ValueError(f"task {task!r}: reward={spec!r}; use {', '.join(REWARDS)} or pkg.module:function")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(
+            f"task {task!r}: reward={spec!r} cannot be imported ({err}); use {', '.join(REWARDS)} or "
+            "pkg.module:function (importable here and in spawned workers)"
+        ) from err
+    if not callable(fn):
+        raise ValueError(f"task {task!r}: reward={spec!r} is {fn!r}, not a function")
+    return fn  # type: ignore[no-any-return]
