@@ -43,7 +43,9 @@ class TrainerConfig:
     per_device_train_batch_size: int = 32
     gradient_accumulation_steps: int = 1
     num_generations: int = 8
-    max_completion_length: int = 14
+    #: tokens a completion may have in training; null: the stage's tasks' longest max_new_tokens (what evaluation
+    #: generates), so training and evaluation see the same length
+    max_completion_length: int | None = 14
     temperature: float = 1.0
     beta: float = 0.0
     logging_steps: int = 1

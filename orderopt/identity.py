@@ -115,6 +115,9 @@ def _task_identity(cfg: dict[str, Any]) -> dict[str, Any]:
     judge = cfg.get("judge")
     if not isinstance(judge, dict):
         return cfg
+    if cfg.get("rubric") is None or judge.get("type", "rubric") == "rubric":
+        # a rubric text changes scores only for a model judge; unset, it is the task's own (as before it existed)
+        cfg = {k: v for k, v in cfg.items() if k != "rubric"}
     own = _JUDGE_FIELDS.get(judge.get("type", "rubric"), ())
     other = {f for fields in _JUDGE_FIELDS.values() for f in fields if f not in own}
     return {**cfg, "judge": {k: v for k, v in judge.items() if k not in OPERATIONAL_JUDGE and k not in other}}

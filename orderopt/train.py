@@ -13,6 +13,7 @@ import logging
 import random
 import shutil
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -287,7 +288,23 @@ def _train_stage(
     stage = spec.schedule.stages[index]
     by_name = {t.name: t for t in spec.tasks}
     stage_seed = spec.seed * 1000 + index
-    args = spec.trainer.grpo_config(str(run_dir / "trainer"), max_steps=stage.steps, seed=stage_seed, disable_tqdm=True)
+    longest = max(by_name[t].cfg.max_new_tokens for t in stage.tasks)
+    limit = spec.trainer.max_completion_length
+    if limit is not None and limit < longest:
+        warnings.warn(
+            f"trainer.max_completion_length={limit} is shorter than the max_new_tokens={longest} a task of stage "
+            f"{stage.key!r} is evaluated with: its training completions are cut; raise it or set it to null "
+            "(the tasks' own length)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    args = spec.trainer.grpo_config(
+        str(run_dir / "trainer"),
+        max_steps=stage.steps,
+        seed=stage_seed,
+        disable_tqdm=True,
+        max_completion_length=limit if limit is not None else longest,
+    )
     batch = args.per_device_train_batch_size * args.gradient_accumulation_steps // args.num_generations
     rows = _stage_rows(stage, by_name, n=max(stage.steps * batch, 1), seed=stage_seed, tokenizer=tokenizer)
     model.train()

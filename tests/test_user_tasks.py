@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -141,3 +142,26 @@ def test_a_user_task_trains_and_probes_in_spawned_workers(
     # without the package, the records' task cannot be loaded: the error says which task and how to give it
     lost = cli("probe", [*common, "probe.steps=2", "probe.pairs=false"], tmp_path, cache_dir)
     assert lost.returncode != 0 and "unknown task 'echo' in suite" in lost.stderr
+
+
+@pytest.mark.slow
+def test_the_readme_example_runs_verbatim(base: tuple[str, list], cache_dir: str, tmp_path: Path) -> None:
+    """README "Your own tasks": its files written as given, its commands run as given."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("## Your own tasks", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```(python|bash)\n(.*?)```", section, flags=re.S)
+    files = [(m.group(1), code) for lang, code in blocks if lang == "python" and (m := re.match(r"# (\S+\.py):", code))]
+    commands = [code for lang, code in blocks if lang == "bash"]
+    assert [name for name, _ in files] == ["make_data.py", "my_tasks.py"] and len(commands) == 1
+    for name, code in files:
+        (tmp_path / name).write_text(code)
+    env = {**os.environ, "ORDEROPT_CACHE": cache_dir, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    proc = subprocess.run(
+        ["bash", "-e", "-c", commands[0]], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (record,) = load_records(tmp_path / "studies" / "default")
+    assert record["schedule_key"] == "echo:20>sums:20" and set(record["final"]) == {"sums", "echo"}
+    assert record["config"]["tasks"]["sums"]["reward"] == "math"
+    assert all(0.0 <= v <= 1.0 for v in record["final"].values())

@@ -22,6 +22,8 @@ class JudgedConfig(TaskConfig):
     #: share of demonstrations that are clichés (the rest are free-form): the warm start leans on them
     stock_share: float = 0.8
     judge: JudgeConfig = field(default_factory=JudgeConfig)
+    #: the rubric model judges (local, openai) grade by; None: the task's own
+    rubric: str | None = None
 
 
 class JudgedTask(Task):
@@ -44,7 +46,7 @@ class JudgedTask(Task):
 
     @cached_property
     def judge(self) -> Judge:
-        return make_judge(self.cfg.judge, rubric=self.rubric, rubric_text=self.rubric_text)
+        return make_judge(self.cfg.judge, rubric=self.rubric, rubric_text=self.cfg.rubric or self.rubric_text)
 
     def score(self, prompts: Sequence[str], completions: Sequence[str], answers: Sequence[str]) -> list[float | None]:
         return judged_scores(self.judge, prompts, completions, distinct_weight=self.cfg.judge.distinct_weight)
