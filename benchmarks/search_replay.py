@@ -67,6 +67,12 @@ def main() -> None:
     parser.add_argument(
         "--only", default=None, help="run only the methods whose name contains one of these (comma-separated)"
     )
+    parser.add_argument(
+        "--baselines-from",
+        default=None,
+        help="a previous result (JSON) of the same study and settings: the methods not run now are copied from it "
+        "(marked), e.g. to rerun only orderopt after a change to it",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -78,8 +84,11 @@ def main() -> None:
         print(
             f"search seed {seed}: " + ", ".join(f"{n} {r[-1]['runs']}" for n, r in list(rows.items())[:4]), flush=True
         )
+    copied = _copy_methods(args, rows) if args.baselines_from else []
     summary = {name: _summarise(results, args.max_runs) for name, results in rows.items()}
     text = bench.format(summary, args)
+    if copied:
+        text += f"\n(copied from {args.baselines_from}, not rerun: {', '.join(copied)})"
     print(text)
     out = Path(args.out) if args.out else Path(args.study) / "search_replay"
     out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "summary": summary, "rows": rows}, indent=1))
@@ -221,6 +230,20 @@ class Bench:
                 f"{s['compute_worst']:>6}" + (f"   pick within target: {s['pick_hits']}" if "pick_hits" in s else "")
             )
         return "\n".join(lines)
+
+
+def _copy_methods(args: Any, rows: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Add the methods of ``args.baselines_from`` not run now; refuse a result of other settings."""
+    previous = json.loads(Path(args.baselines_from).read_text())
+    same = ("study", "seeds", "tol", "max_runs")
+    before = previous["args"]
+    differ = {k: (before.get(k), getattr(args, k)) for k in same if before.get(k) != getattr(args, k)}
+    if differ or before.get("drop_best", 0) != args.drop_best:
+        raise SystemExit(f"--baselines-from {args.baselines_from}: other settings {differ or 'drop_best'}; rerun them")
+    copied = [name for name in previous["rows"] if name not in rows]
+    for name in copied:
+        rows[name] = previous["rows"][name]
+    return copied
 
 
 def _features(schedule: Schedule, suite: list[str]) -> np.ndarray:
