@@ -155,6 +155,8 @@ class Bench:
     def _orderopt(
         self, probes: list[dict[str, Any]], run_seed: int, probe_cost: float, **settings: Any
     ) -> dict[str, Any]:
+        if any(Schedule.parse(k) == self.space.joint() for k in self.dropped):
+            settings["train_joint"] = False  # left out: not there to train first
         cfg = SearchConfig(full_runs=self.max_runs, patience=10**6, **settings)
         with tempfile.TemporaryDirectory() as tmp:
             study = Study(
