@@ -73,3 +73,9 @@ def toy_record(**fields: object) -> dict:
         "wall_s": 1.0,
     }
     return {**record, **fields}
+
+
+def short_rubric(prompt: str, completion: str) -> float:
+    """A rubric function for judged dataset tasks in tests: short completions of letters score high."""
+    text = completion.strip()
+    return 1.0 if 0 < len(text) <= 8 and text.isalpha() else 0.2

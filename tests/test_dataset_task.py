@@ -121,3 +121,16 @@ def test_bad_dataset_settings_name_the_value(tmp_path: Path, cfg: dict, message:
         message = message.replace("'missing.jsonl'", repr(str(tmp_path / "missing.jsonl")))
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace("?", r"\?")):
         build_task("sums", {**base, **cfg})
+
+
+def test_a_judged_dataset_task_grades_by_its_rubric_and_distinctiveness(tmp_path: Path) -> None:
+    rows = [{"topic": f"Name a potion of {w}."} for w in ("fire", "ice", "rain", "dusk", "sleep", "storm", "gold")]
+    source = _write(tmp_path, "jsonl", rows * 1)
+    cfg = {"type": "judged_dataset", "source": str(source), "prompt_field": "topic", "n_train": 4, "n_eval": 3,
+           "rubric": "A short invented one-word name.", "rubric_function": "support:short_rubric"}  # fmt: skip
+    task = build_task("potions", cfg)
+    assert task.domain == "open" and task.eval_samples == 8 and len(task.eval) == 3
+    scores = task.score(["p"] * 3, ["Vexa", "Vexa", "a long answer, not a name"], [""] * 3)
+    assert scores[0] == scores[1] < 1.0 and scores[2] < scores[0]  # duplicates are less distinct; rubric 0.2
+    with pytest.raises(ValueError, match="judge.type=rubric \\(offline\\) needs rubric_function"):
+        build_task("potions", {k: v for k, v in cfg.items() if k != "rubric_function"})

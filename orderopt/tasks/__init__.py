@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from orderopt.tasks.arith import Arith
 from orderopt.tasks.base import Example, Task, TaskConfig
 from orderopt.tasks.chain import Chain
-from orderopt.tasks.dataset import DatasetTask
+from orderopt.tasks.dataset import DatasetTask, JudgedDatasetTask
 from orderopt.tasks.mix import Mix
 from orderopt.tasks.names import Names
 from orderopt.tasks.qa import QA
@@ -40,6 +40,7 @@ TASK_TYPES: dict[str, type[Task]] = {
     "caps": Caps,
     "mix": Mix,
     "dataset": DatasetTask,
+    "judged_dataset": JudgedDatasetTask,
 }
 #: the entry point group through which an installed package adds task types (name → ``pkg.module:Class``)
 ENTRY_POINT_GROUP = "orderopt.tasks"

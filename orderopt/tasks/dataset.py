@@ -18,14 +18,23 @@ import importlib
 import random
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from orderopt.rewards import Judge, JudgeConfig, judged_scores, make_judge
 from orderopt.tasks.base import Example, Task, TaskConfig, exact_match
 
-__all__ = ["REWARDS", "DatasetConfig", "DatasetTask", "choice_match", "math_match"]
+__all__ = [
+    "REWARDS",
+    "DatasetConfig",
+    "DatasetTask",
+    "JudgedDatasetConfig",
+    "JudgedDatasetTask",
+    "choice_match",
+    "math_match",
+]
 
 _LOCAL = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
@@ -67,6 +76,8 @@ class DatasetTask(Task):
 
     config_class = DatasetConfig
     cfg: DatasetConfig
+    #: whether every row must have an answer (a judged task's is optional)
+    needs_answer: ClassVar[bool] = True
 
     def __init__(self, name: str, cfg: TaskConfig) -> None:
         super().__init__(name, cfg)
@@ -99,7 +110,8 @@ class DatasetTask(Task):
     def _examples(self, source: str, split: str) -> list[Example]:
         """The split's distinct prompts (the first row of each), in file order."""
         cfg, data = self.cfg, _load(self.cfg, source, split, self.name)
-        missing = [f for f in (cfg.prompt_field, cfg.answer_field, cfg.demo_field) if f and f not in data.column_names]
+        needed = (cfg.prompt_field, cfg.answer_field if self.needs_answer else None, cfg.demo_field)
+        missing = [f for f in needed if f and f not in data.column_names]
         if missing:
             raise ValueError(
                 f"task {self.name!r}: {source!r} (split {split!r}) has no column {', '.join(map(repr, missing))}; "
@@ -138,6 +150,68 @@ class DatasetTask(Task):
                 f"{len(completions)} completions"
             )
         return [None if s is None else float(s) for s in scores]
+
+
+@dataclass
+class JudgedDatasetConfig(DatasetConfig):
+    type: str = "judged_dataset"
+    #: what the judge grades by, in words (local and openai judges read it); required
+    rubric: str = "???"
+    #: the offline judge (judge.type=rubric): a function (prompt, completion) → [0, 1] by import path
+    rubric_function: str | None = None
+    #: the reference column is optional for an open-ended task
+    answer_field: str = "answer"
+    reward: str = "judge"
+    domain: str | None = "open"
+    n_eval: int = 48
+    eval_samples: int = 8
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+
+
+class JudgedDatasetTask(DatasetTask):
+    """An open-ended task from a dataset: a judge grades each completion by the rubric of its config, weighted by its
+    distinctiveness among the completions sampled for the same prompt (as the built-in open tasks).
+
+        tasks:
+          stories:
+            type: judged_dataset
+            source: prompts.jsonl
+            rubric: A vivid, coherent four-line story on the prompt's topic.
+            judge: {type: local, name_or_path: /models/judge}   # or judge@tasks.stories.judge=openai
+    """
+
+    config_class = JudgedDatasetConfig
+    cfg: JudgedDatasetConfig
+    needs_answer = False
+
+    def __init__(self, name: str, cfg: TaskConfig) -> None:
+        Task.__init__(self, name, cfg)
+        if self.cfg.domain not in (None, "structured", "open"):
+            raise ValueError(f"task {name!r}: domain={self.cfg.domain!r}; use structured, open or leave it out")
+        self.domain = self.cfg.domain  # type: ignore[misc,assignment]
+        self.eval_samples = self.cfg.eval_samples  # type: ignore[misc]
+        if self.cfg.judge.type == "rubric" and not self.cfg.rubric_function:
+            raise ValueError(
+                f"task {name!r}: judge.type=rubric (offline) needs rubric_function=pkg.module:function "
+                "((prompt, completion) → score in [0, 1]); or use a model judge: judge@tasks.<name>.judge=local|openai"
+            )
+
+    def _example_of(self, row: dict[str, Any]) -> Example:
+        if self.cfg.answer_field not in row:
+            row = {**row, self.cfg.answer_field: ""}
+        return super()._example_of(row)
+
+    @cached_property
+    def judge(self) -> Judge:
+        rubric = _import(self.cfg.rubric_function, self.name, "rubric_function") if self.cfg.rubric_function else None
+        return make_judge(self.cfg.judge, rubric=rubric or _no_rubric, rubric_text=self.cfg.rubric)
+
+    def score(self, prompts: Sequence[str], completions: Sequence[str], answers: Sequence[str]) -> list[float | None]:
+        return judged_scores(self.judge, prompts, completions, distinct_weight=self.cfg.judge.distinct_weight)
+
+
+def _no_rubric(prompt: str, completion: str) -> float:
+    raise RuntimeError("no rubric_function for the offline judge")
 
 
 def _load(cfg: DatasetConfig, name: str, split: str, task: str) -> Any:
@@ -218,16 +292,26 @@ REWARDS: dict[str, Callable[..., list[float | None]]] = {"exact": _exact, "math"
 def _reward(spec: str, task: str) -> Callable[..., list[float | None]]:
     if spec in REWARDS:
         return REWARDS[spec]
-    module, sep, name = spec.partition(":") if ":" in spec else spec.rpartition(".")
+    if spec == "judge":
+        return _judged_placeholder
+    return _import(spec, task, "reward", hint=f"use {', '.join(REWARDS)} or pkg.module:function")
+
+
+def _judged_placeholder(**_: Any) -> list[float | None]:  # a judged task scores with its judge, not a reward
+    raise RuntimeError("reward: judge is only for type: judged_dataset")
+
+
+def _import(spec: str, task: str, what: str, *, hint: str = "use pkg.module:function") -> Callable[..., Any]:
+    module, _, name = spec.partition(":") if ":" in spec else spec.rpartition(".")
     if not module:
-        raise ValueError(f"task {task!r}: reward={spec!r}; use {', '.join(REWARDS)} or pkg.module:function")
+        raise ValueError(f"task {task!r}: {what}={spec!r}; {hint}")
     try:
         fn = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as err:
         raise ValueError(
-            f"task {task!r}: reward={spec!r} cannot be imported ({err}); use {', '.join(REWARDS)} or "
-            "pkg.module:function (importable here and in spawned workers)"
+            f"task {task!r}: {what}={spec!r} cannot be imported ({err}); {hint} (importable here and in spawned "
+            "workers)"
         ) from err
     if not callable(fn):
-        raise ValueError(f"task {task!r}: reward={spec!r} is {fn!r}, not a function")
+        raise ValueError(f"task {task!r}: {what}={spec!r} is {fn!r}, not a function")
     return fn  # type: ignore[no-any-return]
