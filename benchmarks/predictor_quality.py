@@ -133,10 +133,10 @@ def _free_rule_rows(
 
 
 def _labels(records: list[dict[str, Any]], suite: list[str]) -> dict[str, str]:
-    from orderopt.tasks import task_class
+    from orderopt.tasks import task_class, task_type
 
     config = next(r for r in records if r["kind"] == "full").get("config", {}).get("tasks", {})
-    return {t: task_class(config.get(t, {}).get("type", t)).domain for t in suite}
+    return {t: task_class(task_type(t, config.get(t, {}))).domain for t in suite}
 
 
 def _equal_curriculum(key: str) -> bool:

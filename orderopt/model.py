@@ -42,6 +42,7 @@ __all__ = [
     "SFTConfig",
     "base_model_path",
     "build_tokenizer",
+    "cache_root",
     "from_gguf",
     "load_model",
     "model_id",
@@ -146,7 +147,7 @@ def base_model_path(cfg: ModelConfig, tasks: Sequence[Task], *, study_dir: str |
         if found is not None:
             return str(found)
     key = _build_key(cfg, tasks)
-    root = Path(cfg.cache_dir or os.environ.get("ORDEROPT_CACHE") or Path.home() / ".cache" / "orderopt")
+    root = cache_root(cfg.cache_dir)
     path = root / "models" / f"tiny-{key[:16]}"
     if (path / "build.json").exists():
         return str(path)
@@ -155,6 +156,11 @@ def base_model_path(cfg: ModelConfig, tasks: Sequence[Task], *, study_dir: str |
         if not (path / "build.json").exists():
             _build(cfg, tasks, path, key, settings_key(cfg, tasks))
     return str(path)
+
+
+def cache_root(cache_dir: str | None = None) -> Path:
+    """Where built and converted models are cached: ``cache_dir``, else $ORDEROPT_CACHE, else ~/.cache/orderopt."""
+    return Path(cache_dir or os.environ.get("ORDEROPT_CACHE") or Path.home() / ".cache" / "orderopt")
 
 
 def from_gguf(where: str | None, gguf_file: str, *, cache_dir: str | None = None) -> Path:
@@ -182,7 +188,7 @@ def from_gguf(where: str | None, gguf_file: str, *, cache_dir: str | None = None
     if not source.is_file():
         raise ValueError(f"model.gguf_file={gguf_file!r}: no such file {str(source)!r} (model.name_or_path={where!r})")
     digest = _files_digest([source])[:16]
-    root = Path(cache_dir or os.environ.get("ORDEROPT_CACHE") or Path.home() / ".cache" / "orderopt") / "models"
+    root = cache_root(cache_dir) / "models"
     path = root / f"gguf-{source.stem}-{digest}"
     if (path / "config.json").is_file():
         return path

@@ -489,13 +489,13 @@ def _consistent_probes(records: Iterable[dict[str, Any]]) -> tuple[list[dict[str
 def _task_meta(config: dict[str, Any], tasks: list[str]) -> tuple[dict[str, str | None], list[int]]:
     """Each task's declared domain (None where its class declares none: measured from the probes) and the
     number of scores behind one eval score, from the records' task configs."""
-    from orderopt.tasks import task_class
+    from orderopt.tasks import task_class, task_type
 
     domains: dict[str, str | None] = {}
     n_eval = []
     for t in tasks:
-        cfg = {k: v for k, v in config.get(t, {}).items() if k != "_target_"}
-        kind = config.get(t, {}).get("_target_") or cfg.get("type", t)
+        cfg = config.get(t, {})
+        kind = task_type(t, cfg)
         try:
             cls = task_class(kind, task=t)
         except ValueError as err:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from collections.abc import Mapping, Sequence
 from importlib.metadata import entry_points
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from orderopt.tasks.arith import Arith
-from orderopt.tasks.base import Example, Task, TaskConfig
+from orderopt.tasks.base import Example, Task, TaskConfig, import_object, split_import_path
 from orderopt.tasks.chain import Chain
 from orderopt.tasks.dataset import DatasetTask, JudgedDatasetTask
 from orderopt.tasks.mix import Mix
@@ -28,6 +27,7 @@ __all__ = [
     "build_suite",
     "build_task",
     "task_class",
+    "task_type",
 ]
 
 #: the built-in task types (``type: arith`` …); any other type is an entry point or an import path (``task_class``)
@@ -69,10 +69,10 @@ def task_class(kind: str, *, task: str | None = None) -> type[Task]:
             ) from err
         return _checked(cls, kind, where)
     if ":" in kind or "." in kind:
-        module, _, name = kind.partition(":") if ":" in kind else kind.rpartition(".")
         try:
-            cls = getattr(importlib.import_module(module), name)
+            cls = import_object(kind)
         except (ImportError, AttributeError) as err:
+            module, name = split_import_path(kind)
             raise ValueError(
                 f"task type {kind!r}{where}: cannot import {name!r} from {module!r} ({err}); the module must be "
                 "importable here and in spawned workers (an installed package, or on PYTHONPATH), not defined in "
@@ -100,6 +100,14 @@ def _checked(cls: Any, kind: str, where: str) -> type[Task]:
     return cls
 
 
+def task_type(name: str, cfg: Mapping[str, Any]) -> str:
+    """The type a task's config names: its ``type``, or Hydra's ``_target_`` (not both), else the task's name."""
+    target = cfg.get("_target_")
+    if target is not None and cfg.get("type", target) != target:
+        raise ValueError(f"task {name!r} has type {cfg['type']!r} and _target_ {target!r}; give one of them")
+    return str(target or cfg.get("type", name))
+
+
 def build_task(name: str, cfg: Mapping[str, Any] | TaskConfig | None = None) -> Task:
     """A task from its config: ``type`` (or Hydra's ``_target_``) picks the class (see ``task_class``; default:
     the task's name), the rest are its ``config_class`` settings.
@@ -107,14 +115,12 @@ def build_task(name: str, cfg: Mapping[str, Any] | TaskConfig | None = None) -> 
     Example:
         >>> build_task("arith").domain
         'structured'
-        >>> build_task("sums", {"type": "orderopt.tasks.arith:Arith", "max_operand": 9}).cfg.max_operand
-        9
+        >>> build_task("sums", {"type": "orderopt.tasks.arith:Arith", "n_train": 200, "n_eval": 50}).cfg.n_train
+        200
     """
     raw: dict[str, Any] = _as_dict(cfg)
-    target = raw.pop("_target_", None)
-    if target is not None and raw.get("type", target) != target:
-        raise ValueError(f"task {name!r} has type {raw['type']!r} and _target_ {target!r}; give one of them")
-    kind = target or raw.get("type", name)
+    kind = task_type(name, raw)
+    raw.pop("_target_", None)
     cls = task_class(kind, task=name)
     schema = OmegaConf.structured(cls.config_class)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, ClassVar, Literal
 
-__all__ = ["Example", "Task", "TaskConfig"]
+__all__ = ["Example", "Task", "TaskConfig", "import_object", "split_import_path"]
 
 Domain = Literal["structured", "open"]
 
@@ -136,6 +137,21 @@ class Task(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, domain={self.domain!r})"
+
+
+def split_import_path(spec: str) -> tuple[str, str]:
+    """``pkg.module:name`` or ``pkg.module.name`` → (module, name); ValueError without a module or a name."""
+    module, _, name = spec.partition(":") if ":" in spec else spec.rpartition(".")
+    if not module or not name:
+        raise ValueError(f"{spec!r} is not an import path (pkg.module:name)")
+    return module, name
+
+
+def import_object(spec: str) -> Any:
+    """The object an import path names (``split_import_path``). ImportError / AttributeError for one that does not
+    resolve: callers say what it was for."""
+    module, name = split_import_path(spec)
+    return getattr(importlib.import_module(module), name)
 
 
 def exact_match(completions: Sequence[str], answers: Sequence[str]) -> list[float | None]:

@@ -14,7 +14,6 @@ verifiable reward (built in, or any function with TRL's reward signature by impo
 
 from __future__ import annotations
 
-import importlib
 import random
 import re
 from collections.abc import Callable, Sequence
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from orderopt.rewards import Judge, JudgeConfig, judged_scores, make_judge
-from orderopt.tasks.base import Example, Task, TaskConfig, exact_match
+from orderopt.tasks.base import Example, Task, TaskConfig, exact_match, import_object
 
 __all__ = [
     "REWARDS",
@@ -84,7 +83,12 @@ class DatasetTask(Task):
         if self.cfg.domain not in (None, "structured", "open"):
             raise ValueError(f"task {name!r}: domain={self.cfg.domain!r}; use structured, open or leave it out")
         self.domain = self.cfg.domain  # type: ignore[misc,assignment]
-        self._reward = _reward(self.cfg.reward, name)
+        self._reward = self._make_reward()
+
+    def _make_reward(self) -> Callable[..., list[float | None]] | None:
+        """The reward ``cfg.reward`` names: a built-in one or a function by import path."""
+        spec = self.cfg.reward
+        return REWARDS[spec] if spec in REWARDS else _import(spec, self.name, "reward", hint=_REWARD_HINT)
 
     def _example(self, rng: random.Random) -> Example:  # the rows come from the dataset, not a generator
         raise NotImplementedError
@@ -143,6 +147,7 @@ class DatasetTask(Task):
         return Example(prompt=prompt, answer=answer, demo=demo, messages=messages if cfg.chat else None)
 
     def score(self, prompts: Sequence[str], completions: Sequence[str], answers: Sequence[str]) -> list[float | None]:
+        assert self._reward is not None  # only a subclass that scores otherwise has none
         scores = self._reward(prompts=list(prompts), completions=list(completions), answer=list(answers))
         if len(scores) != len(completions):
             raise ValueError(
@@ -161,7 +166,7 @@ class JudgedDatasetConfig(DatasetConfig):
     rubric_function: str | None = None
     #: the reference column is optional for an open-ended task
     answer_field: str = "answer"
-    reward: str = "judge"
+    reward: str = "judge"  # graded by the judge (not read)
     domain: str | None = "open"
     n_eval: int = 48
     eval_samples: int = 8
@@ -185,16 +190,16 @@ class JudgedDatasetTask(DatasetTask):
     needs_answer = False
 
     def __init__(self, name: str, cfg: TaskConfig) -> None:
-        Task.__init__(self, name, cfg)
-        if self.cfg.domain not in (None, "structured", "open"):
-            raise ValueError(f"task {name!r}: domain={self.cfg.domain!r}; use structured, open or leave it out")
-        self.domain = self.cfg.domain  # type: ignore[misc,assignment]
+        super().__init__(name, cfg)
         self.eval_samples = self.cfg.eval_samples  # type: ignore[misc]
         if self.cfg.judge.type == "rubric" and not self.cfg.rubric_function:
             raise ValueError(
                 f"task {name!r}: judge.type=rubric (offline) needs rubric_function=pkg.module:function "
                 "((prompt, completion) → score in [0, 1]); or use a model judge: judge@tasks.<name>.judge=local|openai"
             )
+
+    def _make_reward(self) -> None:  # graded by the judge (``score``), not by a reward
+        return None
 
     def _example_of(self, row: dict[str, Any]) -> Example:
         if self.cfg.answer_field not in row:
@@ -289,24 +294,14 @@ def _choice(prompts: Sequence[str], completions: Sequence[str], answer: Sequence
 REWARDS: dict[str, Callable[..., list[float | None]]] = {"exact": _exact, "math": _math, "choice": _choice}
 
 
-def _reward(spec: str, task: str) -> Callable[..., list[float | None]]:
-    if spec in REWARDS:
-        return REWARDS[spec]
-    if spec == "judge":
-        return _judged_placeholder
-    return _import(spec, task, "reward", hint=f"use {', '.join(REWARDS)} or pkg.module:function")
-
-
-def _judged_placeholder(**_: Any) -> list[float | None]:  # a judged task scores with its judge, not a reward
-    raise RuntimeError("reward: judge is only for type: judged_dataset")
+_REWARD_HINT = f"use {', '.join(REWARDS)} or pkg.module:function"
 
 
 def _import(spec: str, task: str, what: str, *, hint: str = "use pkg.module:function") -> Callable[..., Any]:
-    module, _, name = spec.partition(":") if ":" in spec else spec.rpartition(".")
-    if not module:
-        raise ValueError(f"task {task!r}: {what}={spec!r}; {hint}")
     try:
-        fn = getattr(importlib.import_module(module), name)
+        fn = import_object(spec)
+    except ValueError:
+        raise ValueError(f"task {task!r}: {what}={spec!r}; {hint}") from None
     except (ImportError, AttributeError) as err:
         raise ValueError(
             f"task {task!r}: {what}={spec!r} cannot be imported ({err}); {hint} (importable here and in spawned "
