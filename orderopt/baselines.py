@@ -10,7 +10,7 @@ from typing import Any
 
 from orderopt.config import TrainerConfig
 from orderopt.merge import merge_state_dicts
-from orderopt.model import load_model, model_id
+from orderopt.model import LoadOptions, model_id
 from orderopt.records import RECORD_FORMAT
 from orderopt.schedule import Schedule
 from orderopt.store import own_run, read_record, write_json_atomic
@@ -23,7 +23,15 @@ __all__ = ["joint_spec", "run_merge"]
 log = logging.getLogger(__name__)
 
 
-def joint_spec(tasks: Sequence[Task], model: str, total_steps: int, *, seed: int, trainer: TrainerConfig) -> RunSpec:
+def joint_spec(
+    tasks: Sequence[Task],
+    model: str,
+    total_steps: int,
+    *,
+    seed: int,
+    trainer: TrainerConfig,
+    load: LoadOptions | None = None,
+) -> RunSpec:
     """Joint training: one stage mixing every task uniformly for ``total_steps``."""
     return RunSpec(
         Schedule.joint([t.name for t in tasks], total_steps),
@@ -33,6 +41,7 @@ def joint_spec(tasks: Sequence[Task], model: str, total_steps: int, *, seed: int
         kind="baseline",
         trainer=trainer,
         baseline="joint",
+        load=load or LoadOptions(),
     )
 
 
@@ -49,6 +58,7 @@ def run_merge(
     scale: float = 1.0,
     wandb: WandbConfig | None = None,
     group: str = "default",
+    load: LoadOptions | None = None,
 ) -> dict[str, Any]:
     """Model merging: one model per task trained from the base (``total_steps`` split evenly), merged, evaluated.
 
@@ -65,7 +75,13 @@ def run_merge(
         parts = []
         for task in tasks:
             spec = RunSpec(
-                Schedule.curriculum([task.name], steps), tasks, model, seed=seed, kind="baseline", trainer=trainer
+                Schedule.curriculum([task.name], steps),
+                tasks,
+                model,
+                seed=seed,
+                kind="baseline",
+                trainer=trainer,
+                load=load or LoadOptions(),
             )
             part_dir = run_dir / "parts" / task.name
             rec = run_schedule(
@@ -73,8 +89,8 @@ def run_merge(
             )
             parts.append((part_dir / "model", rec))
         schedule = Schedule.from_stages([t.name for t in tasks], steps)  # the per-task runs, side by side
-        base_model, tokenizer = load_model(model)
-        tuned = [load_model(str(path))[0].state_dict() for path, _ in parts]
+        base_model, tokenizer = spec.open_model()
+        tuned = [spec.open_model(path)[0].state_dict() for path, _ in parts]
         base_model.load_state_dict(
             merge_state_dicts(base_model.state_dict(), tuned, method=method, density=density, scale=scale)
         )

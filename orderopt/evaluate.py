@@ -11,7 +11,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from orderopt.tasks import Task
 
-__all__ = ["TaskEval", "evaluate_task", "generate"]
+__all__ = ["TaskEval", "eos_token_ids", "evaluate_task", "generate"]
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ def generate(
     completions: list[str] = []
     entropies: list[float] = []
     truncated: list[bool] = []
-    eos = tokenizer.eos_token_id
+    eos = eos_token_ids(model, tokenizer)
     for start in range(0, len(prompts), batch_size):
         enc = tokenizer(
             prompts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False
@@ -66,22 +66,49 @@ def generate(
             return_dict_in_generate=True,
             output_logits=True,
             pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=eos,
+            eos_token_id=eos if len(eos) > 1 else eos[0],
             **sampling,
         )
         new = out.sequences[:, enc["input_ids"].shape[1] :]
         logits = torch.stack(out.logits, dim=1).float()  # (batch, steps, vocab), before any processor
         logp = torch.log_softmax(logits, dim=-1)
         ent = -(logp.exp() * logp).sum(-1)
-        is_eos = new == eos
+        is_eos = torch.isin(new, torch.tensor(eos, device=new.device))
         # a token counts up to and including the first EOS
         alive = (torch.cumsum(is_eos.int(), dim=1) - is_eos.int()) == 0
         for row in range(new.shape[0]):
             n_tok = int(alive[row].sum())
             entropies.append(float(ent[row, :n_tok].mean()) if n_tok else 0.0)
-            truncated.append(not bool(is_eos[row].any()))
-            completions.append(str(tokenizer.decode(new[row, :n_tok], skip_special_tokens=True)))
+            ended = bool(is_eos[row].any())
+            truncated.append(not ended)
+            text = new[row, : n_tok - 1 if ended else n_tok]  # the end token is not part of the answer
+            completions.append(str(tokenizer.decode(text, skip_special_tokens=True)))
     return completions, entropies, truncated
+
+
+def eos_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The tokens that end a completion: the tokenizer's EOS and every one the model's generation config names (a
+    chat model's end-of-turn token, e.g. ``<|im_end|>``, ``<|eot_id|>``), the tokenizer's first.
+
+    Example:
+        >>> from orderopt.model import build_tokenizer
+        >>> from transformers import GenerationConfig
+        >>> model = type("M", (), {"generation_config": GenerationConfig(eos_token_id=[3, 7])})()
+        >>> eos_token_ids(model, build_tokenizer())
+        [3, 7]
+    """
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    config = getattr(model, "generation_config", None)
+    extra = getattr(config, "eos_token_id", None)
+    for token in [extra] if isinstance(extra, int) else list(extra or []):
+        if token not in ids:
+            ids.append(int(token))
+    if not ids:
+        raise ValueError(
+            f"{type(tokenizer).__name__} has no EOS token and the model's generation config names none: completions "
+            "could not end; give the tokenizer an eos_token"
+        )
+    return ids
 
 
 def evaluate_task(

@@ -44,13 +44,16 @@ def run_identity(config: dict[str, Any], versions: dict[str, str]) -> dict[str, 
     missing = [k for k in _VERSIONED if k not in versions]
     if missing:
         raise ValueError(f"versions {versions!r} lack {missing}: a run's identity includes them")
-    return {
+    identity = {
         "schedule": config["schedule"],
         "model": config["model"],
         "trainer": {k: v for k, v in config["trainer"].items() if k not in OPERATIONAL_TRAINER},
         "tasks": {name: _task_identity(cfg) for name, cfg in config["tasks"].items()},
         "versions": {k: ".".join(str(versions[k]).split("+")[0].split(".")[:2]) for k in _VERSIONED},
     }
+    if config.get("load"):  # dtype / LoRA, when not the default
+        identity["load"] = config["load"]
+    return identity
 
 
 def run_id(kind: str, identity: dict[str, Any], seed: int) -> str:
@@ -66,6 +69,7 @@ def record_run_id(record: dict[str, Any]) -> str:
         "model": record["model_id"],
         "trainer": record["config"]["trainer"],
         "tasks": record["config"]["tasks"],
+        "load": record["config"].get("load"),
     }
     kind = f"merge-{record['merge']['method']}" if record.get("baseline") == "merge" else record["kind"]
     return run_id(kind, run_identity(config, record["versions"]), record["seed"])

@@ -38,6 +38,8 @@ from transformers import (
 from orderopt.tasks import Task
 
 __all__ = [
+    "LoadOptions",
+    "LoraOptions",
     "ModelConfig",
     "SFTConfig",
     "base_model_path",
@@ -84,6 +86,77 @@ class SFTConfig:
 
 
 @dataclass
+class LoraOptions:
+    """LoRA adapters (``peft``, ``pip install 'orderopt[lora]'``) trained in each stage and merged into the weights
+    at its end, so the next stage, the evaluation and a kept model see a plain model. ``r=0``: full fine-tuning."""
+
+    r: int = 0
+    alpha: int = 16
+    dropout: float = 0.0
+    #: peft's ``target_modules``: "all-linear", or module names such as ["q_proj", "v_proj"]
+    target_modules: Any = "all-linear"
+
+    def peft_config(self) -> Any:
+        """The ``peft.LoraConfig`` for TRL's ``peft_config`` (None when ``r`` is 0)."""
+        if self.r == 0:
+            return None
+        try:
+            from peft import LoraConfig
+        except ImportError as err:
+            raise ImportError(
+                f"model.lora.r={self.r} trains LoRA adapters, which needs peft: pip install 'orderopt[lora]' "
+                "(or set model.lora.r=0 for full fine-tuning)"
+            ) from err
+        modules = self.target_modules if isinstance(self.target_modules, str) else list(self.target_modules)
+        return LoraConfig(
+            r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=modules, task_type="CAUSAL_LM"
+        )
+
+
+#: the torch dtypes ``model.dtype`` may name
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How a base model is loaded and trained, apart from which one it is (every run, probe and evaluation of a
+    study uses the study's). ``dtype`` and ``lora`` change a run's numbers (they enter its id when set); ``device``
+    and ``trust_remote_code`` do not."""
+
+    #: the weights' dtype: null keeps the checkpoint's (the embedded model: float32), else float32/bfloat16/float16
+    dtype: str | None = None
+    #: where evaluation runs: "auto" (cuda when available, else cpu) or a torch device; training goes where the
+    #: trainer puts it (``trainer.use_cpu``)
+    device: str = "auto"
+    trust_remote_code: bool = False
+    lora: LoraOptions = field(default_factory=LoraOptions)
+
+    def __post_init__(self) -> None:
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise ValueError(f"model.dtype={self.dtype!r}; use null (the checkpoint's) or one of {list(DTYPES)}")
+        if self.lora.r < 0:
+            raise ValueError(f"model.lora.r={self.lora.r}; use 0 (full fine-tuning) or a positive LoRA rank")
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What of these options a run's numbers depend on, only where it differs from the default (so the ids of
+        runs made before these options existed are unchanged)."""
+        out: dict[str, Any] = {}
+        if self.dtype is not None:
+            out["dtype"] = self.dtype
+        if self.lora.r:
+            out["lora"] = _plain(self.lora)
+        return out
+
+    def torch_device(self, *, use_cpu: bool = False) -> str:
+        if use_cpu:
+            return "cpu"
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.device
+
+
+@dataclass
 class ModelConfig:
     """Which base model to use. ``name_or_path=None`` builds (or loads from cache) the embedded tiny model."""
 
@@ -102,6 +175,17 @@ class ModelConfig:
     #: use the base model shipped with a committed study (``studies/<study>/base_model``) when it was built with
     #: these settings, instead of building one: warm starts differ across CPUs, the shipped weights do not
     shipped: bool = True
+    #: a hub model's revision (branch, tag or commit); resolved once to the local snapshot it loads from
+    revision: str | None = None
+    #: how it is loaded and trained: :class:`LoadOptions`
+    dtype: str | None = None
+    device: str = "auto"
+    trust_remote_code: bool = False
+    lora: LoraOptions = field(default_factory=LoraOptions)
+
+    def load_options(self) -> LoadOptions:
+        lora = self.lora if isinstance(self.lora, LoraOptions) else LoraOptions(**dict(self.lora))
+        return LoadOptions(dtype=self.dtype, device=self.device, trust_remote_code=self.trust_remote_code, lora=lora)
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
@@ -140,6 +224,13 @@ def base_model_path(cfg: ModelConfig, tasks: Sequence[Task], *, study_dir: str |
     """
     if cfg.gguf_file is not None:
         return str(from_gguf(cfg.name_or_path, cfg.gguf_file, cache_dir=cfg.cache_dir))
+    if cfg.revision is not None:
+        if cfg.name_or_path is None or Path(cfg.name_or_path).exists():
+            raise ValueError(
+                f"model.revision={cfg.revision!r} names a revision of a hub model, but model.name_or_path="
+                f"{cfg.name_or_path!r} is not a hub id; drop the revision or name a hub model"
+            )
+        return str(_hub_snapshot(cfg.name_or_path, cfg.revision))
     if cfg.name_or_path is not None:
         return cfg.name_or_path
     if cfg.shipped and study_dir is not None:
@@ -156,6 +247,20 @@ def base_model_path(cfg: ModelConfig, tasks: Sequence[Task], *, study_dir: str |
         if not (path / "build.json").exists():
             _build(cfg, tasks, path, key, settings_key(cfg, tasks))
     return str(path)
+
+
+def _hub_snapshot(repo_id: str, revision: str) -> Path:
+    """The local snapshot of hub model ``repo_id`` at ``revision`` (downloaded unless offline)."""
+    from huggingface_hub import snapshot_download
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, local_files_only=offline))
+    except Exception as err:  # hub errors, offline misses and bad revisions all land here
+        raise ValueError(
+            f"cannot get revision {revision!r} of hub model {repo_id!r} ({err}); check the id and the revision, "
+            "or download it once with network access (it is then loaded from the Hugging Face cache)"
+        ) from err
 
 
 def cache_root(cache_dir: str | None = None) -> Path:
@@ -283,6 +388,9 @@ def model_id(name_or_path: str) -> str:
         return content
     if path.parent.name == "models" and path.name.startswith("tiny-"):
         return path.name  # a record from before content ids, whose model directory is gone: its settings key
+    if path.is_dir() and path.parent.name == "snapshots" and path.parent.parent.name.startswith("models--"):
+        # a hub model's cached snapshot (model.revision): named as its hub id is, with the commit it holds
+        return f"{path.parent.parent.name[len('models--') :].replace('--', '/')}@{path.name[:12]}"
     if path.is_dir():  # a user's model on disk: its name and the content of its weight files
         files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
         return f"{path.name}@{_files_digest(files)[:12]}" if files else name_or_path
@@ -338,11 +446,15 @@ def weights_digest(path: str | Path) -> str:
     return _DIGESTS[key]
 
 
-def load_model(name_or_path: str, *, device: str = "cpu") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a causal LM and its tokenizer from a local directory or an HF model id available offline.
+def load_model(
+    name_or_path: str, options: LoadOptions | None = None, *, device: str | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal LM and its tokenizer from a local directory or an HF model id available offline, with
+    ``options``' dtype and ``trust_remote_code``, on ``device`` (default: ``options``' device).
 
     The tokenizer pads on the left (batched generation) and gets a pad token if it has none.
     """
+    options = options or LoadOptions()
     build = Path(name_or_path) / "build.json"
     if build.is_file() and not (Path(name_or_path) / WEIGHTS).is_file():
         raise ValueError(
@@ -350,9 +462,12 @@ def load_model(name_or_path: str, *, device: str = "cpu") -> tuple[PreTrainedMod
             f"{json.loads(build.read_text()).get('note', 'they were not kept')}. The study's runs can be read "
             "(report, predict, replay), not extended; train in another study (study=<name>)"
         )
+    kwargs: dict[str, Any] = {"trust_remote_code": options.trust_remote_code}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        model = AutoModelForCausalLM.from_pretrained(name_or_path)
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+        if options.dtype is not None:
+            kwargs["dtype"] = getattr(torch, options.dtype)
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
     except (OSError, ValueError) as err:
         where = "is not a directory holding a saved model" if not Path(name_or_path).exists() else "could not be read"
         raise ValueError(
@@ -363,10 +478,24 @@ def load_model(name_or_path: str, *, device: str = "cpu") -> tuple[PreTrainedMod
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model.to(device)  # type: ignore[arg-type]
+    model.to(device or options.torch_device())  # type: ignore[arg-type]
     model.eval()
     model.config.use_cache = True
     return model, tokenizer
+
+
+#: model settings that do not change what the embedded model's build gives
+_NOT_BUILT_FROM = (
+    "name_or_path",
+    "gguf_file",
+    "cache_dir",
+    "shipped",
+    "revision",
+    "dtype",
+    "device",
+    "trust_remote_code",
+    "lora",
+)
 
 
 def settings_key(cfg: ModelConfig, tasks: Sequence[Task]) -> str:
@@ -379,9 +508,7 @@ def settings_key(cfg: ModelConfig, tasks: Sequence[Task]) -> str:
 def _settings(cfg: ModelConfig, tasks: Sequence[Task]) -> dict[str, Any]:
     return {
         "build_version": BUILD_VERSION,
-        "model": {
-            k: v for k, v in asdict(cfg).items() if k not in ("name_or_path", "gguf_file", "cache_dir", "shipped")
-        },
+        "model": {k: v for k, v in asdict(cfg).items() if k not in _NOT_BUILT_FROM},
         "tasks": [{"name": t.name, "cfg": _build_relevant(t.cfg)} for t in tasks],
     }
 

@@ -222,11 +222,10 @@ def probe_jobs(probe: ProbeConfig, trainer: TrainerConfig) -> int:
 
 def _base_evals(plan: RunPlan, seeds: list[int]) -> dict[int, dict[str, Any]]:
     """``evaluate_all`` of the base model for every seed (what each single-task probe would evaluate first)."""
-    from orderopt.model import load_model
     from orderopt.train import evaluate_all
 
     spec = plan.spec
-    model, tokenizer = load_model(spec.model)
+    model, tokenizer = spec.open_model()
     return {seed: evaluate_all(model, tokenizer, spec.tasks, seed) for seed in seeds}
 
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from orderopt.backends import Backend, TrainBackend
 from orderopt.config import Config, ExperimentConfig, ProbeConfig, TrainerConfig
+from orderopt.model import LoadOptions
 from orderopt.records import measurements
 from orderopt.schedule import Schedule
 from orderopt.store import RunBusy, load_records, read_record, run_state, study_dir
@@ -65,6 +66,8 @@ class Study:
     #: the base model: a local path or hub id, resolved (and built if it is the embedded one) once
     model: str
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    #: how the base model is loaded and trained (``model.dtype``, ``model.lora``, ``model.device``)
+    load: LoadOptions = field(default_factory=LoadOptions)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     backend: Backend = field(default_factory=TrainBackend)
 
@@ -90,6 +93,7 @@ class Study:
             task_configs=dict(cfg.tasks),
             model=base_model_path(cfg.model, tasks, study_dir=directory),
             trainer=cfg.trainer,
+            load=cfg.model.load_options(),
             wandb=cfg.wandb,
             backend=backend or TrainBackend(),
         )
@@ -207,7 +211,9 @@ class Study:
         from orderopt.evaluate import evaluate_task
         from orderopt.model import load_model, model_id
 
-        model, tokenizer = load_model(self.model)
+        model, tokenizer = load_model(
+            self.model, self.load, device=self.load.torch_device(use_cpu=self.trainer.use_cpu)
+        )
         results: dict[str, dict[str, Any]] = {}
         for task in self.tasks:
             res = evaluate_task(model, tokenizer, task, seed=seed)
@@ -244,9 +250,13 @@ class RunPlan:
 
         study, trainer = self.study, self.trainer or self.study.trainer
         if self.baseline == "joint":
-            return joint_spec(study.tasks, study.model, self.schedule.total_steps, seed=self.seed, trainer=trainer)
+            return joint_spec(
+                study.tasks, study.model, self.schedule.total_steps, seed=self.seed, trainer=trainer, load=study.load
+            )
         kind = "baseline" if self.baseline else self.kind
-        return RunSpec(self.schedule, study.tasks, study.model, seed=self.seed, kind=kind, trainer=trainer)
+        return RunSpec(
+            self.schedule, study.tasks, study.model, seed=self.seed, kind=kind, trainer=trainer, load=study.load
+        )
 
     @functools.cached_property
     def run_id(self) -> str:  # cached: the run directory is asked for often, and the spec hashes the whole config
@@ -290,6 +300,7 @@ class RunPlan:
                 method=self.merge_method,
                 wandb=study.wandb,
                 group=study.name,
+                load=spec.load,
             )
         with own_run(self.run_dir):  # from the prefix's checkpoint to the record: one process
             if self.prefix is not None and start_from_prefix(self.run_dir, self.prefix, spec):

@@ -26,7 +26,7 @@ from transformers.trainer_callback import PrinterCallback
 from orderopt import identity
 from orderopt.config import TrainerConfig
 from orderopt.evaluate import evaluate_task
-from orderopt.model import _plain, load_model, model_id
+from orderopt.model import LoadOptions, _plain, load_model, model_id
 from orderopt.records import RECORD_FORMAT
 from orderopt.schedule import Schedule, Stage
 from orderopt.store import own_run, read_json, read_record, record_model, write_json_atomic
@@ -50,21 +50,33 @@ class RunSpec:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     #: which baseline this run is ("joint"), recorded as the record's ``baseline``
     baseline: str | None = None
+    #: how the base model is loaded and trained (dtype, LoRA, device): ``ModelConfig.load_options()``
+    load: LoadOptions = field(default_factory=LoadOptions)
 
     @property
     def config(self) -> dict[str, Any]:
         """Everything that determines the run besides the seed (hashed into the run id, kept in the record)."""
+        config = {
+            "schedule": self.schedule.key,
+            "model": model_id(self.model),
+            "trainer": vars(self.trainer),
+            "tasks": {t.name: _plain(t.cfg) for t in self.tasks},
+        }
+        if self.load.identity:  # only when not the default, so older runs keep their ids
+            config["load"] = self.load.identity
         plain = json.dumps(
-            {
-                "schedule": self.schedule.key,
-                "model": model_id(self.model),
-                "trainer": vars(self.trainer),
-                "tasks": {t.name: _plain(t.cfg) for t in self.tasks},
-            },
+            config,
             sort_keys=True,
             default=str,
         )
         return dict(json.loads(plain))
+
+    def open_model(self, path: str | Path | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+        """The base model (or the one saved at ``path``) loaded as this run loads it: its dtype, on the device it is
+        evaluated on (the CPU with ``trainer.use_cpu``)."""
+        return load_model(
+            str(path or self.model), self.load, device=self.load.torch_device(use_cpu=self.trainer.use_cpu)
+        )
 
     @property
     def run_id(self) -> str:
@@ -147,7 +159,7 @@ def _run_schedule(
         return record
     state = _resume_state(run_dir, spec, run_id)
     done = len(state["evals"]) - 1  # stages finished (evals[0] is the base model)
-    model, tokenizer = load_model(str(run_dir / "checkpoint") if done else spec.model)
+    model, tokenizer = spec.open_model(run_dir / "checkpoint" if done else None)
     if done:
         log.info("run %s resumes after stage %d/%d", run_id, done, len(spec.schedule.stages))
     tracker = Tracker(
@@ -161,6 +173,7 @@ def _run_schedule(
             "model": spec.model,
             "kind": spec.kind,
             "trainer": vars(spec.trainer),
+            "load": _plain(spec.load),
         },
     )
     try:
@@ -175,7 +188,7 @@ def _run_schedule(
         progress = _Progress(run_id, spec.schedule, tracker)
         for index in range(done, len(spec.schedule.stages)):
             start = time.perf_counter()
-            rows = _train_stage(model, tokenizer, spec, index, run_dir, progress)
+            model, rows = _train_stage(model, tokenizer, spec, index, run_dir, progress)
             entry = {"after": index, **evaluate_all(model, tokenizer, spec.tasks, spec.seed)}
             state["evals"].append(entry)
             state["train_log"].extend(rows)
@@ -281,7 +294,9 @@ def _train_stage(
     index: int,
     run_dir: Path,
     progress: _Progress,
-) -> list[dict[str, Any]]:
+) -> tuple[PreTrainedModel, list[dict[str, Any]]]:
+    """Train stage ``index`` of ``spec``; the trained model (LoRA adapters, if any, merged into it) and the
+    stage's log rows."""
     from datasets import Dataset
     from trl import GRPOTrainer
 
@@ -315,11 +330,14 @@ def _train_stage(
         train_dataset=Dataset.from_list(rows),
         reward_funcs=[by_name[t].reward_function() for t in stage.tasks],
         callbacks=[progress.for_stage(index)],
+        peft_config=spec.load.lora.peft_config(),
     )
     trainer.remove_callback(PrinterCallback)  # our progress line replaces its raw dict per step
     trainer.train()
+    if spec.load.lora.r:  # the next stage, the evaluation and the checkpoint see a plain model
+        model = trainer.model.merge_and_unload()  # type: ignore[union-attr,operator]
     offset = sum(s.steps for s in spec.schedule.stages[:index])
-    return [
+    return model, [
         {**row, "stage": index, "global_step": offset + row.get("step", 0)}
         for row in trainer.state.log_history
         if "loss" in row or "reward" in row
@@ -374,7 +392,7 @@ def _record(spec: RunSpec, run_id: str, state: dict[str, Any]) -> dict[str, Any]
         "train_log": state["train_log"],
         "versions": versions(),
         "device": "cpu" if spec.trainer.use_cpu or not torch.cuda.is_available() else torch.cuda.get_device_name(0),
-        "config": {k: v for k, v in spec.config.items() if k in ("trainer", "tasks")},
+        "config": {k: v for k, v in spec.config.items() if k in ("trainer", "tasks", "load")},
         **({"baseline": spec.baseline} if spec.baseline else {}),
         **({"prefix": state["prefix"]} if "prefix" in state else {}),
     }
