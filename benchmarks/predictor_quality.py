@@ -6,7 +6,8 @@
 
 The study's schedules are split in two halves by the parity of the SHA-1 of their key: a fixed rule, chosen before
 looking. The *design* half is where predictor changes were tried; every figure printed here is on the *held-out*
-half (``--split design`` shows the other). Full runs seen by a fit are drawn from the design half only (``--n-full``,
+half (``--split design`` shows the other; ``--split all``, for a study no change was tried on, ranks every schedule
+from probes only). Full runs seen by a fit are drawn from the design half only (``--n-full``,
 ``--draws`` draws each), so the held-out schedules are never in a fit, and each draw is compared with the probes-only
 fit on the same held-out schedules (paired: "never lower" is measured draw by draw).
 
@@ -45,7 +46,12 @@ def main() -> None:
     parser.add_argument("--n-full", type=int, nargs="+", default=[4, 8], help="full runs seen, one figure each")
     parser.add_argument("--draws", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0, help="seed of the draws of full runs")
-    parser.add_argument("--split", choices=["held-out", "design"], default="held-out")
+    parser.add_argument(
+        "--split",
+        choices=["held-out", "design", "all"],
+        default="held-out",
+        help="all: a study no predictor change was ever tried on (every schedule held out; probes only)",
+    )
     parser.add_argument("--only", choices=["learned"], help="only the learned predictor (e.g. an older one)")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
@@ -58,7 +64,10 @@ def main() -> None:
     halves = {"held-out": [], "design": []}
     for k in sorted(measured):
         halves[half(k)].append(k)
-    keys, design = halves[args.split], halves["design" if args.split == "held-out" else "held-out"]
+    if args.split == "all":
+        keys, design, args.n_full = sorted(measured), [], []
+    else:
+        keys, design = halves[args.split], halves["design" if args.split == "held-out" else "held-out"]
     print(
         f"{args.study}: {len(full)} full runs of {len(measured)} schedules; ranking the mean final score over seeds "
         f"of the {len(keys)} {args.split} schedules (full runs in fits drawn from the other {len(design)})"
