@@ -19,6 +19,7 @@ import random
 import shutil
 import string
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -608,6 +609,8 @@ def _warm_start(
     history: list[dict[str, Any]] = []
     weights = {t.name: 1.0 for t in tasks}
     best = {t.name: (-1.0, 0) for t in tasks}  # best dev score, and the step it was reached
+    stalled: set[str] = set()
+    done: set[str] = set()
     step = 0
     while step < sft.max_steps:
         model.train()
@@ -631,10 +634,51 @@ def _warm_start(
                 best[name] = (score, step)
         # done: reached the target, or stopped improving (more imitation would only narrow it, as for names)
         done = {n for n, s in dev.items() if s >= sft.target or (s >= sft.floor and step - best[n][1] >= sft.patience)}
+        for name in _stalled(dev, best, step, sft) - stalled:  # said once; it may still pick up later
+            stalled.add(name)
+            log.warning(
+                "warm start: task %r is not improving (dev %.3f at step %d, best %.3f at step %d, below "
+                "model.sft.floor=%s); training goes on until every task is done or model.sft.max_steps=%d",
+                name,
+                dev[name],
+                step,
+                best[name][0],
+                best[name][1],
+                sft.floor,
+                sft.max_steps,
+            )
         if len(done) == len(dev):
             break
         weights = {n: sft.done_weight if n in done else 1.0 for n in dev}
+    short = {n: v for n, v in history[-1]["dev"].items() if n not in done} if history else {}
+    if short:
+        unlearned = sorted(n for n, v in short.items() if v < sft.floor)
+        warnings.warn(
+            f"warm start: model.sft.max_steps={sft.max_steps} reached with {sorted(short)} short of "
+            f"model.sft.target={sft.target} (dev {short})"
+            + (
+                f"; {unlearned} below model.sft.floor={sft.floor}: the model has not learned "
+                f"{'it' if len(unlearned) == 1 else 'them'} and RL would start from about zero — check the "
+                "task's demonstrations and reward, or use a larger model (model=hf, model=smollm2)"
+                if unlearned
+                else ""
+            )
+            + ". The base model is built anyway; raise model.sft.max_steps to train it longer",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return history
+
+
+def _stalled(dev: dict[str, float], best: dict[str, tuple[float, int]], step: int, sft: SFTConfig) -> set[str]:
+    """Tasks still below ``sft.floor`` whose dev score has not risen by ``sft.min_gain`` for ``sft.patience`` steps:
+    the warm start is not teaching them (said in the log; some pick up later).
+
+    Example:
+        >>> _stalled({"a": 0.0, "b": 0.1}, {"a": (0.01, 100), "b": (0.1, 900)}, 1000, SFTConfig())
+        {'a'}
+    """
+    return {n for n, s in dev.items() if s < sft.floor and step - best[n][1] >= sft.patience}
 
 
 def _sft_loss(

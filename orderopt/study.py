@@ -11,13 +11,16 @@ what is missing; progress reports runs done / total and an ETA.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import logging
+import logging.handlers
 import multiprocessing
 import os
 import statistics
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -382,7 +385,13 @@ def run_plans(plans: list[RunPlan], *, n_jobs: int, name: str) -> list[dict[str,
             failed(plan, err)
     if parallel:
         context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch/thread state
-        with ProcessPoolExecutor(n_jobs, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
+        with (
+            _worker_logs(context) as (logs, levels),
+            _threads_while_waiting(1),  # the cores are the workers'
+            ProcessPoolExecutor(
+                n_jobs, mp_context=context, initializer=_init_worker, initargs=(threads, logs, levels)
+            ) as pool,
+        ):
             futures: dict[Future[dict[str, Any]], RunPlan] = {pool.submit(_run, p): p for p in parallel}
             for done, future in enumerate(as_completed(futures), start=len(todo) - len(parallel) + 1):
                 plan = futures[future]
@@ -415,13 +424,57 @@ def _wait_for(plan: RunPlan, name: str, *, poll_s: float = 2.0) -> dict[str, Any
     return plan.study.backend.run(plan)
 
 
-def _init_worker(threads: int) -> None:
+@contextlib.contextmanager
+def _worker_logs(context: Any) -> Iterator[tuple[Any, dict[str, int]]]:
+    """A queue the workers log into, emptied here into this process's loggers (so a worker's per-step progress
+    reaches the console and log files this process set up: Hydra's, or ``logging.basicConfig`` from Python), and
+    the levels this process gives its loggers, for the workers to filter with the same ones."""
+    queue = context.Queue()
+    listener = logging.handlers.QueueListener(queue, _ToOwnLogger())
+    levels = {"": logging.getLogger().level}
+    for name, logger in logging.Logger.manager.loggerDict.items():
+        if isinstance(logger, logging.Logger) and logger.level != logging.NOTSET:
+            levels[name] = logger.level
+    listener.start()
+    try:
+        yield queue, levels
+    finally:
+        listener.stop()
+
+
+class _ToOwnLogger(logging.Handler):
+    """Hands a worker's log record to the logger of the same name here (its level, filters and handlers)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logger = logging.getLogger(record.name)
+        if logger.isEnabledFor(record.levelno):
+            logger.handle(record)
+
+
+@contextlib.contextmanager
+def _threads_while_waiting(threads: int) -> Iterator[None]:
+    """Torch threads of this process while workers train (it only waits for them), restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _init_worker(threads: int, logs: Any, levels: dict[str, int]) -> None:
     import torch
 
     torch.set_num_threads(threads)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    root = logging.getLogger()
+    root.handlers = [logging.handlers.QueueHandler(logs)]
+    for name, level in levels.items():
+        logging.getLogger(name or None).setLevel(level)
 
 
 def _run(plan: RunPlan) -> dict[str, Any]:

@@ -78,3 +78,18 @@ def test_unknown_model_path_is_a_clear_error(tmp_path: Path) -> None:
     missing = str(tmp_path / "no-such-model")
     with pytest.raises(ValueError, match=r"cannot load model '.*no-such-model'.*Set model.name_or_path"):
         load_model(missing)
+
+
+def test_a_task_the_warm_start_does_not_teach_is_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from orderopt.model import SFTConfig
+
+    tasks = build_suite(["arith"])
+    # a model too small and too short a warm start to learn arith: the build ends at max_steps, and says why
+    sft = SFTConfig(max_steps=40, check_every=20, patience=20, dev_size=16)
+    cfg = ModelConfig(cache_dir=str(tmp_path), hidden_size=8, num_layers=1, num_heads=2, intermediate_size=8, sft=sft)
+    with caplog.at_level("WARNING", logger="orderopt.model"), pytest.warns(RuntimeWarning) as warned:
+        path = base_model_path(cfg, tasks)
+    said = [str(w.message) for w in warned if "warm start" in str(w.message)]
+    assert len(said) == 1 and "max_steps=40" in said[0] and "['arith'] below model.sft.floor=0.25" in said[0]
+    assert any("task 'arith' is not improving" in r.getMessage() for r in caplog.records)
+    assert json.loads(Path(path, "build.json").read_text())["steps"] == 40  # built anyway

@@ -309,6 +309,8 @@ def test_study_trains_in_parallel_resumes_and_reports_progress(
     records, text = study_from_config(cfg)
     assert sorted(r["schedule_key"] for r in records) == ["arith+strings+qa+names:4", "qa:1>arith:1>strings:1>names:2"]
     assert "2/2 runs done" in caplog.text and "ETA" in caplog.text and "joint:arith+strings+qa+names:4" in text
+    # the workers' per-step progress reaches this process's loggers (here pytest's), with their level
+    assert "stage 4/4 names step 2/2" in caplog.text and "stage 1/1 arith+strings+qa+names step 4/4" in caplog.text
     caplog.clear()
     again, _ = study_from_config(cfg)  # everything recorded: nothing is trained again
     assert again == records and "2 runs: 2 finished before, 0 to run" in caplog.text
