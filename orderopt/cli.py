@@ -197,6 +197,7 @@ def predict_from_config(cfg: Config) -> str:
 def main_from_config(cfg: Config) -> str:
     """The main job: probes, fit, predicted search and active loop on the study of ``cfg``; writes
     ``search.json`` into the study directory and returns the printed summary."""
+    from orderopt.report_page import write_report
     from orderopt.search import optimize
     from orderopt.store import write_json_atomic
     from orderopt.study import Study
@@ -212,16 +213,19 @@ def main_from_config(cfg: Config) -> str:
     )
     out = study.directory / "search.json"
     write_json_atomic(out, outcome.as_dict())
+    page = write_report(study.directory)
     return (
         f"{outcome.format()}\n"
-        f"written: {out} (the outcome), {study.directory / 'runs'} (run records), {outcome.storage} (Optuna studies: "
-        f"optuna-dashboard {outcome.storage})"
+        f"written: {out} (the outcome), {page} (the report: open it in a browser), {study.directory / 'runs'} (run "
+        f"records), {outcome.storage} (Optuna studies: optuna-dashboard {outcome.storage})"
     )
 
 
 def report_from_config(cfg: Config) -> tuple[str, Path]:
-    """Summarise the study's run records: a table (printed and saved) and a figure beside them."""
+    """Summarise the study's run records: a table (printed and saved, ``summary.{txt,json,png}``) and the study report
+    (``report.html``, PNGs of its figures in ``figures/``); returns the table and the report's path."""
     from orderopt.report import entropy_table, format_summary, order_effect, plot_summary, stage_transfer, summarize
+    from orderopt.report_page import write_report
     from orderopt.store import load_records, study_dir, write_json_atomic
 
     where = study_dir(cfg.studies_dir, cfg.study)
@@ -237,8 +241,8 @@ def report_from_config(cfg: Config) -> tuple[str, Path]:
         {"schedules": rows, "entropy": entropy, "transfer": transfer, "order_effect": order_effect(rows) or None},
     )
     (where / "summary.txt").write_text(text + "\n")
-    figure = plot_summary(rows, where / "summary.png")
-    return text, figure
+    plot_summary(rows, where / "summary.png")
+    return text, write_report(where)
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
@@ -286,10 +290,10 @@ def predict_main(cfg: DictConfig) -> None:
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def report_main(cfg: DictConfig) -> None:
-    """``orderopt-report``: summarise a study's runs (table, order effect, entropy per stage, figure)."""
-    text, figure = report_from_config(_typed(cfg))
+    """``orderopt-report``: summarise a study's runs (table, order effect, entropy per stage) and write its report."""
+    text, page = report_from_config(_typed(cfg))
     print(text)
-    print(f"written: {figure.parent / 'summary.txt'}, {figure}")
+    print(f"written: {page.parent}/summary.{{txt,json,png}}, {page} (open it in a browser), {page.parent / 'figures'}")
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")

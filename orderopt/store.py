@@ -239,9 +239,11 @@ def split_label(label: str) -> tuple[str | None, str]:
 def record_model(record: dict[str, Any]) -> str:
     """The base model a record was trained from, as ``orderopt.model.model_id`` names it (records from before
     ``model_id`` existed name it by path)."""
-    from orderopt.model import model_id
+    if record.get("model_id"):
+        return str(record["model_id"])
+    from orderopt.model import model_id  # torch and transformers: only for records that need it
 
-    return str(record.get("model_id") or model_id(record["model"]))
+    return model_id(record["model"])
 
 
 def slim_record(record: dict[str, Any], *, every: int = 10) -> dict[str, Any]:

@@ -251,7 +251,7 @@ def start_from_prefix(run_dir: str | Path, prefix_dir: str | Path, spec: RunSpec
 
 def evaluate_all(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tasks: Sequence[Task], seed: int
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, Any]]:
     """Every task's eval score and entropy (the run record's ``evals`` entry, without ``after``)."""
     model.eval()
     model.config.use_cache = True  # generation after GRPO training needs the KV cache back on
@@ -260,6 +260,7 @@ def evaluate_all(
         "scores": {n: r.score for n, r in results.items()},
         "entropy": {n: r.entropy for n, r in results.items()},
         "diversity": {n: r.diversity for n, r in results.items() if r.diversity is not None},
+        "examples": {n: list(r.examples) for n, r in results.items()},
     }
 
 

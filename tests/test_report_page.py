@@ -1,0 +1,192 @@
+"""The study report: built from the committed studies, rendered in a real headless Chromium with no console error,
+and model output on it escaped (a completion that is a script does not run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from orderopt.report_page import build_sections, write_report
+from orderopt.store import load_records
+
+STUDIES = Path(__file__).resolve().parent.parent / "studies"
+PAYLOAD_SCRIPT = "<script>alert(1)</script>"
+PAYLOAD_IMG = '<img src=x onerror="window.__xss=1">'
+
+
+def _copy(study: str, tmp_path: Path) -> Path:
+    dst = tmp_path / study
+    shutil.copytree(STUDIES / study, dst, ignore=shutil.ignore_patterns("report.html", "figures", "base_model"))
+    return dst
+
+
+def _inject(study_dir: Path) -> None:
+    """Put hostile model output and task text into the record whose completions the report shows."""
+    search = json.loads((study_dir / "search.json").read_text())
+    target = min(
+        (r for r in load_records(study_dir) if r["schedule_key"] == search["recommendation"]), key=lambda r: r["seed"]
+    )
+    path = study_dir / "runs" / target["run_id"] / "result.json"
+    record = json.loads(path.read_text())
+    record["evals"][-1]["examples"] = {
+        "arith": [{"prompt": PAYLOAD_IMG, "completion": PAYLOAD_SCRIPT, "score": 0.5}],
+        "names": [{"prompt": "</script><script>window.__xss=2</script>", "completion": "&amp; <b>x</b>", "score": 1}],
+    }
+    path.write_text(json.dumps(record))
+
+
+def test_the_report_has_every_section_its_study_has_data_for() -> None:
+    search = [s.key for s in build_sections(STUDIES / "search-reference")]
+    assert search == [
+        "transfer",
+        "prediction",
+        "search",
+        "leaderboard",
+        "stages",
+        "compute",
+    ]  # old records: no examples
+    plain = [s.key for s in build_sections(STUDIES / "rich")]  # a study of runs, no search: no search history
+    assert plain == ["transfer", "prediction", "leaderboard", "stages", "compute"]
+    assert build_sections(STUDIES / "default") == []  # no runs
+
+
+def test_model_output_and_task_text_are_escaped(tmp_path: Path) -> None:
+    study = _copy("search-reference", tmp_path)
+    _inject(study)
+    page = write_report(study, png=False).read_text()
+    assert PAYLOAD_SCRIPT not in page and PAYLOAD_IMG not in page and "window.__xss=2</script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page  # shown, as text
+    # figure data sits in <script> blocks as JSON: no markup character in it can close the block
+    assert page.count("</script>") == 2  # plotly.js, and the figures
+
+
+def _chromium() -> tuple[str, str] | None:
+    found = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
+    return (found[0], found[1]) if found[0] and found[1] else None
+
+
+@pytest.fixture(scope="module")
+def browser() -> object:
+    """Headless Chromium through its driver (Debian's chromium and chromium-driver; .ci/run installs them)."""
+    found = _chromium()
+    if found is None:
+        if os.environ.get("ORDEROPT_BROWSER_TESTS") == "required":
+            pytest.fail("ORDEROPT_BROWSER_TESTS=required but no chromium and chromedriver on PATH")
+        pytest.skip("no chromium/chromedriver on PATH (apt-get install chromium chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = found[0]
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,900"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(found[1]), options=options)
+    yield driver
+    driver.quit()
+
+
+def _open(driver: object, page: Path) -> list[dict]:
+    """Load ``page``, wait until every figure has rendered, and return the console's messages."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(page.as_uri())  # type: ignore[attr-defined]
+    WebDriverWait(driver, 60).until(
+        lambda d: d.execute_script(
+            "return window.orderoptFigures !== undefined && "
+            "document.querySelectorAll('.figure.js-plotly-plot .main-svg').length > 0 && "
+            "document.querySelectorAll('.figure.js-plotly-plot').length === window.orderoptFigures"
+        )
+    )
+    return list(driver.get_log("browser"))  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("study", ["reference", "rich", "search-reference"])
+def test_the_report_renders_in_chromium_without_console_errors(browser: object, study: str, tmp_path: Path) -> None:
+    page = write_report(_copy(study, tmp_path), png=False)
+    console = _open(browser, page)
+    assert [m for m in console if m["level"] in ("SEVERE", "WARNING")] == [], console
+    n = browser.execute_script("return window.orderoptFigures")  # type: ignore[attr-defined]
+    svgs = browser.execute_script(  # type: ignore[attr-defined]
+        "return Array.from(document.querySelectorAll('.figure')).map(d => d.querySelectorAll('svg').length)"
+    )
+    assert n >= 4 and len(svgs) == n and all(svgs), svgs  # every figure drew something
+    height = browser.execute_script("return document.body.scrollHeight")  # type: ignore[attr-defined]
+    browser.set_window_size(1200, height)  # type: ignore[attr-defined]
+    shots = Path(os.environ.get("ORDEROPT_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    assert browser.save_screenshot(str(shots / f"report-{study}.png"))  # type: ignore[attr-defined]
+    browser.set_window_size(1200, 900)  # type: ignore[attr-defined]
+
+
+def test_a_completion_that_is_a_script_does_not_run(browser: object, tmp_path: Path) -> None:
+    from selenium.common.exceptions import NoAlertPresentException
+
+    study = _copy("search-reference", tmp_path)
+    _inject(study)
+    _open(browser, write_report(study, png=False))
+    with pytest.raises(NoAlertPresentException):
+        browser.switch_to.alert.text  # type: ignore[attr-defined]  # noqa: B018
+    assert browser.execute_script("return window.__xss === undefined")  # type: ignore[attr-defined]
+    text = browser.find_element("id", "examples").text  # type: ignore[attr-defined]
+    assert PAYLOAD_SCRIPT in text and PAYLOAD_IMG in text  # shown as the text it is
+
+
+def test_png_figures_for_papers(tmp_path: Path) -> None:
+    if _chromium() is None:
+        pytest.skip("plotly's PNG export (kaleido) needs a Chromium")
+    study = _copy("search-reference", tmp_path)
+    write_report(study)
+    pngs = sorted(p.name for p in (study / "figures").glob("*.png"))
+    assert pngs == [
+        "compute-0.png",
+        "prediction-0.png",
+        "search-0.png",
+        "stages-0.png",
+        "transfer-0.png",
+        "transfer-1.png",
+    ]
+    assert all((study / "figures" / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+
+
+def test_optuna_dashboard_serves_the_search_of_a_study(tmp_path: Path) -> None:
+    """The README's command: optuna-dashboard on the study's storage lists its Optuna studies over HTTP."""
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    if shutil.which("optuna-dashboard") is None:
+        pytest.skip("optuna-dashboard is not installed (pip install 'orderopt[dashboards]')")
+    storage = f"sqlite:///{_copy('search-reference', tmp_path) / 'optuna.db'}"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [shutil.which("optuna-dashboard") or "", storage, "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline, body = time.time() + 60, None
+        while body is None and time.time() < deadline and server.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as response:
+                    body = json.loads(response.read())
+            except OSError:
+                time.sleep(0.5)
+        assert body is not None, f"optuna-dashboard did not answer: {server.stderr.read() if server.poll() else ''}"
+        names = {s["study_name"] for s in body["study_summaries"]}
+        assert "search-reference:full-runs" in names and any(n.startswith("search-reference:predicted:") for n in names)
+        full = next(s for s in body["study_summaries"] if s["study_name"] == "search-reference:full-runs")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{full['study_id']}", timeout=10) as response:
+            trials = json.loads(response.read())["trials"]
+        assert len(trials) >= 6  # the search's full runs, one trial each
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
