@@ -79,3 +79,39 @@ def short_rubric(prompt: str, completion: str) -> float:
     """A rubric function for judged dataset tasks in tests: short completions of letters score high."""
     text = completion.strip()
     return 1.0 if 0 < len(text) <= 8 and text.isalpha() else 0.2
+
+
+def wandb_records(path: str | Path) -> list[Any]:
+    """The protobuf records of an offline wandb run file (``run-*.wandb``): wandb writes them in LevelDB's log
+    format (a 7-byte header, then 32 KiB blocks of checksummed chunks) and ships no Python reader of its own."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    data, block, pos = Path(path).read_bytes(), 32768, 7
+    chunks: list[bytes] = []
+    partial = b""
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:  # a block's tail too short for a chunk header is padding
+            pos += left
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        pos += 7
+        if kind == 0 and length == 0:
+            pos += left - 7
+            continue
+        piece, pos = data[pos : pos + length], pos + length
+        if kind == 1:  # a whole record
+            chunks.append(piece)
+        elif kind in (2, 3):  # its first or a middle chunk
+            partial += piece
+        elif kind == 4:  # its last chunk
+            chunks.append(partial + piece)
+            partial = b""
+    records = []
+    for chunk in chunks:
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(chunk)
+        records.append(record)
+    return records

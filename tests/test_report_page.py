@@ -190,3 +190,26 @@ def test_optuna_dashboard_serves_the_search_of_a_study(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_the_wandb_workspace_definition_builds_offline() -> None:
+    """dashboards/wandb_workspace.py: built and serialised to wandb's view model, not saved (no account needed)."""
+    import importlib.util
+
+    pytest.importorskip("wandb_workspaces")
+    spec = importlib.util.spec_from_file_location(
+        "wandb_workspace", STUDIES.parent / "dashboards" / "wandb_workspace.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    tasks, domains = module._from_study(str(STUDIES / "reference"), None)
+    assert tasks == ["arith", "strings", "qa", "names"] and domains["names"] == "open"
+    workspace = module.build_workspace("me", "orderopt", "reference", tasks, domains=domains)
+    view = json.loads(workspace._to_model().model_dump_json())  # what .save() would send
+    text = json.dumps(view)
+    for metric in ("eval/scores/names", "eval/entropy/arith", "train/rewards/qa_reward/mean", "search/best_so_far"):
+        assert metric in text, metric
+    assert '"reference"' in text  # the runset keeps the study's runs (wandb group)
+    with pytest.raises(ValueError, match="no tasks given"):
+        module.build_workspace("me", "orderopt", "x", [])

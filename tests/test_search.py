@@ -233,3 +233,39 @@ def test_bad_search_settings_fail_before_anything_trains(tmp_path: Path) -> None
                 seed=0,
                 default_total=800,
             )
+
+
+def test_the_search_logs_its_trials_as_one_wandb_run_of_the_study(
+    reference: list[dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from support import wandb_records
+
+    from orderopt.search.pipeline import Outcome, log_search
+    from orderopt.tracking import WandbConfig
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    loop, study = _replay_loop(reference, tmp_path, full_runs=3, batch_size=2)
+    result = loop.run()
+    outcome = Outcome(result, loop.space, {"joint": loop.space.joint().key}, 0.6, 16, 4.0, "sqlite://", 1.0)
+    log_search(outcome, study.replace(wandb=WandbConfig(project="orderopt-test")), seed=0)
+    runs = list((tmp_path / "search" / "wandb").glob("offline-run-*/*.wandb"))
+    assert len(runs) == 1
+    history, config, group = [], {}, None
+    for record in wandb_records(runs[0]):
+        if record.WhichOneof("record_type") == "history":
+            history.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item})
+        if record.WhichOneof("record_type") == "run":
+            config.update({i.key: json.loads(i.value_json) for i in record.run.config.update})
+            group = record.run.run_group
+    steps = [h for h in history if "search/score" in h]
+    order = [k for r in result.rounds for k in r.trained]
+    assert [h["search/score"] for h in steps] == [result.measured[k]["scores"][0] for k in order]
+    assert [h["global_step"] for h in steps] == list(range(1, len(order) + 1))
+    assert steps[-1]["search/best_so_far"] == max(h["search/score"] for h in steps)
+    tables = [h for h in history if h.get("search/leaderboard/_type") == "table-file"]
+    assert len(tables) == 1 and tables[0]["search/leaderboard/nrows"] == len(result.measured)
+    assert group == "replayed" and config["kind"] == "search"

@@ -7,6 +7,7 @@ and runs by their records, the predicted searches by their Optuna studies, the l
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -173,7 +174,7 @@ def optimize(
     median = statistics.median(walls) if walls else None
     merge = _merge(study, seed)
     confirmation = _confirm(study, result, space, search, seed) if search.confirm_seeds else None
-    return Outcome(
+    outcome = Outcome(
         result=result,
         space=space,
         known={k: s.key for k, s in known.items()},
@@ -185,6 +186,71 @@ def optimize(
         merge=merge,
         extra={"confirmation": confirmation} if confirmation else {},
     )
+    log_search(outcome, study, seed=seed)
+    return outcome
+
+
+def log_search(outcome: Outcome, study: Any, *, seed: int) -> None:
+    """The search as one wandb run, grouped with the study's runs (``search-s<seed>``): per full run in the order
+    trained, its measured and predicted score and the best so far (``search/*`` on the ``global_step`` axis = full
+    runs); the leaderboard as a table; the recommendation, its confirmation and the compute in the summary."""
+    from orderopt.tracking import Tracker
+
+    data = outcome.as_dict()
+    tracker = Tracker(
+        study.wandb,
+        run_id=f"search-s{seed}",
+        group=study.name,
+        config={"kind": "search", "seed": seed, "space": data["space"], "known": data["known"]},
+        dir=str(study.directory / "search"),
+    )
+    try:
+        best = -math.inf
+        order = [k for r in data["rounds"] for k in r["trained"]]
+        for n, key in enumerate(order, start=1):
+            scores = data["measured"].get(key, {}).get("scores")
+            if not scores:
+                continue
+            best = max(best, scores[0])
+            predicted = data["predicted"].get(key) or {}
+            tracker.log(
+                {
+                    "search/score": scores[0],
+                    "search/best_so_far": best,
+                    **(
+                        {"search/predicted": predicted["mean"], "search/predicted_std": predicted["std"]}
+                        if predicted
+                        else {}
+                    ),
+                },
+                n,
+            )
+        rows = [
+            [
+                key,
+                m["mean"],
+                len(m["scores"]),
+                *(
+                    (data["predicted"][key]["mean"], data["predicted"][key]["std"])
+                    if key in data["predicted"]
+                    else (None, None)
+                ),
+            ]
+            for key, m in sorted(data["measured"].items(), key=lambda kv: -kv[1]["mean"])
+        ]
+        tracker.log_tables({"search/leaderboard": (["schedule", "measured", "runs", "predicted", "std"], rows)}, {})
+        confirmation = data.get("confirmation") or {}
+        tracker.summary(
+            {
+                "recommendation": data["recommendation"],
+                "stopped": data["stopped"],
+                "full_runs": data["full_runs"],
+                "probe_cost": data["probe_cost"],
+                **{f"confirmed/{k}": v["mean"] for k, v in confirmation.items() if isinstance(v, dict) and "mean" in v},
+            }
+        )
+    finally:
+        tracker.finish()
 
 
 def _confirm(study: Any, result: SearchResult, space: SearchSpace, search: Any, seed: int) -> dict[str, Any]:
