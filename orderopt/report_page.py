@@ -89,6 +89,9 @@ def build_sections(study_dir: str | Path) -> list[Section]:
         sections.append(_prediction_section(trained, predicted))
     if search is not None:
         sections.append(_search_section(search, trained))
+    replay = _read(study_dir / "search_replay.json")
+    if replay is not None:
+        sections.append(_replay_section(replay))
     if trained:
         sections.append(_leaderboard_section(trained, predicted, search))
         sections.append(_stages_section(trained, search))
@@ -382,6 +385,58 @@ def _search_section(search: dict[str, Any], trained: list[dict[str, Any]]) -> Se
         + ". Dotted lines: the free rules and joint training, where the study measured them."
     )
     return Section("search", "Search history", caption, [fig])
+
+
+def _replay_section(replay: dict[str, Any]) -> Section:
+    """``benchmarks/search_replay.py`` on this study: per method (orderopt's loop, the samplers, the free rules), the
+    share of its seeds that had trained a schedule within the tolerance of the best recorded one after n full runs."""
+    import plotly.colors
+    import plotly.graph_objects as go
+
+    args = replay.get("args", {})
+    horizon, tol = int(args.get("max_runs", 15)), args.get("tol", 0.01)
+    fig = go.Figure()
+    palette = plotly.colors.qualitative.Dark24
+    for n_method, (method, rows) in enumerate(replay.get("rows", {}).items()):
+        runs = [r.get("runs") for r in rows]
+        reached = [sum(1 for k in runs if isinstance(k, int) and k <= n) / len(runs) for n in range(1, horizon + 1)]
+        fig.add_trace(
+            go.Scatter(
+                x=list(range(1, horizon + 1)),
+                y=reached,
+                mode="lines",
+                line={"shape": "hv", "width": 4 if method == "orderopt" else 1.5, "color": palette[n_method % 24]},
+                name=_esc(method),
+            )
+        )
+    fig.update_layout(
+        title=f"Replayed searches: share of seeds within {tol} of the best recorded schedule after n full runs",
+        xaxis_title="full runs (joint training counts)",
+        yaxis_title="share of seeds",
+        yaxis_range=[0, 1.05],
+    )
+    summary = replay.get("summary", {})
+    cells = [
+        [
+            _esc(m),
+            _esc(str(v.get("median"))),
+            _esc(str(v.get("worst"))),
+            _esc(str(v.get("reached"))),
+            _esc(str(v.get("compute_median"))),
+        ]
+        for m, v in summary.items()
+    ]
+    return Section(
+        "replay",
+        "Search vs baselines (replay benchmark)",
+        _esc(
+            f"benchmarks/search_replay.py on this study's records ({args.get('seeds')} seeds per method, up to "
+            f"{horizon} full runs, schedules answered by the recorded runs; held-out variants in "
+            "search_replay_drop1.*)."
+        ),
+        [fig],
+        _table(["method", "full runs to target: median", "worst", "seeds that reached it", "compute (median)"], cells),
+    )
 
 
 def _leaderboard_section(

@@ -49,8 +49,8 @@ def test_the_report_has_every_section_its_study_has_data_for() -> None:
         "stages",
         "compute",
     ]  # old records: no examples
-    plain = [s.key for s in build_sections(STUDIES / "rich")]  # a study of runs, no search: no search history
-    assert plain == ["transfer", "prediction", "leaderboard", "stages", "compute"]
+    plain = [s.key for s in build_sections(STUDIES / "rich")]  # a study of runs and the replay benchmark, no search
+    assert plain == ["transfer", "prediction", "replay", "leaderboard", "stages", "compute"]
     assert build_sections(STUDIES / "default") == []  # no runs
 
 
