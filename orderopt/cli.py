@@ -80,7 +80,7 @@ def study_from_config(cfg: Config) -> tuple[list[dict[str, Any]], str]:
     study = Study.from_config(cfg)
     plans = study.plan_experiment(cfg.experiment, steps=cfg.schedule.steps, merge_method=cfg.schedule.merge_method)
     records = study.run(plans, n_jobs=cfg.experiment.n_jobs)
-    text, _ = report_from_config(cfg)
+    text, _ = report_from_config(cfg, png=False)  # PNGs for papers: orderopt-report
     return records, text
 
 
@@ -213,17 +213,18 @@ def main_from_config(cfg: Config) -> str:
     )
     out = study.directory / "search.json"
     write_json_atomic(out, outcome.as_dict())
-    page = write_report(study.directory)
+    page = write_report(study.directory, png=False)  # PNGs for papers: orderopt-report
     return (
         f"{outcome.format()}\n"
-        f"written: {out} (the outcome), {page} (the report: open it in a browser), {study.directory / 'runs'} (run "
+        f"written: {out} (the outcome), {page} (the report: open it in a browser; PNGs of its figures: orderopt-report "
+        f"study={cfg.study}), {study.directory / 'runs'} (run "
         f"records), {outcome.storage} (Optuna studies: optuna-dashboard {outcome.storage})"
     )
 
 
-def report_from_config(cfg: Config) -> tuple[str, Path]:
+def report_from_config(cfg: Config, *, png: bool = True) -> tuple[str, Path]:
     """Summarise the study's run records: a table (printed and saved, ``summary.{txt,json,png}``) and the study report
-    (``report.html``, PNGs of its figures in ``figures/``); returns the table and the report's path."""
+    (``report.html``; with ``png``, PNGs of its figures in ``figures/``); returns the table and the report's path."""
     from orderopt.report import entropy_table, format_summary, order_effect, plot_summary, stage_transfer, summarize
     from orderopt.report_page import write_report
     from orderopt.store import load_records, study_dir, write_json_atomic
@@ -242,7 +243,7 @@ def report_from_config(cfg: Config) -> tuple[str, Path]:
     )
     (where / "summary.txt").write_text(text + "\n")
     plot_summary(rows, where / "summary.png")
-    return text, write_report(where)
+    return text, write_report(where, png=png)
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")

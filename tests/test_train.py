@@ -180,6 +180,8 @@ def test_train_command_and_multirun_with_joblib(base: tuple[str, list], cache_di
     summary = json.loads((tmp_path / "studies/multi/summary.json").read_text())
     assert summary["schedules"][0]["seeds"] == [0, 1]
     assert (tmp_path / "studies/multi/summary.png").stat().st_size > 1000
+    page = (tmp_path / "studies/multi/report.html").read_text()
+    assert "names:2&gt;qa:2&gt;arith:2&gt;strings:2" in page and "report.html" in report.stdout  # the study report
 
 
 def test_train_command_bad_input(tmp_path: Path, cache_dir: str) -> None:

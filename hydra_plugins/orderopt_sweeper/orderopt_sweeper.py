@@ -55,6 +55,7 @@ class OrderoptSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> Any:
         from orderopt.cli import _full_steps
+        from orderopt.report_page import write_report
         from orderopt.search import optimize
         from orderopt.store import write_json_atomic
         from orderopt.study import Study
@@ -96,8 +97,12 @@ class OrderoptSweeper(Sweeper):
         )
         out = study.directory / "search.json"
         write_json_atomic(out, outcome.as_dict())
+        page = write_report(study.directory, png=False)
         print(outcome.format())
-        print(f"written: {out}, {sweep_dir} (the Hydra jobs), {outcome.storage} (Optuna studies)")
+        print(
+            f"written: {out}, {page} (the study report), {sweep_dir} (the Hydra jobs), "
+            f"{outcome.storage} (Optuna studies)"
+        )
         return outcome
 
 
