@@ -88,7 +88,7 @@ def build_sections(study_dir: str | Path) -> list[Section]:
     if predicted and trained:
         sections.append(_prediction_section(trained, predicted))
     if search is not None:
-        sections.append(_search_section(search, trained))
+        sections.append(_search_section(search))
     replay = _read(study_dir / "search_replay.json")
     if replay is not None:
         sections.append(_replay_section(replay))
@@ -327,12 +327,9 @@ def _prediction_section(trained: list[dict[str, Any]], predicted: dict[str, tupl
     )
 
 
-def _search_section(search: dict[str, Any], trained: list[dict[str, Any]]) -> Section:
+def _search_section(search: dict[str, Any]) -> Section:
     import plotly.graph_objects as go
 
-    first_run: dict[str, dict[str, Any]] = {}
-    for r in sorted(trained, key=lambda r: (r.get("seed", 0), r["run_id"])):
-        first_run.setdefault(_label_key(record_label(r)), r)
     order = [k for rnd in search.get("rounds", []) for k in rnd.get("trained", [])]
     xs, ys, labels, best, best_so_far = [], [], [], [], -1.0
     for n, key in enumerate(order, start=1):
