@@ -324,10 +324,11 @@ def weights_digest(path: str | Path) -> str:
 
 
 def load_model(
-    name_or_path: str, options: LoadOptions | None = None, *, device: str | None = None
+    name_or_path: str, options: LoadOptions | None = None, *, device: str | None = None, use_cpu: bool = False
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer from a local directory or an HF model id available offline, with
-    ``options``' dtype and ``trust_remote_code``, on ``device`` (default: ``options``' device).
+    ``options``' dtype and ``trust_remote_code``, on ``device`` (default: ``options``' device; the CPU with
+    ``use_cpu``, as ``trainer.use_cpu`` asks).
 
     The tokenizer pads on the left (batched generation) and gets a pad token if it has none.
     """
@@ -355,7 +356,7 @@ def load_model(
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model.to(device or options.torch_device())  # type: ignore[arg-type]
+    model.to(device or options.torch_device(use_cpu=use_cpu))  # type: ignore[arg-type]
     model.eval()
     model.config.use_cache = True
     return model, tokenizer

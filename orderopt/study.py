@@ -214,9 +214,7 @@ class Study:
         from orderopt.evaluate import evaluate_task
         from orderopt.model import load_model, model_id
 
-        model, tokenizer = load_model(
-            self.model, self.load, device=self.load.torch_device(use_cpu=self.trainer.use_cpu)
-        )
+        model, tokenizer = load_model(self.model, self.load, use_cpu=self.trainer.use_cpu)
         results: dict[str, dict[str, Any]] = {}
         for task in self.tasks:
             res = evaluate_task(model, tokenizer, task, seed=seed)

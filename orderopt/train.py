@@ -74,9 +74,7 @@ class RunSpec:
     def open_model(self, path: str | Path | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         """The base model (or the one saved at ``path``) loaded as this run loads it: its dtype, on the device it is
         evaluated on (the CPU with ``trainer.use_cpu``)."""
-        return load_model(
-            str(path or self.model), self.load, device=self.load.torch_device(use_cpu=self.trainer.use_cpu)
-        )
+        return load_model(str(path or self.model), self.load, use_cpu=self.trainer.use_cpu)
 
     @property
     def run_id(self) -> str:
