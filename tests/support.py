@@ -17,6 +17,18 @@ def base(cache_dir: str | None = None) -> tuple[str, list]:
     return path, tasks
 
 
+#: small eval sets for tests that train (evaluation dominates a run of a few steps): task name → config changes.
+#: Only with the base model given by path: the default model's build key hashes the tasks' settings.
+SMALL_EVAL = {"arith": {"n_eval": 24}, "strings": {"n_eval": 24}, "qa": {"n_eval": 24}, "names": {"n_eval": 8}}
+
+
+def small_eval_args(model: str) -> list[str]:
+    """Command-line overrides: the base model by path and :data:`SMALL_EVAL`."""
+    return [f"model.name_or_path={model}"] + [
+        f"tasks.{t}.{k}={v}" for t, changes in SMALL_EVAL.items() for k, v in changes.items()
+    ]
+
+
 def cli(command: str, args: list[str], cwd: str | Path, cache_dir: str, **env: str) -> Any:
     """``python -m orderopt.cli <command> <args>``: the real Hydra app in a subprocess (``env`` adds variables)."""
     import subprocess

@@ -14,7 +14,7 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 import pytest
-from support import cli
+from support import SMALL_EVAL, cli
 
 from orderopt.config import Config, ProbeConfig, TrainerConfig
 from orderopt.model import model_id
@@ -47,6 +47,7 @@ def test_probes_run_once_reuse_single_probes_and_give_the_transfer_matrix(
     base: tuple[str, list], cache_dir: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     cfg = _cfg(tmp_path, cache_dir)
+    cfg.model.name_or_path, cfg.tasks = base[0], {t: dict(c) for t, c in SMALL_EVAL.items()}  # small eval sets
     caplog.set_level(logging.INFO, logger="orderopt")
     study = Study.from_config(cfg)
     tm, cost = study.probe(cfg.probe)
@@ -65,8 +66,7 @@ def test_probes_run_once_reuse_single_probes_and_give_the_transfer_matrix(
     assert cost.full_wall_s is not None and cost.full_wall_s > 800 * min(r["step_time"] for r in pair["train_log"])
     assert cost.wall_s == pytest.approx(cost.single_wall_s + sum(r["wall_s"] for r in pairs.values()), abs=0.01)
     # ... and ends exactly where training both stages from the base model ends
-    path, tasks = base
-    spec = RunSpec(Schedule.parse("arith:2>names:2"), tasks, path, seed=0, kind="probe", trainer=TRAINER)
+    spec = RunSpec(Schedule.parse("arith:2>names:2"), study.tasks, base[0], seed=0, kind="probe", trainer=TRAINER)
     scratch = run_schedule(spec, tmp_path / "scratch")
     assert scratch["final"] == pair["final"]  # entropies agree to float precision only: 1 vs 2 torch threads
     for a, b in zip(scratch["evals"], pair["evals"], strict=True):
@@ -81,7 +81,7 @@ def test_probes_run_once_reuse_single_probes_and_give_the_transfer_matrix(
     assert tm.fwt["qa"] == pytest.approx(np.mean([tm.transfer[k, i] for k in range(4) if k != i]))
     h = singles["names:2"]["evals"]
     assert tm.entropy_change[j, j] == pytest.approx(h[1]["entropy"]["names"] - h[0]["entropy"]["names"])
-    assert tm.has_pairs and tm.domains["names"] == "open" and tm.model == model_id(path)
+    assert tm.has_pairs and tm.domains["names"] == "open" and tm.model == model_id(base[0])
 
     # saved beside the runs: arrays and a graph whose edges carry the transfer
     loaded = TransferMatrix.load(tmp_path / "probes")
@@ -99,37 +99,6 @@ def test_probes_run_once_reuse_single_probes_and_give_the_transfer_matrix(
     assert "12 runs: 11 finished before, 1 to run" in caplog.text
     assert np.allclose(again.single, tm.single) and np.allclose(again.pair, tm.pair, equal_nan=True)
     assert len(study.probe_records(cfg.probe)) == 16
-
-
-@pytest.mark.slow
-def test_single_task_probes_only_and_errors_on_mixed_probe_records(
-    base: tuple[str, list], cache_dir: str, tmp_path: Path
-) -> None:
-    cfg = _cfg(tmp_path, cache_dir, pairs=False, steps=1, n_jobs=1)
-    study = Study.from_config(cfg)
-    tm, cost = study.probe(cfg.probe)
-    assert not tm.has_pairs and np.isnan(tm.bwt_matrix).all() and cost.probes == 4
-    assert cost.wall_s == pytest.approx(cost.single_wall_s)
-    records = study.probe_records(cfg.probe)
-    assert greedy_bwt_order(tm) and graph_order(tm)  # the O(K) path has every heuristic too
-
-    other_model = [{**r, "model": "/models/other", "model_id": "other"} for r in records[:2]]
-    with pytest.raises(ValueError, match="2 base models .*one model"):
-        TransferMatrix.from_records(records + other_model)
-    longer = json.loads(json.dumps(records[0]))
-    longer["schedule"]["stages"][0]["steps"] = 5
-    with pytest.raises(ValueError, match=r"different lengths \[1, 5\]"):
-        TransferMatrix.from_records([*records[1:], longer])
-    other_trainer = json.loads(json.dumps(records[0]))
-    other_trainer["config"]["trainer"]["learning_rate"] = 0.1
-    with pytest.raises(ValueError, match="2 different trainer settings"):
-        TransferMatrix.from_records([*records[1:], other_trainer])
-    with pytest.raises(ValueError, match="no single-task probe of names"):
-        TransferMatrix.from_records([r for r in records if r["schedule_key"] != "names:1"])
-    with pytest.raises(ValueError, match="no probe records"):
-        TransferMatrix.from_records([])
-    with pytest.raises(ValueError, match=r"probes of study 'probes' .* orderopt-probe study=probes"):
-        study.probe_records(replace(cfg.probe, seeds=[5]))
 
 
 def test_probe_plans_and_bad_probe_configs(tmp_path: Path) -> None:
@@ -230,6 +199,33 @@ def test_probe_command_writes_the_matrix_figure_graph_and_one_wandb_run(
     runs = list(where.glob("wandb/offline-run-*-probes-cmd-*"))
     assert len(runs) == 1  # one wandb run for the probe set, none per probe
     assert not list(where.glob("runs/*/wandb"))
+
+    # single-task probes only: the O(K) path has a matrix without pairs and every heuristic order
+    records = load_records(where)
+    tm = TransferMatrix.load(where)
+    assert len(records) == 4 and not tm.has_pairs and np.isnan(tm.bwt_matrix).all()
+    assert np.allclose(tm.single, TransferMatrix.from_records(records).single)
+    assert greedy_bwt_order(tm) and graph_order(tm)
+    # records that cannot make one matrix are refused, naming why
+    other_model = [{**r, "model": "/models/other", "model_id": "other"} for r in records[:2]]
+    with pytest.raises(ValueError, match="2 base models .*one model"):
+        TransferMatrix.from_records(records + other_model)
+    longer = json.loads(json.dumps(records[0]))
+    longer["schedule"]["stages"][0]["steps"] = 5
+    with pytest.raises(ValueError, match=r"different lengths \[1, 5\]"):
+        TransferMatrix.from_records([*records[1:], longer])
+    other_trainer = json.loads(json.dumps(records[0]))
+    other_trainer["config"]["trainer"]["learning_rate"] = 0.1
+    with pytest.raises(ValueError, match="2 different trainer settings"):
+        TransferMatrix.from_records([*records[1:], other_trainer])
+    with pytest.raises(ValueError, match="no single-task probe of names"):
+        TransferMatrix.from_records([r for r in records if r["schedule_key"] != "names:1"])
+    with pytest.raises(ValueError, match="no probe records"):
+        TransferMatrix.from_records([])
+    cfg = Config(studies_dir=str(tmp_path), study="cmd", wandb=WandbConfig(enabled=False))
+    cfg.model.cache_dir = cache_dir
+    with pytest.raises(ValueError, match=r"probes of study 'cmd' .* orderopt-probe study=cmd"):
+        Study.from_config(cfg).probe_records(ProbeConfig(steps=1, pairs=False, seeds=[5]))
 
 
 def test_eval_noise_counts_every_sample_of_a_judged_task() -> None:

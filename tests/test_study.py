@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import pickle
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from orderopt.config import ExperimentConfig, ProbeConfig
 from orderopt.probe import plan_probes
 from orderopt.records import RECORD_FORMAT, check_record
 from orderopt.replay import ReplayBackend
+from orderopt.schedule import Schedule
 from orderopt.store import own_run, run_state, write_json_atomic
 from orderopt.study import Study
 
@@ -71,6 +73,30 @@ def test_a_replay_backend_answers_the_study_s_plans_with_recorded_runs(tmp_path:
     assert not (tmp_path / "mine").exists()  # a replay trains nothing and writes nothing
     with pytest.raises(RuntimeError, match="(?s)1 of 1 runs of study mine failed.*never run in"):
         study.run([study.plan("qa:200>names:200>arith:200>strings:50", 0)])
+
+
+def test_replay_returns_the_recorded_numbers_and_refuses_unrun_schedules(tmp_path: Path) -> None:
+    """Two real runs of one schedule (seeds 0 and 1, copied from the committed reference study) replayed."""
+    key = "names:200>strings:200>qa:200>arith:200"
+    recorded = {r["seed"]: r for r in json_records(REFERENCE) if r["schedule_key"] == key and r["seed"] in (0, 1)}
+    for rec in recorded.values():
+        (tmp_path / "study" / "runs" / rec["run_id"]).mkdir(parents=True)
+        shutil.copy(REFERENCE / "runs" / rec["run_id"] / "result.json", tmp_path / "study" / "runs" / rec["run_id"])
+    backend = ReplayBackend(tmp_path / "study")
+    assert backend.schedules() == [key] and backend.seeds(key) == [0, 1]
+    for seed, rec in recorded.items():
+        got = backend.run(Schedule.parse(key.replace(">", " > ")), seed=seed)
+        assert {k: got[k] for k in ("evals", "final", "mean_final", "train_log")} == {
+            k: rec[k] for k in ("evals", "final", "mean_final", "train_log")
+        }
+        assert got["replay"]["of"] == rec["run_id"] and got["run_id"] == f"replay-{rec['run_id']}"
+    assert backend.run(key)["seed"] in (0, 1)
+    with pytest.raises(ValueError, match=r"'arith:200>strings:200>qa:200>names:200' was never run .*\(1 schedules"):
+        backend.run("arith:200>strings:200>qa:200>names:200")
+    with pytest.raises(ValueError, match="seeds \\[0, 1\\], not seed 7"):
+        backend.run(key, seed=7)
+    with pytest.raises(ValueError, match="no run records"):
+        ReplayBackend(tmp_path / "empty")
 
 
 def json_records(study_dir: Path) -> list[dict]:

@@ -13,11 +13,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from support import SMALL_EVAL, small_eval_args
 
 from orderopt.baselines import joint_spec, run_merge
 from orderopt.config import Config, ExperimentConfig, ScheduleConfig, TrainerConfig
-from orderopt.replay import ReplayBackend
 from orderopt.schedule import Schedule
+from orderopt.tasks import build_suite
 from orderopt.tracking import WandbConfig
 from orderopt.train import RunSpec, run_schedule
 
@@ -44,7 +45,12 @@ RECORD_KEYS = {
 
 def _spec(base: tuple[str, list], order: list[str], steps: int = 2, seed: int = 0) -> RunSpec:
     path, tasks = base
-    return RunSpec(Schedule.curriculum(order, steps), tasks, path, seed=seed, trainer=TRAINER)
+    return RunSpec(Schedule.curriculum(order, steps), _small(tasks), path, seed=seed, trainer=TRAINER)
+
+
+def _small(tasks: list) -> list:
+    """The suite with small eval sets (the model is given by path: nothing is built)."""
+    return build_suite([t.name for t in tasks], SMALL_EVAL)
 
 
 def _comparable(record: dict) -> dict:
@@ -113,7 +119,7 @@ def test_killed_run_resumes_and_ends_with_the_same_record(
 
 
 def test_baselines(base: tuple[str, list], tmp_path: Path) -> None:
-    path, tasks = base
+    path, tasks = base[0], _small(base[1])
     joint = run_schedule(joint_spec(tasks, path, 8, seed=0, trainer=TRAINER), tmp_path / "joint")
     assert joint["kind"] == "baseline" and joint["baseline"] == "joint"
     assert len(joint["schedule"]["stages"]) == 1 and joint["steps"] == 8
@@ -143,8 +149,9 @@ SMALL = ["trainer.per_device_train_batch_size=8", "trainer.num_generations=4"]
 
 
 def test_train_command_and_multirun_with_joblib(base: tuple[str, list], cache_dir: str, tmp_path: Path) -> None:
+    small = [*SMALL, *small_eval_args(base[0])]
     proc = _cli(
-        ["schedule.order=[qa,arith+strings,names]", "schedule.steps=[2,3,2]", "study=cli", *SMALL], tmp_path, cache_dir
+        ["schedule.order=[qa,arith+strings,names]", "schedule.steps=[2,3,2]", "study=cli", *small], tmp_path, cache_dir
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "qa:2" in proc.stdout and "arith+strings:3" in proc.stdout
@@ -160,7 +167,7 @@ def test_train_command_and_multirun_with_joblib(base: tuple[str, list], cache_di
             "schedule.steps=2",
             "seed=0,1",
             "study=multi",
-            *SMALL,
+            *small,
         ],
         tmp_path,
         cache_dir,
@@ -212,32 +219,6 @@ def test_wandb_offline_run_is_syncable(base: tuple[str, list], tmp_path: Path, m
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert spec.run_id in proc.stdout + proc.stderr or offline[0].name in proc.stdout + proc.stderr
-
-
-def test_replay_returns_the_recorded_numbers_and_refuses_unrun_schedules(
-    base: tuple[str, list], tmp_path: Path
-) -> None:
-    order = ["strings", "arith", "qa", "names"]
-    recorded = {}
-    for seed in (0, 1):
-        spec = _spec(base, order, steps=1, seed=seed)
-        recorded[seed] = run_schedule(spec, tmp_path / "study" / "runs" / spec.run_id)
-    backend = ReplayBackend(tmp_path / "study")
-    key = recorded[0]["schedule_key"]
-    assert backend.schedules() == [key] and backend.seeds(key) == [0, 1]
-    for seed, rec in recorded.items():
-        got = backend.run(Schedule.parse(key.replace(">", " > ")), seed=seed)
-        assert {k: got[k] for k in ("evals", "final", "mean_final", "train_log")} == {
-            k: rec[k] for k in ("evals", "final", "mean_final", "train_log")
-        }
-        assert got["replay"]["of"] == rec["run_id"] and got["run_id"] == f"replay-{rec['run_id']}"
-    assert backend.run(key)["seed"] in (0, 1)
-    with pytest.raises(ValueError, match=r"'arith:1>strings:1>qa:1>names:1' was never run .*\(1 schedules recorded"):
-        backend.run("arith:1>strings:1>qa:1>names:1")
-    with pytest.raises(ValueError, match="seeds \\[0, 1\\], not seed 7"):
-        backend.run(key, seed=7)
-    with pytest.raises(ValueError, match="no run records"):
-        ReplayBackend(tmp_path / "empty")
 
 
 def test_study_plans_the_reference_experiment() -> None:
@@ -305,8 +286,9 @@ def test_study_trains_in_parallel_resumes_and_reports_progress(
         schedule=ScheduleConfig(steps=1),
         experiment=ExperimentConfig(schedules=["qa:1>arith:1>strings:1>names:2"], baselines=["joint"], n_jobs=2),
         wandb=WandbConfig(enabled=False),
+        tasks={t: dict(c) for t, c in SMALL_EVAL.items()},
     )
-    cfg.model.cache_dir = cache_dir
+    cfg.model.cache_dir, cfg.model.name_or_path = cache_dir, base[0]
     caplog.set_level(logging.INFO, logger="orderopt")
     records, text = study_from_config(cfg)
     assert sorted(r["schedule_key"] for r in records) == ["arith+strings+qa+names:4", "qa:1>arith:1>strings:1>names:2"]
