@@ -46,12 +46,11 @@ LEARNED: dict[str, Any] = {}
 def _params(pairs: list[str]) -> dict[str, Any]:
     """``name=value`` pairs as keyword arguments (values read as JSON: true, 0.2; else kept as strings)."""
     out: dict[str, Any] = {}
+    known = sorted(TransferPredictor().get_params())
     for pair in pairs:
         name, sep, value = pair.partition("=")
-        if not sep or name not in TransferPredictor().get_params():
-            raise SystemExit(
-                f"--set {pair!r}: expected PARAM=VALUE with PARAM one of {sorted(TransferPredictor().get_params())}"
-            )
+        if not sep or name not in known:
+            raise SystemExit(f"--set {pair!r}: expected PARAM=VALUE with PARAM one of {known}")
         try:
             out[name] = json.loads(value)
         except json.JSONDecodeError:
@@ -78,7 +77,7 @@ def main() -> None:
         nargs="*",
         default=[],
         metavar="PARAM=VALUE",
-        help="the learned predictor's parameters (e.g. evidence=true prior_scale=0.2); default: its defaults",
+        help="the learned predictor's parameters (e.g. score_weight=0.5 prior_scale=0.2); default: its defaults",
     )
     args = parser.parse_args()
     LEARNED.update(_params(args.set))

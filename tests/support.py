@@ -22,6 +22,11 @@ def base(cache_dir: str | None = None) -> tuple[str, list]:
 SMALL_EVAL = {"arith": {"n_eval": 24}, "strings": {"n_eval": 24}, "qa": {"n_eval": 24}, "names": {"n_eval": 8}}
 
 
+def small_eval() -> dict[str, dict[str, int]]:
+    """A fresh copy of :data:`SMALL_EVAL`, for a config's ``tasks``."""
+    return {t: dict(changes) for t, changes in SMALL_EVAL.items()}
+
+
 def small_eval_args(model: str) -> list[str]:
     """Command-line overrides: the base model by path and :data:`SMALL_EVAL`."""
     return [f"model.name_or_path={model}"] + [

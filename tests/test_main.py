@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support import small_eval_args
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +25,7 @@ ROOT = Path(__file__).parents[1]
 
 def _args(model: str, studies: Path) -> list[str]:
     return [
-        f"model.name_or_path={model}",
+        *small_eval_args(model),
         f"studies_dir={studies}",
         "study=main-test",
         "wandb.enabled=false",
@@ -40,8 +41,6 @@ def _args(model: str, studies: Path) -> list[str]:
         "search.n_trials=60",
         "search.batch=20",
         "search.pool_size=16",
-        *[f"tasks.{t}.n_eval=24" for t in ("arith", "strings", "qa")],
-        "tasks.names.n_eval=8",
     ]
 
 

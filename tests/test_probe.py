@@ -14,7 +14,7 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 import pytest
-from support import SMALL_EVAL, cli
+from support import cli, small_eval
 
 from orderopt.config import Config, ProbeConfig, TrainerConfig
 from orderopt.model import model_id
@@ -47,7 +47,7 @@ def test_probes_run_once_reuse_single_probes_and_give_the_transfer_matrix(
     base: tuple[str, list], cache_dir: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     cfg = _cfg(tmp_path, cache_dir)
-    cfg.model.name_or_path, cfg.tasks = base[0], {t: dict(c) for t, c in SMALL_EVAL.items()}  # small eval sets
+    cfg.model.name_or_path, cfg.tasks = base[0], small_eval()  # small eval sets
     caplog.set_level(logging.INFO, logger="orderopt")
     study = Study.from_config(cfg)
     tm, cost = study.probe(cfg.probe)

@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from support import SMALL_EVAL, small_eval_args
+from support import SMALL_EVAL, small_eval, small_eval_args
 
 from orderopt.baselines import joint_spec, run_merge
 from orderopt.config import Config, ExperimentConfig, ScheduleConfig, TrainerConfig
@@ -286,7 +286,7 @@ def test_study_trains_in_parallel_resumes_and_reports_progress(
         schedule=ScheduleConfig(steps=1),
         experiment=ExperimentConfig(schedules=["qa:1>arith:1>strings:1>names:2"], baselines=["joint"], n_jobs=2),
         wandb=WandbConfig(enabled=False),
-        tasks={t: dict(c) for t, c in SMALL_EVAL.items()},
+        tasks=small_eval(),
     )
     cfg.model.cache_dir, cfg.model.name_or_path = cache_dir, base[0]
     caplog.set_level(logging.INFO, logger="orderopt")
