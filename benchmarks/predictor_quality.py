@@ -3,6 +3,7 @@
     python benchmarks/predictor_quality.py                       # studies/reference, its committed probes
     python benchmarks/predictor_quality.py --study studies/rich --json out.json
     PYTHONPATH=<checkout of an older commit> python benchmarks/predictor_quality.py --only learned  # an older predictor
+    python benchmarks/predictor_quality.py --seeds-per-set 2     # probe sets of 2 seeds pooled: what a second seed buys
 
 The study's schedules are split in two halves by the parity of the SHA-1 of their key: a fixed rule, chosen before
 looking. The *design* half is where predictor changes were tried; every figure printed here is on the *held-out*
@@ -41,6 +42,8 @@ from orderopt.store import load_records
 
 #: the learned predictor's parameters besides its defaults (``--set``)
 LEARNED: dict[str, Any] = {}
+#: probe seeds pooled per probe set (``--seeds-per-set``)
+SEEDS_PER_SET = [1]
 
 
 def _params(pairs: list[str]) -> dict[str, Any]:
@@ -70,6 +73,12 @@ def main() -> None:
         default="held-out",
         help="all: a study no predictor change was ever tried on (every schedule held out; probes only)",
     )
+    parser.add_argument(
+        "--seeds-per-set",
+        type=int,
+        default=1,
+        help="probe seeds pooled per probe set (disjoint groups of consecutive seeds): what n probe seeds buy",
+    )
     parser.add_argument("--only", choices=["learned"], help="only the learned predictor (e.g. an older one)")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     parser.add_argument(
@@ -81,6 +90,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     LEARNED.update(_params(args.set))
+    SEEDS_PER_SET[0] = args.seeds_per_set
 
     records = load_records(args.study)
     full = [r for r in records if r["kind"] == "full"]
@@ -224,7 +234,14 @@ def _probe_sets(records: list[dict[str, Any]]) -> list[tuple[str, list[dict[str,
     out = []
     for name, probes in groups.items():
         seeds = sorted({r["seed"] for r in probes})
-        out += [(f"{name}, seed {s}", [r for r in probes if r["seed"] == s]) for s in seeds]
+        n = SEEDS_PER_SET[0]
+        if n == 1:
+            out += [(f"{name}, seed {s}", [r for r in probes if r["seed"] == s]) for s in seeds]
+        else:  # disjoint groups of n seeds, each one probe set ("seed a+b": summarised like a single seed)
+            for g in range(len(seeds) // n):
+                group = seeds[g * n : (g + 1) * n]
+                label = "+".join(map(str, group))
+                out.append((f"{name}, seed {label}", [r for r in probes if r["seed"] in group]))
         if len(seeds) > 1:
             out.append((f"{name}, seeds {','.join(map(str, seeds))}", probes))
     return out
