@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,29 @@ _HERE = Path(__file__).resolve().parent
 CONF_DIR = str(_HERE / "conf" if (_HERE / "conf" / "config.yaml").is_file() else _HERE.parent / "conf")
 log = logging.getLogger("orderopt")
 register_configs()
+#: console script → entry point (``--help`` shows the invoked one's docstring)
+_COMMANDS = {
+    "orderopt": "main",
+    "orderopt-base": "base_main",
+    "orderopt-train": "train_main",
+    "orderopt-study": "study_main",
+    "orderopt-probe": "probe_main",
+    "orderopt-predict": "predict_main",
+    "orderopt-report": "report_main",
+}
+_invoked = [Path(sys.argv[0]).name]  # python -m orderopt.cli <command> sets it below
+
+
+def _help_header() -> str:
+    """``--help``'s header: what the invoked command does (its entry point's docstring), and the other commands."""
+    name = _invoked[0]
+    entry = globals().get(_COMMANDS.get(name, ""))
+    doc = " ".join((entry.__doc__ or "").replace("``", "").split()) if entry else "orderopt's commands"
+    others = ", ".join(c for c in _COMMANDS if c != name)
+    return f"{doc}\nOther commands: {others} (README.md). Override any key below: key=value; sweep: --multirun.\n"
+
+
+OmegaConf.register_new_resolver("orderopt.help", _help_header, replace=True)
 for _noisy in ("httpx", "datasets", "filelock"):
     logging.getLogger(_noisy).setLevel(logging.WARNING)
 
@@ -313,8 +337,6 @@ def _typed(cfg: DictConfig) -> Config:
 
 
 if __name__ == "__main__":  # python -m orderopt.cli [base|train|study|report|probe|predict] <overrides>
-    import sys
-
     mains = {
         "main": main,
         "train": train_main,
@@ -325,4 +347,5 @@ if __name__ == "__main__":  # python -m orderopt.cli [base|train|study|report|pr
         "predict": predict_main,
     }
     command = sys.argv.pop(1) if len(sys.argv) > 1 and sys.argv[1] in mains else "base"
+    _invoked[0] = "orderopt" if command == "main" else f"orderopt-{command}"
     mains[command]()

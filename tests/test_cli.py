@@ -91,3 +91,12 @@ def test_a_plain_install_has_working_commands(tmp_path: Path) -> None:
     )
     assert sweep.returncode == 0, sweep.stderr[-2000:]
     assert "hydra_plugins.orderopt_sweeper.orderopt_sweeper.OrderoptSweeper" in sweep.stdout
+
+
+def test_help_says_what_the_command_does(tmp_path: Path, cache_dir: str) -> None:
+    proc = _run(["train", "--help"], tmp_path, cache_dir)
+    assert proc.returncode == 0, proc.stderr
+    head = proc.stdout.split("== Configuration groups ==")[0]
+    assert head.startswith("orderopt-train: train one schedule (or a baseline)"), head
+    assert "orderopt-probe" in head and "orderopt-train," not in head  # the others are listed, not itself
+    assert "\nschedule:\n" in proc.stdout  # and the config it can override
