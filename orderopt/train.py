@@ -404,13 +404,18 @@ def _log_eval(tracker: Tracker, entry: dict[str, Any], global_step: int) -> None
 
 
 class _Progress:
-    """One line per logged step: which run and stage, step, reward, entropy and the run's ETA."""
+    """Progress lines: which run and stage, step, reward, entropy and the run's ETA. At INFO a stage's first and last
+    step and at most one line every ``every_s`` seconds in between; every logged step at DEBUG (shown with
+    ``hydra.verbose=orderopt.train``). Every step's metrics go to the tracker either way."""
+
+    every_s = 10.0
 
     def __init__(self, run_id: str, schedule: Schedule, tracker: Tracker) -> None:
         self.run_id, self.schedule, self.tracker = run_id, schedule, tracker
         self.total = schedule.total_steps
         self.started = time.perf_counter()
         self.steps_run = 0
+        self.last_line = -float("inf")
 
     def for_stage(self, index: int) -> TrainerCallback:
         progress, stage = self, self.schedule.stages[index]
@@ -426,10 +431,15 @@ class _Progress:
                 progress.tracker.log(
                     {f"train/{k}": v for k, v in logs.items() if isinstance(v, (int, float))}, progress.steps_run
                 )
-                elapsed = time.perf_counter() - progress.started
+                now = time.perf_counter()
                 done_here = max(progress.steps_run - progress.first_step, 1)
-                eta = elapsed / done_here * (progress.total - progress.steps_run)
-                log.info(
+                eta = (now - progress.started) / done_here * (progress.total - progress.steps_run)
+                edge = state.global_step in (1, stage.steps)
+                level = logging.INFO if edge or now - progress.last_line >= progress.every_s else logging.DEBUG
+                if level == logging.INFO:
+                    progress.last_line = now
+                log.log(
+                    level,
                     "[%s] stage %d/%d %s step %d/%d | reward %.3f entropy %.3f | run %d/%d steps, ETA %s",
                     progress.run_id,
                     index + 1,

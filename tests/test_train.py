@@ -320,3 +320,40 @@ def test_the_same_run_in_two_studies_gets_two_wandb_runs(tmp_path: Path) -> None
     long = wandb_run_id("s" * 80, "full-x-s0")
     assert len(long) == 64 and long != wandb_run_id("s" * 81, "full-x-s0")
     assert wandb_run_id("my/study:1", "r") == "my-study-1-r"
+
+
+def test_progress_lines_are_throttled_at_info_and_complete_at_debug(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Long runs print a stage's first and last step and a line every ``every_s`` at INFO (not one per step);
+    DEBUG has every step, and every step's metrics reach the tracker."""
+    from types import SimpleNamespace
+
+    from orderopt.tracking import Tracker
+    from orderopt.train import _Progress
+
+    logged: list[int] = []
+
+    class Recording(Tracker):
+        def log(self, metrics: dict, global_step: int) -> None:
+            logged.append(global_step)
+
+    tracker = Recording(WandbConfig(enabled=False), run_id="r", group="g", config={}, dir=str(tmp_path))
+    progress = _Progress("r", Schedule.parse("arith:50>qa:50"), tracker)
+    caplog.set_level(logging.DEBUG, logger="orderopt.train")
+    for index in (0, 1):
+        callback = progress.for_stage(index)
+        for step in range(1, 51):
+            callback.on_log(None, SimpleNamespace(global_step=step), None, logs={"reward": 0.5, "entropy": 0.1})
+    info = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    debug = [r for r in caplog.records if r.levelno == logging.DEBUG]
+    assert logged == list(range(1, 101))
+    assert len(info) + len(debug) == 100
+    assert 4 <= len(info) <= 6, info  # four stage edges, and at most a time-driven line or two on a slow machine
+    assert "stage 1/2 arith step 1/50" in info[0] and "stage 2/2 qa step 50/50 " in info[-1]
+    progress.every_s = 0.0  # no throttle: every step at INFO
+    callback = progress.for_stage(1)
+    caplog.clear()
+    for step in range(1, 11):
+        callback.on_log(None, SimpleNamespace(global_step=step), None, logs={"reward": 0.5})
+    assert sum(r.levelno == logging.INFO for r in caplog.records) == 10
