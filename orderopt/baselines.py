@@ -72,9 +72,8 @@ def run_merge(
             return dict(read_record(result_path))
         steps = max(total_steps // len(tasks), 1)
         start = time.perf_counter()
-        parts = []
-        for task in tasks:
-            spec = RunSpec(
+        def part(task: Task) -> RunSpec:  # one task's run from the base model
+            return RunSpec(
                 Schedule.curriculum([task.name], steps),
                 tasks,
                 model,
@@ -83,14 +82,18 @@ def run_merge(
                 trainer=trainer,
                 load=load or LoadOptions(),
             )
+
+        parts = []
+        for task in tasks:
             part_dir = run_dir / "parts" / task.name
             rec = run_schedule(
-                spec, part_dir, run_id=f"{run_dir.name}-{task.name}", group=group, wandb=wandb, keep_model=True
+                part(task), part_dir, run_id=f"{run_dir.name}-{task.name}", group=group, wandb=wandb, keep_model=True
             )
             parts.append((part_dir / "model", rec))
         schedule = Schedule.from_stages([t.name for t in tasks], steps)  # the per-task runs, side by side
-        base_model, tokenizer = spec.open_model()
-        tuned = [spec.open_model(path)[0].state_dict() for path, _ in parts]
+        opener = part(tasks[0])  # every part loads and evaluates its model the same way
+        base_model, tokenizer = opener.open_model()
+        tuned = [opener.open_model(path)[0].state_dict() for path, _ in parts]
         base_model.load_state_dict(
             merge_state_dicts(base_model.state_dict(), tuned, method=method, density=density, scale=scale)
         )
