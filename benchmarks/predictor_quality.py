@@ -108,6 +108,13 @@ def main() -> None:
         f"{args.study}: {len(full)} full runs of {len(measured)} schedules; ranking the mean final score over seeds "
         f"of the {len(keys)} {args.split} schedules (full runs in fits drawn from the other {len(design)})"
     )
+    ceiling = _noise_ceiling(keys, measured)
+    print(
+        f"noise ceiling: a predictor that knew every schedule's true mean would rank the measured means at ρ "
+        f"{ceiling['median']:.2f} ({ceiling['low']:.2f}–{ceiling['high']:.2f}, 90%; seed std "
+        f"{ceiling['seed_std']:.3f}, std of the means {ceiling['spread']:.3f}); one seed against another: ρ "
+        f"{ceiling['seed_vs_seed']:.2f}"
+    )
     results: list[dict[str, Any]] = []
     rules = [] if args.only else _free_rule_rows(records, keys, measured)
     for row in rules:
@@ -132,8 +139,43 @@ def main() -> None:
     for line in _summarise(results):
         print(line)
     if args.json:
-        args.json.write_text(json.dumps({"split": args.split, "predictors": results, "free_rules": rules}, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {"split": args.split, "noise_ceiling": ceiling, "predictors": results, "free_rules": rules}, indent=1
+            )
+        )
         print(f"written: {args.json}")
+
+
+def _noise_ceiling(keys: list[str], measured: dict[str, list[float]], draws: int = 2000) -> dict[str, float]:
+    """How high ρ can go on these schedules given seed noise: true means drawn from the measured ones shrunk by the
+    noise they contain (their spread minus the noise of a mean), measured again with the pooled seed std and each
+    schedule's number of seeds, ρ(truth, measured) over ``draws`` draws; and ρ between two seeds' scores (the
+    schedules' first two seeds)."""
+    means = np.array([statistics.fmean(measured[k]) for k in keys])
+    n = np.array([len(measured[k]) for k in keys], dtype=float)
+    within = [x - statistics.fmean(measured[k]) for k in keys for x in measured[k]]
+    dof = sum(len(measured[k]) - 1 for k in keys)
+    seed_std = float(np.sqrt(sum(w * w for w in within) / dof)) if dof else 0.0
+    noise_var = float(np.mean(seed_std**2 / n))
+    shrink = np.sqrt(max(means.var() - noise_var, 0.0) / means.var()) if means.var() > 0 else 0.0
+    truth = means.mean() + (means - means.mean()) * shrink
+    rng = np.random.default_rng(0)
+    rho = [
+        rank_correlation(list(truth), list(truth + rng.normal(0.0, seed_std / np.sqrt(n))))["spearman"]
+        for _ in range(draws)
+    ]
+    two = [k for k in keys if len(measured[k]) >= 2]
+    pair = rank_correlation([measured[k][0] for k in two], [measured[k][1] for k in two])["spearman"]
+    low, median, high = np.quantile(rho, [0.05, 0.5, 0.95])
+    return {
+        "median": float(median),
+        "low": float(low),
+        "high": float(high),
+        "seed_std": seed_std,
+        "spread": float(means.std()),
+        "seed_vs_seed": float(pair),
+    }
 
 
 def half(key: str) -> str:
