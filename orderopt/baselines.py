@@ -72,6 +72,7 @@ def run_merge(
             return dict(read_record(result_path))
         steps = max(total_steps // len(tasks), 1)
         start = time.perf_counter()
+
         def part(task: Task) -> RunSpec:  # one task's run from the base model
             return RunSpec(
                 Schedule.curriculum([task.name], steps),
