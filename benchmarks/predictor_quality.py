@@ -38,6 +38,7 @@ from orderopt.predict import AdditiveBWTPredictor, TransferPredictor, rank_corre
 from orderopt.probe import TransferMatrix
 from orderopt.rules import free_rules, opens_from_entropy, order_rule, rule_scores
 from orderopt.schedule import Schedule
+from orderopt.search import Surrogate
 from orderopt.store import load_records
 
 #: the learned predictor's parameters besides its defaults (``--set``)
@@ -78,6 +79,9 @@ def main() -> None:
         type=int,
         default=1,
         help="probe seeds pooled per probe set (disjoint groups of consecutive seeds): what n probe seeds buy",
+    )
+    parser.add_argument(
+        "--surrogate", action="store_true", help="also the search's surrogate: probes-only predictor + GP on full runs"
     )
     parser.add_argument("--only", choices=["learned"], help="only the learned predictor (e.g. an older one)")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
@@ -327,19 +331,37 @@ def _with_full(
     alone = _rank(TransferPredictor(**{**LEARNED, "use_pairs": pairs, "n_boot": 0}).fit(probes), keys, measured)[
         "spearman"
     ]
-    rho, tau = [], []
+    rho, tau, gp, loop = [], [], [], []
+    prior = TransferPredictor(**{**LEARNED, "use_pairs": pairs}).fit(probes) if args.surrogate else None
     for _ in range(args.draws):
         seen = [full[i] for i in rng.choice(len(full), n_full, replace=False)]
         r = _rank(TransferPredictor(**{**LEARNED, "use_pairs": pairs, "n_boot": 0}).fit(probes + seen), keys, measured)
         rho.append(r["spearman"])
         tau.append(r["kendall"])
-    return {
+        if prior is not None:  # the search's surrogate: the probes-only predictor as the prior of a GP
+            runs: dict[str, list[float]] = defaultdict(list)
+            for run in seen:
+                runs[run["schedule_key"]].append(run["mean_final"])
+            seen_means = {k: (statistics.fmean(v), len(v)) for k, v in runs.items()}
+            truth = [statistics.fmean(measured[k]) for k in keys]
+            surrogate = Surrogate(prior, prior.tasks_).fit(seen_means)
+            gp.append(rank_correlation(list(surrogate.predict(keys)[0]), truth))
+            # as the loop does it: the predictor fitted on the full runs too, then the GP on them
+            corrected = TransferPredictor(**{**LEARNED, "use_pairs": pairs}).fit(probes + seen)
+            loop.append(
+                rank_correlation(list(Surrogate(corrected, corrected.tasks_).fit(seen_means).predict(keys)[0]), truth)
+            )
+    out = {
         "spearman": statistics.median(rho),
         "kendall": statistics.median(tau),
         "spearman_min": min(rho),
         "spearman_max": max(rho),
         "not_lower": float(np.mean(np.array(rho) >= alone - 1e-12)),
     }
+    if gp:
+        out["surrogate"] = statistics.median(g["spearman"] for g in gp)
+        out["loop"] = statistics.median(g["spearman"] for g in loop)
+    return out
 
 
 def _summarise(results: list[dict[str, Any]]) -> list[str]:
@@ -354,6 +376,9 @@ def _summarise(results: list[dict[str, Any]]) -> list[str]:
             cells["additive"] = [r["additive"]["spearman"] for r in rows]
         for n in rows[0]["learned+full"]:
             cells[f"+{n} full"] = [r["learned+full"][n]["spearman"] for r in rows]
+            if "surrogate" in rows[0]["learned+full"][n]:
+                cells[f"surrogate +{n}"] = [r["learned+full"][n]["surrogate"] for r in rows]
+                cells[f"loop's surrogate +{n}"] = [r["learned+full"][n]["loop"] for r in rows]
         text = " | ".join(
             f"{name} ρ median {statistics.median(v):+.3f} ({min(v):+.2f}..{max(v):+.2f})" for name, v in cells.items()
         )
