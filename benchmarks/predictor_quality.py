@@ -4,6 +4,7 @@
     python benchmarks/predictor_quality.py --study studies/rich --json out.json
     PYTHONPATH=<checkout of an older commit> python benchmarks/predictor_quality.py --only learned  # an older predictor
     python benchmarks/predictor_quality.py --seeds-per-set 2     # probe sets of 2 seeds pooled: what a second seed buys
+    python benchmarks/predictor_quality.py --surrogate           # also the search loop's GP surrogate, with full runs
 
 The study's schedules are split in two halves by the parity of the SHA-1 of their key: a fixed rule, chosen before
 looking. The *design* half is where predictor changes were tried; every figure printed here is on the *held-out*
