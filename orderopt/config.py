@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from orderopt.tracking import WandbConfig
 
@@ -359,3 +359,5 @@ def register_configs() -> None:
     cs.store(group="probe", name="base_probe", node=ProbeConfig)
     cs.store(group="predictor", name="base_predictor", node=PredictorConfig)
     cs.store(group="search", name="base_search", node=SearchConfig)
+    if not OmegaConf.has_resolver("orderopt.help"):  # conf/config.yaml's --help header; the entry points name theirs
+        OmegaConf.register_new_resolver("orderopt.help", lambda: "orderopt: multi-task RL schedules (README.md)")
