@@ -44,8 +44,6 @@ from orderopt.store import load_records
 
 #: the learned predictor's parameters besides its defaults (``--set``)
 LEARNED: dict[str, Any] = {}
-#: probe seeds pooled per probe set (``--seeds-per-set``)
-SEEDS_PER_SET = [1]
 
 
 def _params(pairs: list[str]) -> dict[str, Any]:
@@ -95,7 +93,6 @@ def main() -> None:
     )
     args = parser.parse_args()
     LEARNED.update(_params(args.set))
-    SEEDS_PER_SET[0] = args.seeds_per_set
 
     records = load_records(args.study)
     full = [r for r in records if r["kind"] == "full"]
@@ -121,14 +118,15 @@ def main() -> None:
         f"{ceiling['seed_vs_seed']:.2f}"
     )
     results: list[dict[str, Any]] = []
-    rules = [] if args.only else _free_rule_rows(records, keys, measured)
+    probe_sets = _probe_sets(records, args.seeds_per_set)
+    rules = [] if args.only else _free_rule_rows(records, keys, measured, probe_sets)
     for row in rules:
         if not row["probes"]:
             print(_format_rule(row))
     for line in _summarise_probe_rules(rules):
         print(line)
     seen_full = [r for r in full if r["schedule_key"] in design]
-    for name, probes in _probe_sets(records):
+    for name, probes in probe_sets:
         for pairs in (True, False):
             row: dict[str, Any] = {"probes": name, "path": "pairs" if pairs else "single-task only"}
             learned = TransferPredictor(use_pairs=pairs, **LEARNED).fit(probes)
@@ -189,7 +187,10 @@ def half(key: str) -> str:
 
 
 def _free_rule_rows(
-    records: list[dict[str, Any]], keys: list[str], measured: dict[str, list[float]]
+    records: list[dict[str, Any]],
+    keys: list[str],
+    measured: dict[str, list[float]],
+    probe_sets: list[tuple[str, list[dict[str, Any]]]],
 ) -> list[dict[str, Any]]:
     """ρ and τ of every free rule, and of closeness to each heuristic order of each probe set, over every schedule
     and over the equal-budget curricula alone."""
@@ -202,7 +203,7 @@ def _free_rule_rows(
     rules["structured tasks first (labels)"] = free_rules(suite, [t for t in suite if labels[t] == "open"]).get(
         "structured tasks first", lambda s: 0.0
     )
-    for name, probes in _probe_sets(records):
+    for name, probes in probe_sets:
         tm = TransferMatrix.from_records(probes)
         opens = opens_from_entropy(dict(zip(tm.tasks, np.diag(tm.entropy_change).tolist(), strict=True)))
         measured_rules = free_rules(suite, opens)
@@ -265,9 +266,9 @@ def _summarise_probe_rules(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _probe_sets(records: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
-    """Probe records grouped by probe config (trainer settings and length); within each, every seed alone and all
-    seeds together."""
+def _probe_sets(records: list[dict[str, Any]], seeds_per_set: int = 1) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Probe records grouped by probe config (trainer settings and length); within each, every seed alone (or disjoint
+    groups of ``seeds_per_set`` seeds) and all seeds together."""
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         if r["kind"] == "probe":
@@ -281,14 +282,10 @@ def _probe_sets(records: list[dict[str, Any]]) -> list[tuple[str, list[dict[str,
     out = []
     for name, probes in groups.items():
         seeds = sorted({r["seed"] for r in probes})
-        n = SEEDS_PER_SET[0]
-        if n == 1:
-            out += [(f"{name}, seed {s}", [r for r in probes if r["seed"] == s]) for s in seeds]
-        else:  # disjoint groups of n seeds, each one probe set ("seed a+b": summarised like a single seed)
-            for g in range(len(seeds) // n):
-                group = seeds[g * n : (g + 1) * n]
-                label = "+".join(map(str, group))
-                out.append((f"{name}, seed {label}", [r for r in probes if r["seed"] in group]))
+        # disjoint groups of ``seeds_per_set`` seeds, each one probe set ("seed 3", or "seed 2+3" summarised alike)
+        for g in range(len(seeds) // seeds_per_set):
+            group = seeds[g * seeds_per_set : (g + 1) * seeds_per_set]
+            out.append((f"{name}, seed {'+'.join(map(str, group))}", [r for r in probes if r["seed"] in group]))
         if len(seeds) > 1:
             out.append((f"{name}, seeds {','.join(map(str, seeds))}", probes))
     return out
@@ -333,6 +330,7 @@ def _with_full(
         "spearman"
     ]
     rho, tau, gp, loop = [], [], [], []
+    truth = [statistics.fmean(measured[k]) for k in keys]
     prior = TransferPredictor(**{**LEARNED, "use_pairs": pairs}).fit(probes) if args.surrogate else None
     for _ in range(args.draws):
         seen = [full[i] for i in rng.choice(len(full), n_full, replace=False)]
@@ -344,7 +342,6 @@ def _with_full(
             for run in seen:
                 runs[run["schedule_key"]].append(run["mean_final"])
             seen_means = {k: (statistics.fmean(v), len(v)) for k, v in runs.items()}
-            truth = [statistics.fmean(measured[k]) for k in keys]
             surrogate = Surrogate(prior, prior.tasks_).fit(seen_means)
             gp.append(rank_correlation(list(surrogate.predict(keys)[0]), truth))
             # as the loop does it: the predictor fitted on the full runs too, then the GP on them
