@@ -336,16 +336,8 @@ def _typed(cfg: DictConfig) -> Config:
     return OmegaConf.to_object(cfg)  # type: ignore[return-value]
 
 
-if __name__ == "__main__":  # python -m orderopt.cli [base|train|study|report|probe|predict] <overrides>
-    mains = {
-        "main": main,
-        "train": train_main,
-        "study": study_main,
-        "report": report_main,
-        "base": base_main,
-        "probe": probe_main,
-        "predict": predict_main,
-    }
+if __name__ == "__main__":  # python -m orderopt.cli [main|base|train|study|report|probe|predict] <overrides>
+    mains = {script.removeprefix("orderopt-") if "-" in script else "main": script for script in _COMMANDS}
     command = sys.argv.pop(1) if len(sys.argv) > 1 and sys.argv[1] in mains else "base"
-    _invoked[0] = "orderopt" if command == "main" else f"orderopt-{command}"
-    mains[command]()
+    _invoked[0] = mains[command]
+    globals()[_COMMANDS[_invoked[0]]]()
