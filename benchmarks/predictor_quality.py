@@ -13,7 +13,8 @@ from probes only). Full runs seen by a fit are drawn from the design half only (
 ``--draws`` draws each), so the held-out schedules are never in a fit, and each draw is compared with the probes-only
 fit on the same held-out schedules (paired: "never lower" is measured draw by draw).
 
-For every probe set (each probe seed alone and all seeds pooled) and both paths (pairs; single-task probes only):
+For every probe set (each probe seed alone and all seeds pooled) and three paths (every pair; the pairs
+``probe.pair_select=harm`` runs; single-task probes only):
 the learned predictor (probes only, + full runs), the additive BWT predictor, and — per probe seed — whether the
 measured ρ lies within the 90% interval of the ρ the learned predictor's own std implies (draws of its predictions
 within their std), and how often a held-out schedule's measured mean lies within ±1 and ±2 std of its prediction.
@@ -126,9 +127,14 @@ def main() -> None:
     for line in _summarise_probe_rules(rules):
         print(line)
     seen_full = [r for r in full if r["schedule_key"] in design]
-    for name, probes in probe_sets:
-        for pairs in (True, False):
-            row: dict[str, Any] = {"probes": name, "path": "pairs" if pairs else "single-task only"}
+    for name, every in probe_sets:
+        for path, pairs, probes in (
+            ("pairs", True, every),
+            ("harm pairs", True, harm_pairs_only(every)),
+            ("single-task only", False, every),
+        ):
+            used = probes if pairs else [r for r in probes if len(r["schedule"]["stages"]) == 1]
+            row: dict[str, Any] = {"probes": name, "path": path, "n_probes": len(used)}
             learned = TransferPredictor(use_pairs=pairs, **LEARNED).fit(probes)
             row["learned"] = _rank(learned, keys, measured)
             if not args.only:
@@ -291,6 +297,19 @@ def _probe_sets(records: list[dict[str, Any]], seeds_per_set: int = 1) -> list[t
     return out
 
 
+def harm_pairs_only(probes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The probes ``probe.pair_select=harm`` would have run: every single-task probe and, per seed, the pair probes
+    its single-task probes flag (``TransferMatrix.harm_pairs``)."""
+    singles = [r for r in probes if len(r["schedule"]["stages"]) == 1]
+    flagged = {
+        (seed, *pair)
+        for seed in {r["seed"] for r in singles}
+        for pair in TransferMatrix.from_records(r for r in singles if r["seed"] == seed).harm_pairs()
+    }
+    pairs = [r for r in probes if len(r["schedule"]["stages"]) == 2]
+    return singles + [r for r in pairs if (r["seed"], *(s["tasks"][0] for s in r["schedule"]["stages"])) in flagged]
+
+
 def _rank(model: Any, keys: list[str], measured: dict[str, list[float]]) -> dict[str, float]:
     predicted = model.predict(keys).mean(axis=1)
     return rank_correlation(list(predicted), [statistics.fmean(measured[k]) for k in keys])
@@ -365,7 +384,7 @@ def _with_full(
 def _summarise(results: list[dict[str, Any]]) -> list[str]:
     """Median (min–max) over the single-seed probe sets of every predictor's ρ, per path."""
     lines = []
-    for path in ("pairs", "single-task only"):
+    for path in ("pairs", "harm pairs", "single-task only"):
         rows = [r for r in results if r["path"] == path and ", seed " in r["probes"]]
         if not rows:
             continue
@@ -380,7 +399,8 @@ def _summarise(results: list[dict[str, Any]]) -> list[str]:
         text = " | ".join(
             f"{name} ρ median {statistics.median(v):+.3f} ({min(v):+.2f}..{max(v):+.2f})" for name, v in cells.items()
         )
-        lines.append(f"over {len(rows)} probe seeds, {path}: {text}")
+        probes = statistics.median(r["n_probes"] for r in rows)
+        lines.append(f"over {len(rows)} probe seeds, {path} (median {probes:g} probes a seed): {text}")
         if "rho_within" in rows[0]["learned"]:
             within = np.mean([r["learned"]["rho_within"] for r in rows])
             one = np.mean([r["learned"]["within_1sd"] for r in rows])
@@ -394,7 +414,8 @@ def _summarise(results: list[dict[str, Any]]) -> list[str]:
 
 def _format(row: dict[str, Any]) -> str:
     b = row["learned"]
-    text = f"{row['probes']:<42} {row['path']:<16} | learned ρ {b['spearman']:+.3f} τ {b['kendall']:+.3f}"
+    text = f"{row['probes']:<42} {row['path']:<16} {row['n_probes']:>3} probes"
+    text += f" | learned ρ {b['spearman']:+.3f} τ {b['kendall']:+.3f}"
     if "additive" in row:
         a = row["additive"]
         text += f" | additive ρ {a['spearman']:+.3f} τ {a['kendall']:+.3f}"

@@ -227,11 +227,15 @@ class ExperimentConfig:
 @dataclass
 class ProbeConfig:
     """The probes of a study (``conf/probe/``): single-task probes of ``steps`` steps from the base model and, if
-    ``pairs``, every pair i→j (``steps`` more of j after i's probe), for each seed, ``n_jobs`` at a time."""
+    ``pairs``, the pairs i→j (``steps`` more of j after i's probe) ``pair_select`` picks, for each seed, ``n_jobs``
+    at a time."""
 
     steps: int = 25
     #: false: single-task probes only (K runs instead of K², the O(K) path)
     pairs: bool = True
+    #: all: every pair i→j, K(K−1); harm: only the pairs whose single-task probes show a risk of erosion (j's probe
+    #: lowered i's score by more than i's eval noise, or raised j's own entropy), chosen after the single-task probes
+    pair_select: str = "all"
     seeds: list[int] = field(default_factory=lambda: [0])
     #: probes trained at a time, each in its own process (null: one per CPU core on the CPU preset, one on a GPU)
     n_jobs: int | None = 2

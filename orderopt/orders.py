@@ -7,7 +7,8 @@
   every pair j before k, of how much training k later costs j (exact by dynamic programming over subsets up to 16
   tasks, greedy beyond).
 
-Without pair probes, "how much k costs j once j is trained" is estimated by k's single-probe transfer onto j.
+Where no pair probe j→k was run, "how much k costs j once j is trained" is estimated by k's single-probe transfer onto
+j (:attr:`TransferMatrix.backward`).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def heuristic_orders(tm: TransferMatrix) -> dict[str, list[str]]:
 def greedy_bwt_order(tm: TransferMatrix, tasks: Sequence[str] | None = None) -> list[str]:
     """Repeatedly place next the remaining task with the best (least negative) mean backward transfer from the
     other remaining tasks — the ones that will be trained after it. Ties: the suite's order."""
-    back = _backward(tm)
+    back = tm.backward
     rest = [tm.index(t) for t in (tasks if tasks is not None else tm.tasks)]
     order = []
     while rest:
@@ -62,20 +63,12 @@ def structured_first_order(tm: TransferMatrix) -> list[str]:
 def graph_order(tm: TransferMatrix) -> list[str]:
     """The order minimising total predicted forgetting on the transfer graph: Σ over j before k of
     max(0, −w(k→j)), w the edge's ``bwt`` (pair probes) or ``weight`` (single-probe transfer)."""
-    graph = tm.to_graph()
-    attr = "bwt" if tm.has_pairs else "weight"
     n = len(tm.tasks)
-    cost = np.zeros((n, n))  # cost[j, k]: forgetting of j when k is trained after it
-    for k_name, j_name, data in graph.edges(data=True):
-        cost[tm.index(j_name), tm.index(k_name)] = max(0.0, -float(data[attr]))
+    # cost[j, k]: forgetting of j when k is trained after it (the graph's edge k→j: its bwt, else its weight)
+    cost = np.where(np.eye(n, dtype=bool), 0.0, np.maximum(0.0, -np.nan_to_num(tm.backward)))
     if n > EXACT_MAX_TASKS:
         return _greedy_min_cost(tm.tasks, cost)
     return [tm.tasks[i] for i in _exact_min_cost(cost)]
-
-
-def _backward(tm: TransferMatrix) -> np.ndarray:
-    """back[j, k]: how training k after j moves j (pair-probe BWT, else single-probe transfer of k onto j)."""
-    return tm.bwt_matrix if tm.has_pairs else tm.transfer.T
 
 
 def _exact_min_cost(cost: np.ndarray) -> list[int]:

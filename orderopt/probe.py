@@ -39,7 +39,11 @@ log = logging.getLogger(__name__)
 
 def plan_probes(study: Study, probe: ProbeConfig) -> tuple[list[RunPlan], list[RunPlan]]:
     """The probes ``probe`` asks for: single-task probes, and pair probes (empty if ``probe.pairs`` is false), for
-    every seed of ``probe.seeds``. Each pair probe i→j starts from the single probe of i with the same seed."""
+    every seed of ``probe.seeds``. Each pair probe i→j starts from the single probe of i with the same seed.
+
+    With ``probe.pair_select=harm`` a seed's pairs are chosen from its single-task probes' records
+    (:meth:`TransferMatrix.harm_pairs`), so they are planned only once all of them have run: before, the seed has no
+    pairs here (``run_probes`` plans again after the single-task probes)."""
     if isinstance(probe.steps, bool) or not isinstance(probe.steps, int) or probe.steps < 1:
         raise ValueError(f"probe.steps={probe.steps!r} must be a positive number of steps, e.g. probe.steps=30")
     if not probe.seeds:
@@ -52,6 +56,11 @@ def plan_probes(study: Study, probe: ProbeConfig) -> tuple[list[RunPlan], list[R
         )
     if len(study.suite) < 2:
         raise ValueError(f"suite {study.suite} has one task: there is no transfer to probe; add tasks")
+    if probe.pair_select not in PAIR_SELECT:
+        raise ValueError(
+            f"probe.pair_select={probe.pair_select!r}: use one of {', '.join(PAIR_SELECT)} (all: every pair; harm: "
+            "the pairs the single-task probes flag, e.g. probe.pair_select=harm)"
+        )
     # a wandb run per 30-step probe would cost more than the probe; run_probes logs them together as one run
     quiet = study.replace(wandb=replace(study.wandb, enabled=False))
     trainer = replace(study.trainer, **probe.trainer)
@@ -66,10 +75,30 @@ def plan_probes(study: Study, probe: ProbeConfig) -> tuple[list[RunPlan], list[R
             first[i] = replace(plan([i], seed), keep_model=probe.pairs)
             singles.append(first[i])
         if probe.pairs:
+            wanted = _selected_pairs(list(first.values()), probe.pair_select)
             pairs += [
-                replace(plan([i, j], seed), prefix=first[i].run_dir) for i in study.suite for j in study.suite if i != j
+                replace(plan([i, j], seed), prefix=first[i].run_dir)
+                for i in study.suite
+                for j in study.suite
+                if i != j and (wanted is None or (i, j) in wanted)
             ]
     return singles, pairs
+
+
+#: ``probe.pair_select`` values
+PAIR_SELECT = ("all", "harm")
+
+
+def _selected_pairs(singles: list[RunPlan], select: str) -> set[tuple[str, str]] | None:
+    """The pairs (i, j) ``select`` picks from one seed's single-task probes ``singles``: None for every pair; with
+    ``harm``, those :meth:`TransferMatrix.harm_pairs` flags — none while a single-task probe has no record yet."""
+    if select == "all":
+        return None
+    from orderopt.store import read_record
+
+    if not all(p.done for p in singles):
+        return set()
+    return set(TransferMatrix.from_records(dict(read_record(p.run_dir / "result.json")) for p in singles).harm_pairs())
 
 
 def probe_records(study: Study, probe: ProbeConfig) -> list[dict[str, Any]]:
@@ -195,6 +224,17 @@ def run_probes(
         singles = [p if p.done else replace(p, base_eval=evals[p.seed]) for p in singles]
     n_jobs = probe_jobs(probe, study.trainer)
     records = study.run(singles, n_jobs=n_jobs, name=name + " (single-task)")
+    if probe.pairs and probe.pair_select != "all":  # chosen from the single-task probes just run
+        pairs = plan_probes(study, probe)[1]
+        k = len(study.suite)
+        log.info(
+            "[%s] pair_select=%s: %d of the %d pair probes (%s)",
+            name,
+            probe.pair_select,
+            len(pairs),
+            k * (k - 1) * len(probe.seeds),
+            ", ".join(f"{p.label} seed {p.seed}" for p in pairs) or "none flagged",
+        )
     if pairs:
         records += study.run(pairs, n_jobs=n_jobs, name=name + " (pairs)")
         for p in singles:  # every pair probe has its record: the weights they started from are not needed again
@@ -349,6 +389,26 @@ class TransferMatrix:
     def entropy_bwt(self) -> np.ndarray:
         """HB[i][j] = H_i(θ_ij) − H_i(θ_i): how training j after i moves i's entropy (NaN: no pair probe)."""
         return _backward(self.pair_entropy, self.single_entropy)
+
+    @property
+    def backward(self) -> np.ndarray:
+        """B[i][j] where a pair probe i→j measured it, else the single-probe transfer T[j][i] (how j's probe moved
+        i while i was untrained): how training j after i moves i, as well as the probes tell (NaN on the diagonal)."""
+        b = self.bwt_matrix
+        return np.where(np.isnan(b) & ~np.eye(len(self.tasks), dtype=bool), self.transfer.T, b)
+
+    def harm_pairs(self) -> list[tuple[str, str]]:
+        """The pairs (i, j) whose pair probe i→j is worth its cost, from the single-task probes alone: j's probe
+        lowered i's score by more than one eval std of i (j erodes i), or raised j's own entropy (a task whose
+        training raises entropy erodes what was trained before it). ``probe.pair_select=harm`` runs only these."""
+        t, dh = self.transfer, self.entropy_change
+        k = len(self.tasks)
+        return [
+            (self.tasks[i], self.tasks[j])
+            for i in range(k)
+            for j in range(k)
+            if i != j and (t[j, i] < -self.eval_std[i] or dh[j, j] > 0)
+        ]
 
     @property
     def bwt(self) -> dict[str, float]:

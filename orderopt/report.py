@@ -207,7 +207,7 @@ def plot_transfer(tm: Any, path: str | Path) -> Path:
     import numpy as np
 
     panels = [("T[i][j]: score change of j in i's probe", tm.transfer)]
-    if tm.has_pairs:
+    if np.isfinite(tm.bwt_matrix).any():  # every pair, or those probe.pair_select ran (blank: not run)
         panels.append(("BWT(column on row): row's change when column follows", tm.bwt_matrix))
     panels.append(("ΔH[i][j]: entropy change of j in i's probe", tm.entropy_change))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8))

@@ -67,9 +67,10 @@ def test_predictors_follow_the_estimator_api_and_refuse_bad_input(probes: list[d
         with pytest.raises(ValueError, match="2 base models"):
             clone(model).fit(probes + other)
         singles = [r for r in probes if len(r["schedule"]["stages"]) == 1]
-        with pytest.raises(ValueError, match="no complete set of pair probes"):
-            clone(model).fit(singles)
-        assert clone(model).set_params(use_pairs=False).fit(singles).predict(["qa:200>names:200"]).shape == (1, 4)
+        # pairs not probed are estimated from the single-task probes: with none, as if use_pairs were false
+        alone = clone(model).set_params(use_pairs=False).fit(singles).predict(["qa:200>names:200", "names:400"])
+        assert alone.shape == (2, 4)
+        np.testing.assert_array_equal(clone(model).fit(singles).predict(["qa:200>names:200", "names:400"]), alone)
     assert clone(TransferPredictor(prior_scale=0.5)).get_params()["prior_scale"] == 0.5
     with pytest.raises(ValueError, match="prior_scale=0"):
         TransferPredictor(prior_scale=0).fit(probes)

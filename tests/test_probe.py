@@ -100,6 +100,20 @@ def test_probes_run_once_reuse_single_probes_and_give_the_transfer_matrix(
     assert np.allclose(again.single, tm.single) and np.allclose(again.pair, tm.pair, equal_nan=True)
     assert len(study.probe_records(cfg.probe)) == 16
 
+    # pair_select=harm: the pairs the single-task probes flag, planned from their records (all cached here)
+    harm = replace(cfg.probe, pair_select="harm")
+    caplog.clear()
+    chosen, _ = study.probe(harm)
+    flagged = tm.harm_pairs()
+    assert f"pair_select=harm: {len(flagged)} of the 12 pair probes" in caplog.text
+    kept = [r for r in study.probe_records(harm) if len(r["schedule"]["stages"]) == 2]
+    assert sorted(tuple(s["tasks"][0] for s in r["schedule"]["stages"]) for r in kept) == sorted(flagged)
+    for a, b in itertools.permutations(range(4), 2):  # a pair not run is NaN, one run is the full set's value
+        flagged_ab = (tm.tasks[a], tm.tasks[b]) in flagged
+        assert np.isnan(chosen.bwt_matrix[a, b]) != flagged_ab
+        if flagged_ab:
+            assert chosen.bwt_matrix[a, b] == pytest.approx(tm.bwt_matrix[a, b])
+
 
 def test_probe_plans_and_bad_probe_configs(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path, str(tmp_path))
@@ -120,6 +134,11 @@ def test_probe_plans_and_bad_probe_configs(tmp_path: Path) -> None:
             plan_probes(study, bad)
     with pytest.raises(ValueError, match="one task"):
         plan_probes(study.replace(suite=["arith"]), ProbeConfig())
+    with pytest.raises(ValueError, match="probe.pair_select='some'.*all, harm"):
+        plan_probes(study, ProbeConfig(pair_select="some"))
+    # harm pairs are chosen from the single-task probes' records: none before those have run
+    singles, pairs = plan_probes(study, ProbeConfig(pair_select="harm"))
+    assert len(singles) == 4 and pairs == [] and all(p.keep_model for p in singles)
     auto = ProbeConfig(n_jobs=None)
     assert probe_jobs(auto, TRAINER) == (os.cpu_count() or 1) and probe_jobs(ProbeConfig(n_jobs=3), TRAINER) == 3
     assert probe_jobs(auto, replace(TRAINER, use_cpu=False)) == 1  # one GPU: one probe at a time
@@ -174,6 +193,25 @@ def test_heuristic_orders_on_a_known_matrix() -> None:
     bwt[1, :] = -0.3
     tm = _matrix(bwt, np.zeros((3, 3)), ["structured"] * 3)
     assert greedy_bwt_order(tm)[-1] == "t1" and graph_order(tm)[-1] == "t1"
+
+
+def test_harm_pairs_and_a_partial_set_of_pair_probes() -> None:
+    # t1's probe lowers t0 by 0.05 (> t0's eval std 0.02), t2's probe raises its own entropy: those pairs are flagged
+    transfer = np.zeros((3, 3))
+    transfer[1, 0] = -0.05
+    transfer[0, 1] = -0.01  # within t1's eval noise: not flagged
+    tm = _matrix(np.zeros((3, 3)), transfer, ["structured"] * 3)
+    tm.single_entropy = tm.base_entropy[None, :] + np.diag([-0.1, -0.1, 0.2])
+    assert tm.harm_pairs() == [("t0", "t1"), ("t0", "t2"), ("t1", "t2")]
+    # where a pair was not probed, the heuristics read the single-probe transfer instead (TransferMatrix.backward)
+    bwt = np.zeros((3, 3))
+    bwt[2, :] = -0.3  # measured: t2 is erased by whatever follows it ...
+    tm = _matrix(bwt, np.zeros((3, 3)), ["structured"] * 3)
+    tm.pair[0, 1] = tm.pair[1, 0] = np.nan  # ... and the pairs among t0 and t1 were not probed
+    tm.single[1, 0] = tm.base[0] - 0.2  # t1's single probe lowered untrained t0
+    assert np.isnan(tm.bwt_matrix[0, 1]) and tm.backward[0, 1] == pytest.approx(-0.2)
+    assert tm.backward[2, 0] == pytest.approx(-0.3) and np.isnan(tm.backward[1, 1])
+    assert greedy_bwt_order(tm) == ["t1", "t0", "t2"] == graph_order(tm)
 
 
 @pytest.mark.slow

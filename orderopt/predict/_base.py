@@ -68,14 +68,10 @@ class _Predictor(BaseEstimator):  # get_params/set_params/clone, as every scikit
         return w / w.sum()
 
     def _fit_transfer(self, records: Iterable[dict[str, Any]]) -> TransferMatrix:
-        """The transfer matrix of the probes among ``records``, checked to have pairs if ``use_pairs``."""
-        tm = TransferMatrix.from_records(records)
-        if self.use_pairs and not tm.has_pairs:
-            raise ValueError(
-                "use_pairs=True but the probes have no complete set of pair probes; run them (probe.pairs=true) or "
-                "use_pairs=False"
-            )
-        return tm
+        """The transfer matrix of the probes among ``records``. With ``use_pairs`` the pair probes there are are used
+        (every pair, those ``probe.pair_select`` chose, or none); a pair without a probe is estimated from the
+        single-task probes, as with ``use_pairs=False``."""
+        return TransferMatrix.from_records(records)
 
     def _schedules(self, schedules: Iterable[ScheduleLike], *, check: bool = True) -> list[Schedule]:
         """The schedules parsed and (``check``) checked to train only probed tasks; a caller that finds unknown

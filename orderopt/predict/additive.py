@@ -21,7 +21,8 @@ class AdditiveBWTPredictor(_Predictor):
     [0.005, 0.995]), and a task is never predicted 0.000 in every schedule because one probe moved it down (a
     linear stretch in score space did that). The learned predictor, not this one, fits how fast a task saturates.
 
-    Without pair probes, BWT(k on j) is replaced by T[k][j] (k's single-probe transfer onto j). The std is the seed
+    Where no pair probe j→k was run (or with use_pairs=False), BWT(k on j) is replaced by T[k][j] (k's single-probe
+    transfer onto j). The std is the seed
     std of the summed terms (or the binomial eval noise of each term, with one probe seed), carried through the
     logit by its slope.
 
@@ -53,6 +54,9 @@ class AdditiveBWTPredictor(_Predictor):
         if self.use_pairs:  # back[j, m]: how a stage of m moves j once j was trained (pair probe j→m)
             back = np.array([[_logit(tm.pair[j, m, j]) - single[j, j] for m in range(k)] for j in range(k)])
             back_sd = _pair_std(tm)
+            # no pair probe j→m (probe.pair_select): what m's single probe did to j
+            unmeasured = np.isnan(back) & ~np.eye(k, dtype=bool)
+            back, back_sd = np.where(unmeasured, spill.T, back), np.where(unmeasured, tm.single_std.T, back_sd)
         else:
             back, back_sd = spill.T, tm.single_std.T
         # a term's score-space std through the logit's slope at the score it was measured around

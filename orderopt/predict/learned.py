@@ -45,7 +45,8 @@ class TransferPredictor(_Predictor):
     eval noise of a score.
 
     Args:
-        use_pairs: use the pair probes (False: single-task probes only, the O(K) path).
+        use_pairs: use the pair probes there are (every pair, or those ``probe.pair_select`` ran; a pair without
+            a probe is estimated from the single-task probes). False: single-task probes only, the O(K) path.
         gain_exponent: budget exponent of a task's own stage in the entropy channel.
         spill_exponent: budget exponent of the entropy one stage spills onto another task.
         score_weight: weight of the score channel in the prior (0: entropy channel alone).
@@ -196,12 +197,12 @@ class TransferPredictor(_Predictor):
         k = len(tm.tasks)
         base, single = _logit(tm.base), _logit(tm.single)
         moved = single - base[None, :]  # [k, j]: k's single probe moved j
-        if self.use_pairs and tm.has_pairs:
-            after = np.array(
-                [[_logit(tm.pair[j, m, j]) - single[j, j] if m != j else 0.0 for j in range(k)] for m in range(k)]
-            )
-        else:
-            after = moved.copy()
+        after = moved.copy()
+        if self.use_pairs:  # k's stage on trained j: its pair probe j→k where there is one, else as on untrained j
+            for m in range(k):
+                for j in range(k):
+                    if m != j and np.isfinite(tm.pair[j, m, j]):
+                        after[m, j] = _logit(tm.pair[j, m, j]) - single[j, j]
         # the std of a logit difference of two eval scores (of the mean over probe seeds)
         slope = 1.0 / np.maximum(tm.base * (1 - tm.base), _EPS)
         sd = np.broadcast_to(np.sqrt(2.0 / len(tm.seeds)) * tm.eval_std * slope, (k, k))
