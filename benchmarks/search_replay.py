@@ -10,7 +10,8 @@ has — and recommends the best it measured; reported: full runs until the recom
 ``--tol`` (0.01) of the best (median and worst over search seeds; ">N" when it never got there within N runs), and
 the compute in full-run equivalents (probes included: their recorded wall time over the median full run's).
 
-Methods: orderopt (probes of probe seed = search seed mod the recorded probe seeds → learned predictor → surrogate →
+Methods (``--pair-select harm``: every method gets only the pair probes ``probe.pair_select=harm`` would run):
+orderopt (probes of probe seed = search seed mod the recorded probe seeds → learned predictor → surrogate →
 active loop over the recorded schedules, EI, joint trained first, batches of ``search.batch_size``), and the same
 without training joint first (what the search itself finds); random search over full
 runs; Optuna TPE and GP over full runs (the same parameters as orderopt's space, each point replayed as the nearest
@@ -36,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+from predictor_quality import harm_pairs_only
 
 from orderopt.config import SearchConfig
 from orderopt.orders import heuristic_orders
@@ -65,6 +67,12 @@ def main() -> None:
         help="leave the N best recorded schedules out (another problem: the best is elsewhere, nobody tuned to it)",
     )
     parser.add_argument(
+        "--pair-select",
+        choices=["all", "harm"],
+        default="all",
+        help="the probes every method gets: all recorded pair probes, or those probe.pair_select=harm would run",
+    )
+    parser.add_argument(
         "--only", default=None, help="run only the methods whose name contains one of these (comma-separated)"
     )
     parser.add_argument(
@@ -76,7 +84,14 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    bench = Bench(Path(args.study), args.tol, args.max_runs, drop_best=args.drop_best, only=args.only)
+    bench = Bench(
+        Path(args.study),
+        args.tol,
+        args.max_runs,
+        drop_best=args.drop_best,
+        only=args.only,
+        pair_select=args.pair_select,
+    )
     rows: dict[str, list[dict[str, Any]]] = {}
     for seed in range(args.seeds):
         for name, result in bench.run_all(seed).items():
@@ -97,8 +112,20 @@ def main() -> None:
 
 
 class Bench:
-    def __init__(self, study: Path, tol: float, max_runs: int, *, drop_best: int = 0, only: str | None = None) -> None:
+    def __init__(
+        self,
+        study: Path,
+        tol: float,
+        max_runs: int,
+        *,
+        drop_best: int = 0,
+        only: str | None = None,
+        pair_select: str = "all",
+    ) -> None:
         self.records = load_records(study)
+        if pair_select == "harm":
+            probes = [r for r in self.records if r["kind"] == "probe"]
+            self.records = [r for r in self.records if r["kind"] != "probe"] + harm_pairs_only(probes)
         self.name, self.tol, self.max_runs = study.name, tol, max_runs
         full = measurements(self.records)
         self.suite = full[0]["suite"]
@@ -237,8 +264,9 @@ class Bench:
 def _copy_methods(args: Any, rows: dict[str, list[dict[str, Any]]]) -> list[str]:
     """Add the methods of ``args.baselines_from`` not run now; refuse a result of other settings."""
     previous = json.loads(Path(args.baselines_from).read_text())
-    same = ("study", "seeds", "tol", "max_runs")
+    same = ("study", "seeds", "tol", "max_runs", "pair_select")
     before = previous["args"]
+    before = {"pair_select": "all", **before}  # results from before the option
     differ = {k: (before.get(k), getattr(args, k)) for k in same if before.get(k) != getattr(args, k)}
     if differ or before.get("drop_best", 0) != args.drop_best:
         raise SystemExit(f"--baselines-from {args.baselines_from}: other settings {differ or 'drop_best'}; rerun them")

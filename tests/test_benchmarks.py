@@ -27,6 +27,6 @@ def test_predictor_quality_reproduces_the_committed_held_out_figures(tmp_path: P
     assert ran["split"] == committed["split"] == "held-out"
     assert ran["noise_ceiling"] == pytest.approx(committed["noise_ceiling"], abs=1e-9)
     rows = {(r["probes"], r["path"]): r["learned"]["spearman"] for r in committed["predictors"]}
-    assert len(ran["predictors"]) == len(rows) == 32  # 15 probe seeds and all pooled, pairs and single-task
-    for row in ran["predictors"]:  # the learned predictor from probes: every probe set, both paths, to float noise
+    assert len(ran["predictors"]) == len(rows) == 48  # 15 probe seeds and all pooled; every pair, harm pairs, single
+    for row in ran["predictors"]:  # the learned predictor from probes: every probe set and path, to float noise
         assert row["learned"]["spearman"] == pytest.approx(rows[(row["probes"], row["path"])], abs=1e-9), row["probes"]

@@ -22,9 +22,8 @@ class AdditiveBWTPredictor(_Predictor):
     linear stretch in score space did that). The learned predictor, not this one, fits how fast a task saturates.
 
     Where no pair probe j→k was run (or with use_pairs=False), BWT(k on j) is replaced by T[k][j] (k's single-probe
-    transfer onto j). The std is the seed
-    std of the summed terms (or the binomial eval noise of each term, with one probe seed), carried through the
-    logit by its slope.
+    transfer onto j). The std is the seed std of the summed terms (or the binomial eval noise of each term, with one
+    probe seed), carried through the logit by its slope.
 
     Example:
         >>> model = AdditiveBWTPredictor().fit(load_records("studies/reference"))  # doctest: +SKIP
