@@ -100,3 +100,15 @@ def test_help_says_what_the_command_does(tmp_path: Path, cache_dir: str) -> None
     assert head.startswith("orderopt-train: train one schedule (or a baseline)"), head
     assert "orderopt-probe" in head and "orderopt-train," not in head  # the others are listed, not itself
     assert "\nschedule:\n" in proc.stdout  # and the config it can override
+
+
+def test_the_installed_commands_are_the_ones_help_lists() -> None:
+    """pyproject's console scripts and cli._COMMANDS (what --help lists and ``python -m orderopt.cli`` runs) name
+    the same commands and entry points: a command added to one only would be missing from help or unrunnable."""
+    from orderopt import cli
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    scripts = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {name: f"orderopt.cli:{entry}" for name, entry in cli._COMMANDS.items()}
+    assert all(callable(getattr(cli, entry)) for entry in cli._COMMANDS.values())
