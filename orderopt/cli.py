@@ -137,7 +137,7 @@ def _log_probes(cfg: Config, tm: Any, cost: Any, figure: Path) -> None:
 
     from orderopt.tracking import Tracker
 
-    digest = hashlib.sha256(json.dumps(vars(cfg.probe), sort_keys=True, default=str).encode()).hexdigest()[:8]
+    digest = hashlib.sha256(json.dumps(cfg.probe.identity(), sort_keys=True, default=str).encode()).hexdigest()[:8]
     tracker = Tracker(
         cfg.wandb,
         run_id=f"probes-{cfg.study}-{digest}",

@@ -242,6 +242,11 @@ class ProbeConfig:
     #: trainer settings of the probes that differ from ``trainer`` (any of its fields), e.g. a smaller batch
     trainer: dict[str, Any] = field(default_factory=dict)
 
+    def identity(self) -> dict[str, Any]:
+        """What decides which probes there are (not ``n_jobs``, which only says how many run at once): the probe
+        set's wandb run is named by it, so running the same probes with other parallelism logs to the same run."""
+        return {k: v for k, v in vars(self).items() if k != "n_jobs"}
+
 
 @dataclass
 class PredictorConfig:

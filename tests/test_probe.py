@@ -136,6 +136,12 @@ def test_probe_plans_and_bad_probe_configs(tmp_path: Path) -> None:
         plan_probes(study.replace(suite=["arith"]), ProbeConfig())
     with pytest.raises(ValueError, match="probe.pair_select='some'.*all, harm"):
         plan_probes(study, ProbeConfig(pair_select="some"))
+    # what names the probe set (its wandb run): the probes there are, not how many train at once
+    assert (
+        ProbeConfig(n_jobs=1).identity()
+        == ProbeConfig(n_jobs=4).identity()
+        != ProbeConfig(pair_select="harm").identity()
+    )
     # harm pairs are chosen from the single-task probes' records: none before those have run
     singles, pairs = plan_probes(study, ProbeConfig(pair_select="harm"))
     assert len(singles) == 4 and pairs == [] and all(p.keep_model for p in singles)
