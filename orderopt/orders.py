@@ -62,9 +62,10 @@ def structured_first_order(tm: TransferMatrix) -> list[str]:
 
 def graph_order(tm: TransferMatrix) -> list[str]:
     """The order minimising total predicted forgetting on the transfer graph: Σ over j before k of
-    max(0, −w(k→j)), w the edge's ``bwt`` (pair probes) or ``weight`` (single-probe transfer)."""
+    max(0, −w(k→j)), w how training k after j moves j (:attr:`TransferMatrix.backward`: the pair probe's BWT, else
+    the single-probe transfer)."""
     n = len(tm.tasks)
-    # cost[j, k]: forgetting of j when k is trained after it (the graph's edge k→j: its bwt, else its weight)
+    # cost[j, k]: forgetting of j when k is trained after it
     cost = np.where(np.eye(n, dtype=bool), 0.0, np.maximum(0.0, -np.nan_to_num(tm.backward)))
     if n > EXACT_MAX_TASKS:
         return _greedy_min_cost(tm.tasks, cost)
