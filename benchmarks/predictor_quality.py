@@ -37,7 +37,7 @@ import numpy as np
 
 from orderopt.orders import heuristic_orders
 from orderopt.predict import AdditiveBWTPredictor, TransferPredictor, rank_correlation
-from orderopt.probe import TransferMatrix
+from orderopt.probe import TransferMatrix, select_probes
 from orderopt.rules import free_rules, opens_from_entropy, order_rule, rule_scores
 from orderopt.schedule import Schedule
 from orderopt.search import Surrogate
@@ -130,7 +130,7 @@ def main() -> None:
     for name, every in probe_sets:
         for path, pairs, probes in (
             ("pairs", True, every),
-            ("harm pairs", True, harm_pairs_only(every)),
+            ("harm pairs", True, select_probes(every, "harm")),
             ("single-task only", False, every),
         ):
             used = probes if pairs else [r for r in probes if len(r["schedule"]["stages"]) == 1]
@@ -295,19 +295,6 @@ def _probe_sets(records: list[dict[str, Any]], seeds_per_set: int = 1) -> list[t
         if len(seeds) > 1:
             out.append((f"{name}, seeds {','.join(map(str, seeds))}", probes))
     return out
-
-
-def harm_pairs_only(probes: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The probes ``probe.pair_select=harm`` would have run: every single-task probe and, per seed, the pair probes
-    its single-task probes flag (``TransferMatrix.harm_pairs``)."""
-    singles = [r for r in probes if len(r["schedule"]["stages"]) == 1]
-    flagged = {
-        (seed, *pair)
-        for seed in {r["seed"] for r in singles}
-        for pair in TransferMatrix.from_records(r for r in singles if r["seed"] == seed).harm_pairs()
-    }
-    pairs = [r for r in probes if len(r["schedule"]["stages"]) == 2]
-    return singles + [r for r in pairs if (r["seed"], *(s["tasks"][0] for s in r["schedule"]["stages"])) in flagged]
 
 
 def _rank(model: Any, keys: list[str], measured: dict[str, list[float]]) -> dict[str, float]:

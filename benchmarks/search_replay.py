@@ -37,12 +37,11 @@ from typing import Any
 
 import numpy as np
 import optuna
-from predictor_quality import harm_pairs_only
 
 from orderopt.config import SearchConfig
 from orderopt.orders import heuristic_orders
 from orderopt.predict import TransferPredictor
-from orderopt.probe import TransferMatrix
+from orderopt.probe import TransferMatrix, select_probes
 from orderopt.records import measurements
 from orderopt.replay import ReplayBackend
 from orderopt.rules import free_rules, opens_from_entropy, order_rule
@@ -123,9 +122,9 @@ class Bench:
         pair_select: str = "all",
     ) -> None:
         self.records = load_records(study)
-        if pair_select == "harm":
+        if pair_select != "all":
             probes = [r for r in self.records if r["kind"] == "probe"]
-            self.records = [r for r in self.records if r["kind"] != "probe"] + harm_pairs_only(probes)
+            self.records = [r for r in self.records if r["kind"] != "probe"] + select_probes(probes, pair_select)
         self.name, self.tol, self.max_runs = study.name, tol, max_runs
         full = measurements(self.records)
         self.suite = full[0]["suite"]
@@ -265,8 +264,7 @@ def _copy_methods(args: Any, rows: dict[str, list[dict[str, Any]]]) -> list[str]
     """Add the methods of ``args.baselines_from`` not run now; refuse a result of other settings."""
     previous = json.loads(Path(args.baselines_from).read_text())
     same = ("study", "seeds", "tol", "max_runs", "pair_select")
-    before = previous["args"]
-    before = {"pair_select": "all", **before}  # results from before the option
+    before = {"pair_select": "all", **previous["args"]}  # results from before the option had none
     differ = {k: (before.get(k), getattr(args, k)) for k in same if before.get(k) != getattr(args, k)}
     if differ or before.get("drop_best", 0) != args.drop_best:
         raise SystemExit(f"--baselines-from {args.baselines_from}: other settings {differ or 'drop_best'}; rerun them")

@@ -32,7 +32,16 @@ from orderopt.schedule import Schedule
 if TYPE_CHECKING:
     from orderopt.study import RunPlan, Study
 
-__all__ = ["ProbeCost", "TransferMatrix", "plan_probes", "probe_cost", "probe_jobs", "probe_records", "run_probes"]
+__all__ = [
+    "ProbeCost",
+    "TransferMatrix",
+    "plan_probes",
+    "probe_cost",
+    "probe_jobs",
+    "probe_records",
+    "run_probes",
+    "select_probes",
+]
 
 log = logging.getLogger(__name__)
 
@@ -90,15 +99,35 @@ PAIR_SELECT = ("all", "harm")
 
 
 def _selected_pairs(singles: list[RunPlan], select: str) -> set[tuple[str, str]] | None:
-    """The pairs (i, j) ``select`` picks from one seed's single-task probes ``singles``: None for every pair; with
-    ``harm``, those :meth:`TransferMatrix.harm_pairs` flags — none while a single-task probe has no record yet."""
+    """The pairs (i, j) ``select`` picks from one seed's single-task probes ``singles`` (:func:`_picked`) — none
+    while ``select`` needs their records and one has none yet."""
     if select == "all":
         return None
     from orderopt.store import read_record
 
     if not all(p.done for p in singles):
         return set()
-    return set(TransferMatrix.from_records(dict(read_record(p.run_dir / "result.json")) for p in singles).harm_pairs())
+    return _picked([dict(read_record(p.run_dir / "result.json")) for p in singles], select)
+
+
+def _picked(singles: list[dict[str, Any]], select: str) -> set[tuple[str, str]] | None:
+    """The pairs (i, j) ``probe.pair_select=select`` runs after one seed's single-task probe records ``singles``:
+    None for every pair (``all``); with ``harm``, those :meth:`TransferMatrix.harm_pairs` flags."""
+    return None if select == "all" else set(TransferMatrix.from_records(singles).harm_pairs())
+
+
+def select_probes(probes: Sequence[dict[str, Any]], select: str) -> list[dict[str, Any]]:
+    """Of the probe records ``probes``, those ``probe.pair_select=select`` would have run: every single-task probe
+    and, per seed, the pair probes it picks from that seed's single-task probes (to replay a study's probes as if
+    fewer pairs had been run)."""
+    singles = [r for r in probes if len(r["schedule"]["stages"]) == 1]
+    picked = {seed: _picked([r for r in singles if r["seed"] == seed], select) for seed in {r["seed"] for r in singles}}
+
+    def kept(r: dict[str, Any]) -> bool:
+        wanted = picked.get(r["seed"])
+        return wanted is None or tuple(s["tasks"][0] for s in r["schedule"]["stages"]) in wanted
+
+    return singles + [r for r in probes if len(r["schedule"]["stages"]) == 2 and kept(r)]
 
 
 def probe_records(study: Study, probe: ProbeConfig) -> list[dict[str, Any]]:
