@@ -16,7 +16,7 @@ from orderopt.schedule import Schedule
 from orderopt.store import own_run, read_record, write_json_atomic
 from orderopt.tasks import Task
 from orderopt.tracking import WandbConfig
-from orderopt.train import RunSpec, evaluate_all, run_schedule, versions
+from orderopt.train import RunSpec, evaluate_all, run_schedule, versions, warn_truncated
 
 __all__ = ["joint_spec", "run_merge"]
 
@@ -124,5 +124,6 @@ def run_merge(
             "config": parts[0][1]["config"],
         }
         write_json_atomic(result_path, record)
+        warn_truncated(run_dir.name, [merged], tasks)
         log.info("merge baseline %s: mean final %.3f -> %s", run_dir.name, record["mean_final"], result_path)
         return record

@@ -125,8 +125,11 @@ def evaluate_task(
     limit: int | None = None,
     seed: int = 0,
     batch_size: int = 64,
+    warn: bool = True,
 ) -> TaskEval:
-    """Score ``task`` on its eval split (deterministic for a given ``seed``).
+    """Score ``task`` on its eval split (deterministic for a given ``seed``). A completion that hit
+    ``max_new_tokens`` without EOS is scored as produced and, with ``warn``, warned about (``TaskEval.truncated``
+    has the share either way: a training run warns once, for all its evaluations).
 
     Example:
         >>> from orderopt.model import load_model
@@ -160,7 +163,7 @@ def evaluate_task(
             "(judge failure); an eval score would be biased, fix the judge and evaluate again"
         )
     frac_trunc = sum(truncated) / max(len(truncated), 1)
-    if frac_trunc > 0:
+    if frac_trunc > 0 and warn:
         warnings.warn(
             f"task {task.name!r}: {frac_trunc:.1%} of eval completions hit max_new_tokens="
             f"{task.cfg.max_new_tokens} without EOS (scored as produced)",

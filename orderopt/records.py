@@ -42,6 +42,8 @@ class Eval(TypedDict, total=False):
     entropy: dict[str, float]
     #: distinct share of sampled answers (open tasks)
     diversity: dict[str, float]
+    #: share of eval completions that hit ``max_new_tokens`` without EOS, scored as produced (tasks with any)
+    truncated: dict[str, float]
 
 
 class RunRecord(TypedDict, total=False):

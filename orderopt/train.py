@@ -33,7 +33,7 @@ from orderopt.store import own_run, read_json, read_record, record_model, write_
 from orderopt.tasks import Task
 from orderopt.tracking import Tracker, WandbConfig
 
-__all__ = ["RunSpec", "evaluate_all", "run_schedule", "start_from_prefix", "versions"]
+__all__ = ["RunSpec", "evaluate_all", "run_schedule", "start_from_prefix", "versions", "warn_truncated"]
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +174,7 @@ def _run_schedule(
             "load": _plain(spec.load),
         },
     )
+    fresh = 0 if not done else len(state["evals"])  # the evaluations this call makes (a prefix's are its own)
     try:
         if not done:
             start = time.perf_counter()
@@ -197,6 +198,7 @@ def _run_schedule(
         write_json_atomic(result_path, record)
     finally:
         tracker.finish()
+    warn_truncated(run_id, state["evals"][fresh:], spec.tasks)
     if keep_model:  # e.g. the per-task models a merging baseline merges
         shutil.rmtree(run_dir / "model", ignore_errors=True)
         (run_dir / "checkpoint").rename(run_dir / "model")
@@ -250,16 +252,39 @@ def start_from_prefix(run_dir: str | Path, prefix_dir: str | Path, spec: RunSpec
 def evaluate_all(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tasks: Sequence[Task], seed: int
 ) -> dict[str, dict[str, Any]]:
-    """Every task's eval score and entropy (the run record's ``evals`` entry, without ``after``)."""
+    """Every task's eval score and entropy (the run record's ``evals`` entry, without ``after``); the share of
+    completions cut at ``max_new_tokens`` goes into ``truncated`` (tasks with any), which :func:`warn_truncated`
+    reports once per run instead of once per evaluation."""
     model.eval()
     model.config.use_cache = True  # generation after GRPO training needs the KV cache back on
-    results = {t.name: evaluate_task(model, tokenizer, t, seed=seed) for t in tasks}
+    results = {t.name: evaluate_task(model, tokenizer, t, seed=seed, warn=False) for t in tasks}
+    truncated = {n: r.truncated for n, r in results.items() if r.truncated > 0}
     return {
         "scores": {n: r.score for n, r in results.items()},
         "entropy": {n: r.entropy for n, r in results.items()},
         "diversity": {n: r.diversity for n, r in results.items() if r.diversity is not None},
+        **({"truncated": truncated} if truncated else {}),
         "examples": {n: list(r.examples) for n, r in results.items()},
     }
+
+
+def warn_truncated(run_id: str, evals: Sequence[dict[str, Any]], tasks: Sequence[Task]) -> None:
+    """One warning for the evaluations ``evals`` of run ``run_id`` whose completions hit ``max_new_tokens``
+    without EOS (scored as produced, never dropped): per task, the largest share and the limit to raise."""
+    worst: dict[str, float] = {}
+    for entry in evals:
+        for name, share in entry.get("truncated", {}).items():
+            worst[name] = max(worst.get(name, 0.0), share)
+    if worst:
+        limits = {t.name: t.cfg.max_new_tokens for t in tasks}
+        parts = ", ".join(f"{n} up to {s:.1%} (max_new_tokens={limits.get(n)})" for n, s in sorted(worst.items()))
+        warnings.warn(
+            f"run {run_id}: eval completions hit max_new_tokens without EOS and were scored as produced: {parts}; "
+            "if a share is large, raise tasks.<task>.max_new_tokens (each evaluation's share: the record's "
+            "evals[*].truncated)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
 
 def _resume_state(run_dir: Path, spec: RunSpec, run_id: str) -> dict[str, Any]:
@@ -398,7 +423,8 @@ def _record(spec: RunSpec, run_id: str, state: dict[str, Any]) -> dict[str, Any]
 
 
 def _log_eval(tracker: Tracker, entry: dict[str, Any], global_step: int) -> None:
-    metrics = {f"eval/{k}/{task}": v for k in ("scores", "entropy") for task, v in entry[k].items()}
+    kinds = ("scores", "entropy", "truncated")
+    metrics = {f"eval/{k}/{task}": v for k in kinds for task, v in entry.get(k, {}).items()}
     metrics["eval/mean_score"] = sum(entry["scores"].values()) / len(entry["scores"])
     tracker.log(metrics, global_step)
 

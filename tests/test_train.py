@@ -82,6 +82,19 @@ def test_run_record_follows_the_contract(base: tuple[str, list], tmp_path: Path)
     assert run_schedule(spec, tmp_path / spec.run_id) == record
 
 
+def test_cut_completions_are_recorded_and_warned_once_per_run(base: tuple[str, list], tmp_path: Path) -> None:
+    # qa answers need more than one token: with max_new_tokens=1 every completion is cut, which is scored as
+    # produced, kept in each evaluation of the record and warned about once for the run, not once per evaluation
+    path, _ = base
+    tasks = build_suite(["arith", "qa"], {**SMALL_EVAL, "qa": {**SMALL_EVAL["qa"], "max_new_tokens": 1}})
+    spec = RunSpec(Schedule.curriculum(["arith", "qa"], 2), tasks, path, seed=0, trainer=TRAINER)
+    with pytest.warns(RuntimeWarning, match=r"run \S+: eval completions hit max_new_tokens") as caught:
+        record = run_schedule(spec, tmp_path / spec.run_id)
+    cut = [w for w in caught if "max_new_tokens" in str(w.message)]
+    assert len(cut) == 1 and "qa up to 100.0% (max_new_tokens=1)" in str(cut[0].message)
+    assert [e["truncated"]["qa"] for e in record["evals"]] == [1.0, 1.0, 1.0]
+
+
 def test_same_seed_same_record_and_run_id(base: tuple[str, list], tmp_path: Path) -> None:
     order = ["qa", "arith", "names", "strings"]
     a = run_schedule(_spec(base, order), tmp_path / "a")
