@@ -357,7 +357,10 @@ def _train_stage(
         peft_config=spec.load.lora.peft_config(),
     )
     trainer.remove_callback(PrinterCallback)  # our progress line replaces its raw dict per step
-    trainer.train()
+    with warnings.catch_warnings():
+        # TRL's generation helper reads transformers' deprecated alias once per step: nothing a user can act on
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        trainer.train()
     if spec.load.lora.r:  # the next stage, the evaluation and the checkpoint see a plain model
         model = trainer.model.merge_and_unload()  # type: ignore[union-attr,operator]
     offset = sum(s.steps for s in spec.schedule.stages[:index])
