@@ -21,6 +21,9 @@ class WandbConfig:
     entity: str | None = None
     mode: str | None = None
     dir: str | None = None  # default: the run directory
+    #: wandb's own console output per run (history and summary at finish) off; its notices and errors stay, and
+    #: orderopt logs where each offline run is and how to sync it
+    quiet: bool = True
 
 
 def wandb_run_id(group: str, run_id: str) -> str:
@@ -63,6 +66,7 @@ class Tracker:
             dir=cfg.dir or dir,
             mode=mode,  # type: ignore[arg-type]
             reinit="finish_previous",
+            settings=wandb.Settings(quiet=cfg.quiet),
         )
         self._run.define_metric("global_step")
         self._run.define_metric("*", step_metric="global_step")

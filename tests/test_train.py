@@ -313,6 +313,23 @@ def test_study_trains_in_parallel_resumes_and_reports_progress(
     assert again == records and "2 runs: 2 finished before, 0 to run" in caplog.text
 
 
+@pytest.mark.parametrize("quiet", [True, False])
+def test_wandb_console_dump_is_off_unless_asked_for(
+    quiet: bool, tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orderopt.tracking import Tracker
+
+    monkeypatch.delenv("WANDB_SILENT", raising=False)
+    monkeypatch.delenv("WANDB_QUIET", raising=False)
+    cfg = WandbConfig(project="orderopt-test", mode="offline", quiet=quiet)
+    tracker = Tracker(cfg, run_id="full-0a1b2c3d4e5f-s0", group="quiet", config={}, dir=str(tmp_path))
+    tracker.log({"eval/mean_score": 0.5}, 1)
+    tracker.finish()
+    out = capfd.readouterr()
+    assert ("Run history" in out.out + out.err) is not quiet  # wandb's per-run dump of every metric at finish
+    assert list((tmp_path / "wandb").glob("offline-run-*/*.wandb"))  # logged either way
+
+
 def test_the_same_run_in_two_studies_gets_two_wandb_runs(tmp_path: Path) -> None:
     from orderopt.tracking import Tracker, wandb_run_id
 
