@@ -193,6 +193,21 @@ def test_batched_rollouts_give_the_one_by_one_numbers(probes: list[dict], full: 
         np.testing.assert_allclose(batched, loop, rtol=0, atol=1e-12)
 
 
+def test_tasks_trained_together_do_not_move_each_other(probes: list[dict], full: list[dict]) -> None:
+    """A probe measures what k's training does to j while j is not trained: within a mixed stage, where j trains
+    too, only its own gain counts (both channels, and the full-run correction's rows)."""
+    joint, curriculum = "arith+strings+qa+names:800", "arith:200>strings:200>qa:200>names:200"
+    for fit in (probes, probes + full[:24]):
+        model = TransferPredictor(n_boot=0).fit(fit)
+        before = model.predict([joint, curriculum])
+        member = model.members_[0]
+        for name in ("spill", "spill_trained", "moved", "moved_trained", "fix", "fix_trained"):
+            member[name] = member[name] + 0.01 * (1.0 - np.eye(4))  # every cross effect, changed
+        after = model.predict([joint, curriculum])
+        np.testing.assert_allclose(after[0], before[0], rtol=0, atol=1e-12)  # joint: own gains only
+        assert np.abs(after[1] - before[1]).max() > 1e-3  # a curriculum: its later stages move earlier tasks
+
+
 def test_learned_predictor_reads_no_task_label(probes: list[dict], full: list[dict], monkeypatch) -> None:
     """Which tasks count as open is measured (their entropy rose in their own probe), never read off a task's
     domain label: relabelling every task changes no prediction."""
