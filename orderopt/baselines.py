@@ -124,6 +124,7 @@ def run_merge(
             "config": parts[0][1]["config"],
         }
         write_json_atomic(result_path, record)
-        warn_truncated(run_dir.name, [merged], tasks)
-        log.info("merge baseline %s: mean final %.3f -> %s", run_dir.name, record["mean_final"], result_path)
+        cut = warn_truncated(run_dir.name, [merged], tasks)
+        cut = f" (eval completions cut at max_new_tokens: {cut})" if cut else ""
+        log.info("merge baseline %s: mean final %.3f%s -> %s", run_dir.name, record["mean_final"], cut, result_path)
         return record

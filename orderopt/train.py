@@ -198,13 +198,21 @@ def _run_schedule(
         write_json_atomic(result_path, record)
     finally:
         tracker.finish()
-    warn_truncated(run_id, state["evals"][fresh:], spec.tasks)
+    cut = warn_truncated(run_id, state["evals"][fresh:], spec.tasks)
     if keep_model:  # e.g. the per-task models a merging baseline merges
         shutil.rmtree(run_dir / "model", ignore_errors=True)
         (run_dir / "checkpoint").rename(run_dir / "model")
     for scratch in ("checkpoint", "trainer"):  # the record is what lasts; weights are large
         shutil.rmtree(run_dir / scratch, ignore_errors=True)
-    log.info("run %s done: mean final %.3f in %.0fs -> %s", run_id, record["mean_final"], record["wall_s"], result_path)
+    cut = f" (eval completions cut at max_new_tokens: {cut})" if cut else ""
+    log.info(
+        "run %s done: mean final %.3f in %.0fs%s -> %s",
+        run_id,
+        record["mean_final"],
+        record["wall_s"],
+        cut,
+        result_path,
+    )
     return record
 
 
@@ -268,23 +276,29 @@ def evaluate_all(
     }
 
 
-def warn_truncated(run_id: str, evals: Sequence[dict[str, Any]], tasks: Sequence[Task]) -> None:
-    """One warning for the evaluations ``evals`` of run ``run_id`` whose completions hit ``max_new_tokens``
-    without EOS (scored as produced, never dropped): per task, the largest share and the limit to raise."""
+#: a task's share of eval completions cut at ``max_new_tokens`` from which a run warns (below, its log line says it)
+TRUNCATION_WARN = 0.05
+
+
+def warn_truncated(run_id: str, evals: Sequence[dict[str, Any]], tasks: Sequence[Task]) -> str:
+    """Per task, the largest share of eval completions in ``evals`` (of run ``run_id``) that hit ``max_new_tokens``
+    without EOS — scored as produced, never dropped — as text for the run's log line (empty if none); a
+    RuntimeWarning, once per run, when a share reaches :data:`TRUNCATION_WARN`."""
     worst: dict[str, float] = {}
     for entry in evals:
         for name, share in entry.get("truncated", {}).items():
             worst[name] = max(worst.get(name, 0.0), share)
-    if worst:
-        limits = {t.name: t.cfg.max_new_tokens for t in tasks}
-        parts = ", ".join(f"{n} up to {s:.1%} (max_new_tokens={limits.get(n)})" for n, s in sorted(worst.items()))
+    limits = {t.name: t.cfg.max_new_tokens for t in tasks}
+    large = {n: s for n, s in worst.items() if s >= TRUNCATION_WARN}
+    if large:
+        parts = ", ".join(f"{n} up to {s:.1%} (max_new_tokens={limits.get(n)})" for n, s in sorted(large.items()))
         warnings.warn(
             f"run {run_id}: eval completions hit max_new_tokens without EOS and were scored as produced: {parts}; "
-            "if a share is large, raise tasks.<task>.max_new_tokens (each evaluation's share: the record's "
-            "evals[*].truncated)",
+            "raise tasks.<task>.max_new_tokens (each evaluation's share: the record's evals[*].truncated)",
             RuntimeWarning,
             stacklevel=2,
         )
+    return ", ".join(f"{n} {s:.1%}" for n, s in sorted(worst.items()))
 
 
 def _resume_state(run_dir: Path, spec: RunSpec, run_id: str) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from orderopt.config import Config, ExperimentConfig, ScheduleConfig, TrainerCon
 from orderopt.schedule import Schedule
 from orderopt.tasks import build_suite
 from orderopt.tracking import WandbConfig
-from orderopt.train import RunSpec, run_schedule
+from orderopt.train import RunSpec, run_schedule, warn_truncated
 
 pytestmark = pytest.mark.slow
 TRAINER = TrainerConfig(per_device_train_batch_size=8, num_generations=4, learning_rate=1e-3)
@@ -93,6 +93,10 @@ def test_cut_completions_are_recorded_and_warned_once_per_run(base: tuple[str, l
     cut = [w for w in caught if "max_new_tokens" in str(w.message)]
     assert len(cut) == 1 and "qa up to 100.0% (max_new_tokens=1)" in str(cut[0].message)
     assert [e["truncated"]["qa"] for e in record["evals"]] == [1.0, 1.0, 1.0]
+    # a small share is said in the run's log line only; a large one warns too
+    assert warn_truncated("r", [{"truncated": {"names": 0.01}}], tasks) == "names 1.0%"
+    with pytest.warns(RuntimeWarning, match="names up to 50.0%"):
+        warn_truncated("r", [{"truncated": {"names": 0.01}}, {"truncated": {"names": 0.5}}], tasks)
 
 
 def test_same_seed_same_record_and_run_id(base: tuple[str, list], tmp_path: Path) -> None:

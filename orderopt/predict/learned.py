@@ -42,8 +42,9 @@ class TransferPredictor(_Predictor):
 
     Full runs correct the entropy channel: per task, a Bayesian linear regression of what it got wrong on every
     stage of every full run (features: own stage: budget and room to gain × budget; another task's stage it is not
-    trained in: which task × budget, before and after this task was trained), coefficients a priori N(0, prior_scale²), noise the
-    eval noise of a score change; the rollout adds the posterior mean at every stage. Without full runs it is zero.
+    trained in: which task × budget, before and after this task was trained), coefficients a priori
+    N(0, prior_scale²), noise the eval noise of a score change; the rollout adds the posterior mean at every stage.
+    Without full runs it is zero.
 
     The std is the spread of ``n_boot`` members — probe models refitted on the probe seeds resampled (with one
     probe seed: drawn within the probes' noise), each with a correction drawn from the posterior —, the variance of
