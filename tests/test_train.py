@@ -318,19 +318,19 @@ def test_study_trains_in_parallel_resumes_and_reports_progress(
 
 
 @pytest.mark.parametrize("quiet", [True, False])
-def test_wandb_console_dump_is_off_unless_asked_for(
-    quiet: bool, tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from orderopt.tracking import Tracker
-
-    monkeypatch.delenv("WANDB_SILENT", raising=False)
-    monkeypatch.delenv("WANDB_QUIET", raising=False)
-    cfg = WandbConfig(project="orderopt-test", mode="offline", quiet=quiet)
-    tracker = Tracker(cfg, run_id="full-0a1b2c3d4e5f-s0", group="quiet", config={}, dir=str(tmp_path))
-    tracker.log({"eval/mean_score": 0.5}, 1)
-    tracker.finish()
-    out = capfd.readouterr()
-    assert ("Run history" in out.out + out.err) is not quiet  # wandb's per-run dump of every metric at finish
+def test_wandb_console_dump_is_off_unless_asked_for(quiet: bool, tmp_path: Path) -> None:
+    # in a fresh process, as a run's worker is: wandb keeps the settings of its first run for the whole process
+    code = (
+        "from orderopt.tracking import Tracker, WandbConfig\n"
+        f"cfg = WandbConfig(project='orderopt-test', mode='offline', quiet={quiet})\n"
+        f"t = Tracker(cfg, run_id='full-0a1b2c3d4e5f-s0', group='quiet', config={{}}, dir={str(tmp_path)!r})\n"
+        "t.log({'eval/mean_score': 0.5}, 1)\n"
+        "t.finish()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_SILENT", "WANDB_QUIET", "WANDB_CONSOLE")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert ("Run history" in proc.stdout + proc.stderr) is not quiet  # wandb's per-run dump of every metric
     assert list((tmp_path / "wandb").glob("offline-run-*/*.wandb"))  # logged either way
 
 
