@@ -125,6 +125,5 @@ def run_merge(
         }
         write_json_atomic(result_path, record)
         cut = warn_truncated(run_dir.name, [merged], tasks)
-        cut = f" (eval completions cut at max_new_tokens: {cut})" if cut else ""
         log.info("merge baseline %s: mean final %.3f%s -> %s", run_dir.name, record["mean_final"], cut, result_path)
         return record

@@ -204,7 +204,6 @@ def _run_schedule(
         (run_dir / "checkpoint").rename(run_dir / "model")
     for scratch in ("checkpoint", "trainer"):  # the record is what lasts; weights are large
         shutil.rmtree(run_dir / scratch, ignore_errors=True)
-    cut = f" (eval completions cut at max_new_tokens: {cut})" if cut else ""
     log.info(
         "run %s done: mean final %.3f in %.0fs%s -> %s",
         run_id,
@@ -282,7 +281,7 @@ TRUNCATION_WARN = 0.05
 
 def warn_truncated(run_id: str, evals: Sequence[dict[str, Any]], tasks: Sequence[Task]) -> str:
     """Per task, the largest share of eval completions in ``evals`` (of run ``run_id``) that hit ``max_new_tokens``
-    without EOS — scored as produced, never dropped — as text for the run's log line (empty if none); a
+    without EOS — scored as produced, never dropped — as a suffix for the run's log line (empty if none); a
     RuntimeWarning, once per run, when a share reaches :data:`TRUNCATION_WARN`."""
     worst: dict[str, float] = {}
     for entry in evals:
@@ -298,7 +297,11 @@ def warn_truncated(run_id: str, evals: Sequence[dict[str, Any]], tasks: Sequence
             RuntimeWarning,
             stacklevel=2,
         )
-    return ", ".join(f"{n} {s:.1%}" for n, s in sorted(worst.items()))
+    if not worst:
+        return ""
+    return (
+        " (eval completions cut at max_new_tokens: " + ", ".join(f"{n} {s:.1%}" for n, s in sorted(worst.items())) + ")"
+    )
 
 
 def _resume_state(run_dir: Path, spec: RunSpec, run_id: str) -> dict[str, Any]:

@@ -94,7 +94,10 @@ def test_cut_completions_are_recorded_and_warned_once_per_run(base: tuple[str, l
     assert len(cut) == 1 and "qa up to 100.0% (max_new_tokens=1)" in str(cut[0].message)
     assert [e["truncated"]["qa"] for e in record["evals"]] == [1.0, 1.0, 1.0]
     # a small share is said in the run's log line only; a large one warns too
-    assert warn_truncated("r", [{"truncated": {"names": 0.01}}], tasks) == "names 1.0%"
+    assert warn_truncated("r", [{"truncated": {"names": 0.01}}], tasks) == (
+        " (eval completions cut at max_new_tokens: names 1.0%)"
+    )
+    assert warn_truncated("r", [{"scores": {}}], tasks) == ""
     with pytest.warns(RuntimeWarning, match="names up to 50.0%"):
         warn_truncated("r", [{"truncated": {"names": 0.01}}, {"truncated": {"names": 0.5}}], tasks)
 
