@@ -85,8 +85,8 @@ def plan_probes(study: Study, probe: ProbeConfig) -> tuple[list[RunPlan], list[R
             singles.append(first[i])
         if probe.pairs:
             wanted = _selected_pairs(list(first.values()), probe.pair_select)
-            pairs += [
-                replace(plan([i, j], seed), prefix=first[i].run_dir)
+            pairs += [  # a pair probe's number is i's score and entropy after j (BWT): only i is evaluated
+                replace(plan([i, j], seed), prefix=first[i].run_dir, scored=(i,))
                 for i in study.suite
                 for j in study.suite
                 if i != j and (wanted is None or (i, j) in wanted)
@@ -227,7 +227,8 @@ def _full_wall_estimate(probes: Sequence[dict[str, Any]], full_steps: int, full_
         if not own:
             return None  # slim records keep no step times
         step_times += own
-        if "prefix" in r or last == 0:  # wall_s is then this one stage and its evaluation
+        # wall_s is then this one stage and its evaluation, of every task as a full run's stages evaluate them
+        if ("prefix" in r or last == 0) and len(r["final"]) == len(r["suite"]):
             overheads.append(r["wall_s"] - sum(own))
     if not overheads:
         return None
@@ -353,8 +354,9 @@ class TransferMatrix:
         base, base_h = np.full((n, k), np.nan), np.full((n, k), np.nan)
         for s, seed in enumerate(seeds):
             for path, r in by_seed[seed].items():
-                scores = [r["final"][t] for t in tasks]
-                entropy = [r["evals"][-1]["entropy"][t] for t in tasks]
+                # a pair probe scores only the task trained first (its BWT): the others stay NaN
+                scores = [r["final"].get(t, np.nan) for t in tasks]
+                entropy = [r["evals"][-1]["entropy"].get(t, np.nan) for t in tasks]
                 i = tasks.index(path[0])
                 if len(path) == 1:
                     single[s, i], single_h[s, i] = scores, entropy
@@ -397,7 +399,7 @@ class TransferMatrix:
     @property
     def has_pairs(self) -> bool:
         k = len(self.tasks)
-        return bool(np.all([np.isfinite(self.pair[i, j]).all() for i in range(k) for j in range(k) if i != j]))
+        return bool(np.all([np.isfinite(self.pair[i, j, i]) for i in range(k) for j in range(k) if i != j]))
 
     @property
     def transfer(self) -> np.ndarray:

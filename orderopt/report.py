@@ -311,6 +311,8 @@ def format_record(record: dict[str, Any]) -> str:
     for e in record["evals"]:
         after = e["after"]
         label = "+".join(stages[after]["tasks"]) + f":{stages[after]['steps']}" if isinstance(after, int) else after
-        scores = [e["scores"][t] for t in tasks]
-        lines.append(f"{label:<24}" + "".join(f"{s:>9.3f}" for s in scores) + f"{sum(scores) / len(scores):>9.3f}")
+        scores = [e["scores"].get(t) for t in tasks]  # None: not evaluated then (a pair probe scores one task)
+        known = [s for s in scores if s is not None]
+        cells = "".join(f"{'-':>9}" if s is None else f"{s:>9.3f}" for s in scores)
+        lines.append(f"{label:<24}" + cells + f"{sum(known) / len(known):>9.3f}")
     return "\n".join(lines)

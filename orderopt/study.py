@@ -243,6 +243,8 @@ class RunPlan:
     prefix: Path | None = None
     #: the base model's evaluation with this run's seed, if already computed (``train.run_schedule``)
     base_eval: dict[str, Any] | None = None
+    #: the tasks evaluated after each stage, if not every task (``RunSpec.scored``: not part of the run's identity)
+    scored: tuple[str, ...] | None = None
 
     @property
     def spec(self) -> RunSpec:
@@ -256,7 +258,14 @@ class RunPlan:
             )
         kind = "baseline" if self.baseline else self.kind
         return RunSpec(
-            self.schedule, study.tasks, study.model, seed=self.seed, kind=kind, trainer=trainer, load=study.load
+            self.schedule,
+            study.tasks,
+            study.model,
+            seed=self.seed,
+            kind=kind,
+            trainer=trainer,
+            load=study.load,
+            scored=self.scored,
         )
 
     @functools.cached_property

@@ -52,6 +52,11 @@ class RunSpec:
     baseline: str | None = None
     #: how the base model is loaded and trained (dtype, LoRA, device): ``ModelConfig.load_options()``
     load: LoadOptions = field(default_factory=LoadOptions)
+    #: the tasks evaluated after each stage (None: every task). A task's score does not depend on which others are
+    #: evaluated (each is scored with the run's seed on its own), so this is how the run is operated, not what it
+    #: is: not in the run id, and a record that scored more tasks answers the run too. Pair probes score only the
+    #: task trained first, the one number of theirs the predictors read.
+    scored: tuple[str, ...] | None = None
 
     @property
     def config(self) -> dict[str, Any]:
@@ -86,6 +91,18 @@ class RunSpec:
         if self.kind not in ("probe", "full", "baseline"):
             raise ValueError(f"run kind {self.kind!r}; use probe, full or baseline")
         self.schedule.validate([t.name for t in self.tasks], require_all=self.kind == "full")
+        unknown = sorted(set(self.scored or ()) - {t.name for t in self.tasks})
+        if unknown or self.scored == ():
+            what = f"{', '.join(map(repr, unknown))} not of the suite" if unknown else "no task to evaluate"
+            raise ValueError(
+                f"scored={self.scored!r}: {what} ({', '.join(t.name for t in self.tasks)}); name tasks of the "
+                "suite, or None to evaluate every task"
+            )
+
+    @property
+    def scored_tasks(self) -> list[Task]:
+        """The tasks evaluated after each stage, in suite order."""
+        return [t for t in self.tasks if self.scored is None or t.name in self.scored]
 
 
 def versions() -> dict[str, str]:
@@ -188,7 +205,7 @@ def _run_schedule(
         for index in range(done, len(spec.schedule.stages)):
             start = time.perf_counter()
             model, rows = _train_stage(model, tokenizer, spec, index, run_dir, progress)
-            entry = {"after": index, **evaluate_all(model, tokenizer, spec.tasks, spec.seed)}
+            entry = {"after": index, **evaluate_all(model, tokenizer, spec.scored_tasks, spec.seed)}
             state["evals"].append(entry)
             state["train_log"].extend(rows)
             state["wall_s"] += time.perf_counter() - start

@@ -19,6 +19,7 @@ from support import cli, small_eval
 from orderopt.config import Config, ProbeConfig, TrainerConfig
 from orderopt.model import model_id
 from orderopt.orders import graph_order, greedy_bwt_order, heuristic_orders, structured_first_order
+from orderopt.predict import TransferPredictor
 from orderopt.probe import TransferMatrix, plan_probes, probe_jobs
 from orderopt.schedule import Schedule
 from orderopt.store import load_records
@@ -65,12 +66,23 @@ def test_probes_run_once_reuse_single_probes_and_give_the_transfer_matrix(
     assert cost.full_wall_estimated and cost.wall_fraction is not None and "estimated" in str(cost)
     assert cost.full_wall_s is not None and cost.full_wall_s > 800 * min(r["step_time"] for r in pair["train_log"])
     assert cost.wall_s == pytest.approx(cost.single_wall_s + sum(r["wall_s"] for r in pairs.values()), abs=0.01)
-    # ... and ends exactly where training both stages from the base model ends
+    # ... it scores only the task trained first (the one number of it the predictors read) ...
+    assert set(pair["final"]) == {"arith"} and set(pair["evals"][-1]["entropy"]) == {"arith"}
+    # ... and ends exactly where training both stages from the base model and scoring every task ends
     spec = RunSpec(Schedule.parse("arith:2>names:2"), study.tasks, base[0], seed=0, kind="probe", trainer=TRAINER)
+    assert spec.run_id == pair["run_id"]  # which tasks are scored is not part of what the run is
     scratch = run_schedule(spec, tmp_path / "scratch")
-    assert scratch["final"] == pair["final"]  # entropies agree to float precision only: 1 vs 2 torch threads
-    for a, b in zip(scratch["evals"], pair["evals"], strict=True):
-        assert a["scores"] == b["scores"] and a["entropy"] == pytest.approx(b["entropy"], abs=1e-6)
+    assert scratch["final"]["arith"] == pair["final"]["arith"] and len(scratch["final"]) == 4
+    for a, b in zip(scratch["evals"], pair["evals"], strict=True):  # entropies: 1 vs 2 torch threads
+        assert {t: a["scores"][t] for t in b["scores"]} == b["scores"]
+        assert {t: a["entropy"][t] for t in b["entropy"]} == pytest.approx(b["entropy"], abs=1e-6)
+    # a transfer matrix from pair probes that scored every task (records of older orderopt) is the same one
+    full = [scratch if r["run_id"] == pair["run_id"] else r for r in records]
+    assert TransferMatrix.from_records(full).bwt_matrix == pytest.approx(tm.bwt_matrix, nan_ok=True)
+    schedules = [Schedule.parse(k) for k in ("names:200>arith:200>strings:200>qa:200", "arith+strings+qa+names:800")]
+    assert TransferPredictor(n_boot=0).fit(full).predict_mean(schedules) == pytest.approx(
+        TransferPredictor(n_boot=0).fit(records).predict_mean(schedules), abs=1e-6
+    )
 
     # the formulas of DESIGN.md, from the records
     i, j = tm.index("qa"), tm.index("names")
@@ -123,6 +135,11 @@ def test_probe_plans_and_bad_probe_configs(tmp_path: Path) -> None:
     assert len(singles) == 8 and len(pairs) == 24 and all(p.kind == "probe" for p in singles + pairs)
     assert all(p.keep_model for p in singles) and all(p.prefix is not None for p in pairs)
     assert {p.label for p in pairs} >= {"names:30>qa:30", "qa:30>names:30"}
+    assert all(p.spec.scored == (p.schedule.stages[0].tasks[0],) for p in pairs)
+    assert all(p.spec.scored is None for p in singles)  # single-task probes score every task (the transfer)
+    for scored, match in [(("arith", "math"), "'math' not of the suite"), ((), "no task to evaluate")]:
+        with pytest.raises(ValueError, match=match):
+            _ = replace(pairs[0], scored=scored).spec
     smaller = plan_probes(study, ProbeConfig(steps=30, trainer={"per_device_train_batch_size": 16}))[0]
     assert smaller[0].spec.trainer.per_device_train_batch_size == 16 and smaller[0].run_dir != singles[0].run_dir
     for bad, match in [

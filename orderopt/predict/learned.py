@@ -417,8 +417,11 @@ def _coupling(probes: Sequence[dict[str, Any]], tm: TransferMatrix) -> dict[str,
         for r in probes:
             for i in range(len(r["schedule"]["stages"])):
                 before, after = r["evals"][i], r["evals"][i + 1]
-                dh += [after["entropy"][t] - before["entropy"][t] for t in tasks]
-                ds += [after["scores"][t] - before["scores"][t] for t in tasks]
+                # a pair probe's second stage: only the task trained first, all a pair probe scores (older records
+                # scored every task; reading the same numbers from both gives one fit for one set of probes)
+                scored = tasks if i == 0 else [t for t in tasks if t == r["schedule"]["stages"][0]["tasks"][0]]
+                dh += [after["entropy"][t] - before["entropy"][t] for t in scored]
+                ds += [after["scores"][t] - before["scores"][t] for t in scored]
         x, y = np.array(dh), np.array(ds)
         c = float(x @ y / (x @ x)) if len(x) and x @ x > 0 else 0.0
         out.update({t: c for t in tasks})
