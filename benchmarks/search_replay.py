@@ -2,6 +2,7 @@
 
     python benchmarks/search_replay.py --study studies/reference --seeds 20
     python benchmarks/search_replay.py --study studies/rich --seeds 20
+    python benchmarks/search_replay.py --study studies/rich --only orderopt --set exploit=0 --out /tmp/try  # a setting
 
 Restricted to the study's recorded schedules (curricula, unequal budgets, mixed stages, joint training): a schedule's
 true score is its recorded mean over seeds; the best recorded schedule is the target. For each search seed, every
@@ -37,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+import yaml
 
 from orderopt.config import SearchConfig
 from orderopt.orders import heuristic_orders
@@ -80,6 +82,13 @@ def main() -> None:
         help="a previous result (JSON) of the same study and settings: the methods not run now are copied from it "
         "(marked), e.g. to rerun only orderopt after a change to it",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a search setting for every orderopt variant (SearchConfig field, YAML value), e.g. --set exploit=0",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -90,6 +99,7 @@ def main() -> None:
         drop_best=args.drop_best,
         only=args.only,
         pair_select=args.pair_select,
+        settings=_settings(args.set),
     )
     rows: dict[str, list[dict[str, Any]]] = {}
     for seed in range(args.seeds):
@@ -110,6 +120,18 @@ def main() -> None:
     print(f"written: {out.with_suffix('.json')}, {out.with_suffix('.txt')}")
 
 
+def _settings(pairs: list[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` as search settings (values read as YAML), checked against :class:`SearchConfig`."""
+    out = {}
+    fields = set(vars(SearchConfig()))
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in fields:
+            raise SystemExit(f"--set {pair!r}: use KEY=VALUE with KEY one of {', '.join(sorted(fields))}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
 class Bench:
     def __init__(
         self,
@@ -118,6 +140,7 @@ class Bench:
         max_runs: int,
         *,
         drop_best: int = 0,
+        settings: dict[str, Any] | None = None,
         only: str | None = None,
         pair_select: str = "all",
     ) -> None:
@@ -141,6 +164,7 @@ class Bench:
         for key in self.dropped:
             del self.truth[key], self.scores[key]
         self.only = only
+        self.settings = settings or {}
         self.best = max(self.truth.values())
         self.keys = sorted(self.truth)
         self.run_seeds = sorted(set.intersection(*(set(v) for v in self.scores.values())))
@@ -183,7 +207,7 @@ class Bench:
     ) -> dict[str, Any]:
         if any(Schedule.parse(k) == self.space.joint() for k in self.dropped):
             settings["train_joint"] = False  # left out: not there to train first
-        cfg = SearchConfig(full_runs=self.max_runs, patience=10**6, **settings)
+        cfg = SearchConfig(full_runs=self.max_runs, patience=10**6, **{**self.settings, **settings})
         with tempfile.TemporaryDirectory() as tmp:
             study = Study(
                 name="replay",
@@ -246,6 +270,7 @@ class Bench:
         lines = [
             f"search on {self.name} replayed: {len(self.keys)} recorded schedules"
             + (f" ({len(self.dropped)} best left out: {', '.join(self.dropped)})" if self.dropped else "")
+            + (f" (orderopt with {', '.join(f'{k}={v}' for k, v in self.settings.items())})" if self.settings else "")
             + f", best {self.best:.3f} "
             f"({max(self.truth, key=self.truth.__getitem__)}), target within {self.tol} ; {args.seeds} search seeds, "
             f"≤ {self.max_runs} full runs each; full runs until the recommendation is within target (and compute in "
