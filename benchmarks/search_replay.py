@@ -11,7 +11,8 @@ has — and recommends the best it measured; reported: full runs until the recom
 ``--tol`` (0.01) of the best (median and worst over search seeds; ">N" when it never got there within N runs), and
 the compute in full-run equivalents (probes included: their recorded wall time over the median full run's).
 
-Methods (``--pair-select harm``: every method gets only the pair probes ``probe.pair_select=harm`` would run):
+Methods (``--pair-select harm``: every method gets only the pair probes ``probe.pair_select=harm`` would run;
+``none``: single-task probes only, ``probe=single``):
 orderopt (probes of probe seed = search seed mod the recorded probe seeds → learned predictor → surrogate →
 active loop over the recorded schedules, EI, joint trained first, batches of ``search.batch_size``), and the same
 without training joint first (what the search itself finds); random search over full
@@ -69,9 +70,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--pair-select",
-        choices=["all", "harm"],
+        choices=["all", "harm", "none"],
         default="all",
-        help="the probes every method gets: all recorded pair probes, or those probe.pair_select=harm would run",
+        help="the probes every method gets: all recorded pair probes, those probe.pair_select=harm would run, or "
+        "none (single-task probes only, probe=single)",
     )
     parser.add_argument(
         "--only", default=None, help="run only the methods whose name contains one of these (comma-separated)"
@@ -147,7 +149,12 @@ class Bench:
         self.records = load_records(study)
         if pair_select != "all":
             probes = [r for r in self.records if r["kind"] == "probe"]
-            self.records = [r for r in self.records if r["kind"] != "probe"] + select_probes(probes, pair_select)
+            kept = (
+                [r for r in probes if len(r["schedule"]["stages"]) == 1]  # probe=single: the O(K) path
+                if pair_select == "none"
+                else select_probes(probes, pair_select)
+            )
+            self.records = [r for r in self.records if r["kind"] != "probe"] + kept
         self.name, self.tol, self.max_runs = study.name, tol, max_runs
         full = measurements(self.records)
         self.suite = full[0]["suite"]

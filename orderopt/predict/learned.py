@@ -324,10 +324,9 @@ class TransferPredictor(_Predictor):
         trained: set[str] = set()
         for stage in schedule.stages:
             step, step_logit = np.zeros(len(tm.tasks)), np.zeros(len(tm.tasks))
+            shares = _shares(stage.tasks, stage.steps, stage.weights)
             for j, t in enumerate(tm.tasks):
-                for name, steps in _shares(stage.tasks, stage.steps, stage.weights):
-                    if name != t and t in stage.tasks:
-                        continue
+                for name, steps in _moving(shares, t):
                     k, g = index[name], steps / tm.steps
                     step[j] += self._prior_effect(member, k, g, j, t in trained, scores[j])
                     if k == j:
@@ -374,9 +373,8 @@ class TransferPredictor(_Predictor):
                     shares = _shares(stage["tasks"], stage["steps"], stage.get("weights"))
                     for j, t in enumerate(tm.tasks):
                         predicted = 0.0
-                        for name, steps in shares:
-                            if name != t and t in stage["tasks"]:
-                                continue  # trained together: no cross effect (see the class)
+                        moving = _moving(shares, t)
+                        for name, steps in moving:
                             g = steps / tm.steps
                             predicted += self._prior_effect(member, index[name], g, j, t in trained, before[t])
                             x = [0.0] * f
@@ -386,8 +384,7 @@ class TransferPredictor(_Predictor):
                                 x[2 + index[name] + (k if t in trained else 0)] = g
                             xs[j].append(x)
                         # a mixed stage's shares are rows of their own; each carries its part of the error
-                        n_rows = 1 if t in stage["tasks"] else len(shares)
-                        ys[j] += [(after[t] - before[t] - predicted) / n_rows] * n_rows
+                        ys[j] += [(after[t] - before[t] - predicted) / len(moving)] * len(moving)
                     trained |= set(stage["tasks"])
             for j in range(k):
                 xj, yj = np.array(xs[j]), np.array(ys[j])
@@ -426,6 +423,14 @@ def _coupling(probes: Sequence[dict[str, Any]], tm: TransferMatrix) -> dict[str,
         c = float(x @ y / (x @ x)) if len(x) and x @ x > 0 else 0.0
         out.update({t: c for t in tasks})
     return out
+
+
+def _moving(shares: list[tuple[str, float]], task: str) -> list[tuple[str, float]]:
+    """The shares of a stage (``_shares``) that move ``task``: its own alone when the stage trains it (tasks
+    trained together do not move each other, see :class:`TransferPredictor`), else every one. The batched rollout
+    applies the same rule as arrays (``_stage_totals``' ``apart``, and no cross term where a task has steps)."""
+    own = [(name, steps) for name, steps in shares if name == task]
+    return own or shares
 
 
 def _noise(tm: TransferMatrix) -> float:
