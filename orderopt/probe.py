@@ -304,7 +304,8 @@ class TransferMatrix:
     """Scores and entropies of every task after every probe, averaged over probe seeds (``*_std``: seed std).
 
     Arrays are indexed by the order of ``tasks``: ``single[i, j]`` = s_j(θ_i); ``pair[i, j, m]`` = s_m(θ_ij) (NaN
-    where no pair probe i→j was run).
+    where no pair probe i→j was run, and for m ≠ i: a pair probe scores only the task trained first; records of
+    older versions, which scored every task, fill them).
 
     Example:
         >>> tm = TransferMatrix.from_records(load_records("studies/reference"))  # doctest: +SKIP
