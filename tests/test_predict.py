@@ -184,6 +184,8 @@ def test_batched_rollouts_give_the_one_by_one_numbers(probes: list[dict], full: 
         "names+qa:400>arith+strings:400",
         "qa:200>names:200",
         "arith:50>arith:150>names+strings+qa:600",
+        "arith+strings+qa+names@1,1,1,5:800",  # weighted: tasks short of an even share are partly exposed
+        "names+qa@3,1:400>arith+strings:400",
     ]
     for fit, spill_exponent in ((probes, 1.0), (probes + full[:24], 1.0), (probes + full[:24], 1.5)):
         model = TransferPredictor(n_boot=6, spill_exponent=spill_exponent).fit(fit)
@@ -193,19 +195,24 @@ def test_batched_rollouts_give_the_one_by_one_numbers(probes: list[dict], full: 
         np.testing.assert_allclose(batched, loop, rtol=0, atol=1e-12)
 
 
-def test_tasks_trained_together_do_not_move_each_other(probes: list[dict], full: list[dict]) -> None:
+def test_tasks_trained_together_with_even_shares_do_not_move_each_other(probes: list[dict], full: list[dict]) -> None:
     """A probe measures what k's training does to j while j is not trained: within a mixed stage, where j trains
     too, only its own gain counts (both channels, and the full-run correction's rows)."""
     joint, curriculum = "arith+strings+qa+names:800", "arith:200>strings:200>qa:200>names:200"
+    skewed = "arith+strings+qa+names@1,1,1,5:800"  # arith, strings, qa get half an even share; names more
     for fit in (probes, probes + full[:24]):
         model = TransferPredictor(n_boot=0).fit(fit)
-        before = model.predict([joint, curriculum])
+        before = model.predict([joint, curriculum, skewed])
         member = model.members_[0]
         for name in ("spill", "spill_trained", "moved", "moved_trained", "fix", "fix_trained"):
             member[name] = member[name] + 0.01 * (1.0 - np.eye(4))  # every cross effect, changed
-        after = model.predict([joint, curriculum])
+        after = model.predict([joint, curriculum, skewed])
         np.testing.assert_allclose(after[0], before[0], rtol=0, atol=1e-12)  # joint: own gains only
         assert np.abs(after[1] - before[1]).max() > 1e-3  # a curriculum: its later stages move earlier tasks
+        # a skewed mix: the task with more than an even share is shielded, those with less are moved
+        names = model.transfer_.index("names")
+        np.testing.assert_allclose(after[2][names], before[2][names], rtol=0, atol=1e-12)
+        assert np.abs(np.delete(after[2] - before[2], names)).min() > 1e-4
 
 
 def test_learned_predictor_reads_no_task_label(probes: list[dict], full: list[dict], monkeypatch) -> None:

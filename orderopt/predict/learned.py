@@ -308,7 +308,7 @@ class TransferPredictor(_Predictor):
             if not same:
                 spill_g = steps**self.spill_exponent
                 cross += np.where(trained, spill_g @ st["spill_trained"], spill_g @ st["spill"])
-            scores += np.where(steps > 0, 0.0, cross)  # tasks trained together do not move each other
+            scores += cross * _exposure(steps)  # a task's own share of a stage shields it from the others
             scores[:, at_n, at_k] += own
             np.clip(scores, 0.0, 1.0, out=scores)
             trained[at_n, at_k] = True
@@ -326,16 +326,16 @@ class TransferPredictor(_Predictor):
             step, step_logit = np.zeros(len(tm.tasks)), np.zeros(len(tm.tasks))
             shares = _shares(stage.tasks, stage.steps, stage.weights)
             for j, t in enumerate(tm.tasks):
-                for name, steps in _moving(shares, t):
+                for name, steps, w in _moving(shares, t):
                     k, g = index[name], steps / tm.steps
-                    step[j] += self._prior_effect(member, k, g, j, t in trained, scores[j])
+                    step[j] += w * self._prior_effect(member, k, g, j, t in trained, scores[j])
                     if k == j:
                         step[j] += (member["fix_own"][j] + member["fix_room"][j] * (1.0 - scores[j])) * g
                         step_logit[j] += member["own_logit"][j] * g**self.score_gain_exponent
                     else:
                         after = "_trained" if t in trained else ""
-                        step[j] += member["fix" + after][k, j] * g
-                        step_logit[j] += member["moved" + after][k, j] * g
+                        step[j] += w * member["fix" + after][k, j] * g
+                        step_logit[j] += w * member["moved" + after][k, j] * g
             scores = np.clip(scores + step, 0.0, 1.0)
             logits = logits + step_logit
             trained |= set(stage.tasks)
@@ -374,14 +374,14 @@ class TransferPredictor(_Predictor):
                     for j, t in enumerate(tm.tasks):
                         predicted = 0.0
                         moving = _moving(shares, t)
-                        for name, steps in moving:
+                        for name, steps, w in moving:
                             g = steps / tm.steps
-                            predicted += self._prior_effect(member, index[name], g, j, t in trained, before[t])
+                            predicted += w * self._prior_effect(member, index[name], g, j, t in trained, before[t])
                             x = [0.0] * f
                             if index[name] == j:
                                 x[0], x[1] = g, (1.0 - before[t]) * g
                             else:
-                                x[2 + index[name] + (k if t in trained else 0)] = g
+                                x[2 + index[name] + (k if t in trained else 0)] = w * g
                             xs[j].append(x)
                         # a mixed stage's shares are rows of their own; each carries its part of the error
                         ys[j] += [(after[t] - before[t] - predicted) / len(moving)] * len(moving)
@@ -425,12 +425,26 @@ def _coupling(probes: Sequence[dict[str, Any]], tm: TransferMatrix) -> dict[str,
     return out
 
 
-def _moving(shares: list[tuple[str, float]], task: str) -> list[tuple[str, float]]:
-    """The shares of a stage (``_shares``) that move ``task``: its own alone when the stage trains it (tasks
-    trained together do not move each other, see :class:`TransferPredictor`), else every one. The batched rollout
-    applies the same rule as arrays (``_stage_totals``' ``apart``, and no cross term where a task has steps)."""
-    own = [(name, steps) for name, steps in shares if name == task]
-    return own or shares
+def _moving(shares: list[tuple[str, float]], task: str) -> list[tuple[str, float, float]]:
+    """The shares of a stage (``_shares``) that move ``task``, as (task, steps, weight of its effect): its own share
+    (weight 1) and the others' with ``task``'s exposure (:func:`_exposure`): fully where the stage does not train
+    it, not at all where it gets an even share or more. The batched rollout applies the same rule as arrays."""
+    names = [name for name, _ in shares]
+    if task not in names:
+        return [(name, g, 1.0) for name, g in shares]
+    exposed = float(_exposure(np.array([[g for _, g in shares]]))[0, names.index(task)])
+    return [(name, g, 1.0 if name == task else exposed) for name, g in shares if name == task or exposed > 0]
+
+
+def _exposure(steps: np.ndarray) -> np.ndarray:
+    """(…, K) steps of each task in a stage → how far each task is moved by the stage's other tasks: 1 when it is
+    not trained in it; 0 when it gets at least an even share (tasks trained together do not move each other, see
+    :class:`TransferPredictor`); in between, the part of an even share it lacks (a task given a small share of a
+    mixed stage is still eroded by the others)."""
+    present = steps > 0
+    n = present.sum(axis=-1, keepdims=True)
+    share = steps / np.maximum(steps.sum(axis=-1, keepdims=True), 1e-12)
+    return np.where(present, 1.0 - np.minimum(1.0, n * share), 1.0)
 
 
 def _noise(tm: TransferMatrix) -> float:
@@ -450,7 +464,7 @@ def _stage_totals(g: np.ndarray, own_exponent: float) -> tuple[np.ndarray, ...]:
     own = np.where(present, g, 0.0) ** own_exponent * present
     first = np.where(present.any(axis=1), np.argmax(present, axis=1), n_stages)  # (n, K)
     upto = (np.arange(n_stages)[None, :, None] <= first[:, None, :]).astype(g.dtype)  # (n, stage, j)
-    apart = 1.0 - present  # a stage that trains j too does not move it through its other tasks
+    apart = _exposure(g)  # a stage that trains j with its share does not move it through its other tasks
     before = np.einsum("nsk,nsj->njk", g, upto * apart)
     after = np.einsum("nsk,nsj->njk", g, (1.0 - upto) * apart)
     return own.sum(axis=1), before, after
