@@ -34,11 +34,13 @@ class TransferPredictor(_Predictor):
 
     The prediction is ``(1 − score_weight)·entropy + score_weight·score`` per task.
 
-    Tasks trained in the same (mixed) stage do not move each other in either channel: a probe measures what k's
-    training does to j while j is *not* trained; in a mixed stage j trains at the same time and its own gain is
-    all the rollout adds. (Applying the cross effects there counted interference the joint gradient does not pay:
-    probes-only predictions of joint training sat 0.03–0.08 below curricula, relative to the measured means, on
-    every committed suite.)
+    Tasks trained in the same (mixed) stage with even shares do not move each other in either channel: a probe
+    measures what k's training does to j while j is *not* trained; in a mixed stage j trains at the same time and
+    its own gain is all the rollout adds. (Applying the cross effects there counted interference the joint gradient
+    does not pay: probes-only predictions of joint training sat 0.03–0.08 below curricula, relative to the measured
+    means, on every committed suite.) A task given less than an even share is moved by the others in proportion to
+    the share it lacks (``_exposure``): shielding it fully made skewed mixes look free, and the searches picked
+    mixes heavy in one task that measured below joint training.
 
     Full runs correct the entropy channel: per task, a Bayesian linear regression of what it got wrong on every
     stage of every full run (features: own stage: budget and room to gain × budget; another task's stage it is not
