@@ -47,8 +47,9 @@ def test_the_report_has_every_section_its_study_has_data_for() -> None:
         "search",
         "leaderboard",
         "stages",
+        "examples",
         "compute",
-    ]  # old records: no examples
+    ]  # the recommendation's completions: its records keep examples
     plain = [s.key for s in build_sections(STUDIES / "rich")]  # a study of runs and the replay benchmark, no search
     assert plain == ["transfer", "prediction", "replay", "leaderboard", "stages", "compute"]
     assert build_sections(STUDIES / "default") == []  # no runs
