@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _settings import parse_settings
 
 from orderopt.orders import heuristic_orders
 from orderopt.predict import AdditiveBWTPredictor, TransferPredictor, rank_correlation
@@ -45,21 +46,6 @@ from orderopt.store import load_records
 
 #: the learned predictor's parameters besides its defaults (``--set``)
 LEARNED: dict[str, Any] = {}
-
-
-def _params(pairs: list[str]) -> dict[str, Any]:
-    """``name=value`` pairs as keyword arguments (values read as JSON: true, 0.2; else kept as strings)."""
-    out: dict[str, Any] = {}
-    known = sorted(TransferPredictor().get_params())
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or name not in known:
-            raise SystemExit(f"--set {pair!r}: expected PARAM=VALUE with PARAM one of {known}")
-        try:
-            out[name] = json.loads(value)
-        except json.JSONDecodeError:
-            out[name] = value
-    return out
 
 
 def main() -> None:
@@ -93,7 +79,7 @@ def main() -> None:
         help="the learned predictor's parameters (e.g. score_weight=0.5 prior_scale=0.2); default: its defaults",
     )
     args = parser.parse_args()
-    LEARNED.update(_params(args.set))
+    LEARNED.update(parse_settings(args.set, TransferPredictor().get_params(), "PARAM"))
 
     records = load_records(args.study)
     full = [r for r in records if r["kind"] == "full"]

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 import optuna
-import yaml
+from _settings import parse_settings
 
 from orderopt.config import SearchConfig
 from orderopt.orders import heuristic_orders
@@ -89,7 +89,7 @@ def main() -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a search setting for every orderopt variant (SearchConfig field, YAML value), e.g. --set exploit=0",
+        help="a search setting for every orderopt variant (SearchConfig field, JSON value), e.g. --set exploit=0",
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -101,7 +101,7 @@ def main() -> None:
         drop_best=args.drop_best,
         only=args.only,
         pair_select=args.pair_select,
-        settings=_settings(args.set),
+        settings=parse_settings(args.set, vars(SearchConfig()), "KEY"),
     )
     rows: dict[str, list[dict[str, Any]]] = {}
     for seed in range(args.seeds):
@@ -120,18 +120,6 @@ def main() -> None:
     out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "summary": summary, "rows": rows}, indent=1))
     out.with_suffix(".txt").write_text(text + "\n")
     print(f"written: {out.with_suffix('.json')}, {out.with_suffix('.txt')}")
-
-
-def _settings(pairs: list[str]) -> dict[str, Any]:
-    """``--set KEY=VALUE`` as search settings (values read as YAML), checked against :class:`SearchConfig`."""
-    out = {}
-    fields = set(vars(SearchConfig()))
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or key not in fields:
-            raise SystemExit(f"--set {pair!r}: use KEY=VALUE with KEY one of {', '.join(sorted(fields))}")
-        out[key] = yaml.safe_load(value)
-    return out
 
 
 class Bench:

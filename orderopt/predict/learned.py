@@ -326,9 +326,9 @@ class TransferPredictor(_Predictor):
         trained: set[str] = set()
         for stage in schedule.stages:
             step, step_logit = np.zeros(len(tm.tasks)), np.zeros(len(tm.tasks))
-            shares = _shares(stage.tasks, stage.steps, stage.weights)
+            moving = _moving(_shares(stage.tasks, stage.steps, stage.weights), tm.tasks)
             for j, t in enumerate(tm.tasks):
-                for name, steps, w in _moving(shares, t):
+                for name, steps, w in moving[t]:
                     k, g = index[name], steps / tm.steps
                     step[j] += w * self._prior_effect(member, k, g, j, t in trained, scores[j])
                     if k == j:
@@ -372,11 +372,10 @@ class TransferPredictor(_Predictor):
                 trained: set[str] = set()
                 for i, stage in enumerate(r["schedule"]["stages"]):
                     before, after = r["evals"][i]["scores"], r["evals"][i + 1]["scores"]
-                    shares = _shares(stage["tasks"], stage["steps"], stage.get("weights"))
+                    moving = _moving(_shares(stage["tasks"], stage["steps"], stage.get("weights")), tm.tasks)
                     for j, t in enumerate(tm.tasks):
                         predicted = 0.0
-                        moving = _moving(shares, t)
-                        for name, steps, w in moving:
+                        for name, steps, w in moving[t]:
                             g = steps / tm.steps
                             predicted += w * self._prior_effect(member, index[name], g, j, t in trained, before[t])
                             x = [0.0] * f
@@ -386,7 +385,7 @@ class TransferPredictor(_Predictor):
                                 x[2 + index[name] + (k if t in trained else 0)] = w * g
                             xs[j].append(x)
                         # a mixed stage's shares are rows of their own; each carries its part of the error
-                        ys[j] += [(after[t] - before[t] - predicted) / len(moving)] * len(moving)
+                        ys[j] += [(after[t] - before[t] - predicted) / len(moving[t])] * len(moving[t])
                     trained |= set(stage["tasks"])
             for j in range(k):
                 xj, yj = np.array(xs[j]), np.array(ys[j])
@@ -427,15 +426,17 @@ def _coupling(probes: Sequence[dict[str, Any]], tm: TransferMatrix) -> dict[str,
     return out
 
 
-def _moving(shares: list[tuple[str, float]], task: str) -> list[tuple[str, float, float]]:
-    """The shares of a stage (``_shares``) that move ``task``, as (task, steps, weight of its effect): its own share
-    (weight 1) and the others' with ``task``'s exposure (:func:`_exposure`): fully where the stage does not train
-    it, not at all where it gets an even share or more. The batched rollout applies the same rule as arrays."""
-    names = [name for name, _ in shares]
-    if task not in names:
-        return [(name, g, 1.0) for name, g in shares]
-    exposed = float(_exposure(np.array([[g for _, g in shares]]))[0, names.index(task)])
-    return [(name, g, 1.0 if name == task else exposed) for name, g in shares if name == task or exposed > 0]
+def _moving(shares: list[tuple[str, float]], tasks: Sequence[str]) -> dict[str, list[tuple[str, float, float]]]:
+    """Per task of ``tasks``, the shares of a stage (``_shares``) that move it, as (task, steps, weight of its effect):
+    its own share (weight 1) and the others' with its exposure (:func:`_exposure`): fully where the stage does not
+    train it, not at all where it gets an even share or more. The batched rollout applies the same rule as arrays."""
+    names, steps = zip(*shares, strict=True)
+    exposure = dict(zip(names, _exposure(np.array(steps)).tolist(), strict=True))
+    out = {}
+    for task in tasks:
+        e = exposure.get(task, 1.0)
+        out[task] = [(name, g, 1.0 if name == task else e) for name, g in shares if name == task or e > 0]
+    return out
 
 
 def _exposure(steps: np.ndarray) -> np.ndarray:
