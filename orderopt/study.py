@@ -19,6 +19,7 @@ import logging.handlers
 import multiprocessing
 import os
 import statistics
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
@@ -396,7 +397,7 @@ def run_plans(plans: list[RunPlan], *, n_jobs: int, name: str) -> list[dict[str,
             _worker_logs(context) as (logs, levels),
             _threads_while_waiting(1),  # the cores are the workers'
             ProcessPoolExecutor(
-                n_jobs, mp_context=context, initializer=_init_worker, initargs=(threads, logs, levels)
+                n_jobs, mp_context=context, initializer=_init_worker, initargs=(threads, logs, levels, os.getpid())
             ) as pool,
         ):
             futures: dict[Future[dict[str, Any]], RunPlan] = {pool.submit(_run, p): p for p in parallel}
@@ -471,7 +472,8 @@ def _threads_while_waiting(threads: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _init_worker(threads: int, logs: Any, levels: dict[str, int]) -> None:
+def _init_worker(threads: int, logs: Any, levels: dict[str, int], parent: int) -> None:
+    _exit_with_parent(parent)
     import torch
 
     torch.set_num_threads(threads)
@@ -482,6 +484,19 @@ def _init_worker(threads: int, logs: Any, levels: dict[str, int]) -> None:
     root.handlers = [logging.handlers.QueueHandler(logs)]
     for name, level in levels.items():
         logging.getLogger(name or None).setLevel(level)
+
+
+def _exit_with_parent(parent: int, *, poll_s: float = 1.0) -> None:
+    """End this worker within ``poll_s`` of its parent's death. A parent killed by a signal (``kill``, a scheduler's
+    SIGTERM, SIGKILL) runs no cleanup, and an orphaned worker would train on, holding its run's lock: the command
+    started again would wait for it instead of resuming the run. The run's checkpoints stay: it resumes from them."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="orderopt-parent-watch", daemon=True).start()
 
 
 def _run(plan: RunPlan) -> dict[str, Any]:

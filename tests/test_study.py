@@ -141,3 +141,33 @@ def test_the_root_config_stops_at_the_entry_points() -> None:
                 if any(alias.name == "Config" for alias in node.names):
                     readers.add(path.relative_to(ROOT / "orderopt").as_posix())
     assert readers == {"cli.py", "study.py"}
+
+
+def test_workers_stop_when_the_command_is_killed_so_a_rerun_resumes_their_runs(tmp_path: Path) -> None:
+    """A command killed by a signal to its process alone (``kill``, a scheduler's SIGTERM) runs no cleanup: its
+    worker processes must not train on as orphans holding their runs' locks (a rerun would wait for them)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    keys = ["arith:2000>strings:2000>qa:2000>names:2000", "names:2000>qa:2000>strings:2000>arith:2000"]
+    script = (
+        "import sys; sys.path.insert(0, 'tests'); from pathlib import Path; from test_study import _study;"
+        f"study = _study(Path({str(tmp_path)!r}));"
+        f"study.run([study.plan(k, 0) for k in {keys!r}], n_jobs=2)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env={**os.environ, "WANDB_MODE": "disabled"})
+    study = _study(tmp_path)
+    plans = [study.plan(k, 0) for k in keys]
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and any(p.state != "running" for p in plans):
+        time.sleep(0.2)
+    assert proc.poll() is None and [p.state for p in plans] == ["running"] * 2, "the workers never started"
+    proc.send_signal(signal.SIGTERM)  # the parent only, not its process group
+    proc.wait(timeout=30)
+    deadline = time.time() + 30
+    while time.time() < deadline and any(p.state == "running" for p in plans):
+        time.sleep(0.2)
+    assert [p.state for p in plans] != ["running"] * 2 and all(p.state in ("new", "interrupted") for p in plans)
