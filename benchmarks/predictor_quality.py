@@ -69,6 +69,12 @@ def main() -> None:
     parser.add_argument(
         "--surrogate", action="store_true", help="also the search's surrogate: probes-only predictor + GP on full runs"
     )
+    parser.add_argument(
+        "--also-fit",
+        type=Path,
+        help="a study of the same base model and suite whose full runs join a second fit of the learned predictor "
+        "(its schedules that are ranked here left out)",
+    )
     parser.add_argument("--only", choices=["learned"], help="only the learned predictor (e.g. an older one)")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     parser.add_argument(
@@ -113,6 +119,10 @@ def main() -> None:
     for line in _summarise_probe_rules(rules):
         print(line)
     seen_full = [r for r in full if r["schedule_key"] in design]
+    extra = []
+    if args.also_fit:
+        extra = [r for r in load_records(args.also_fit) if r["kind"] == "full" and r["schedule_key"] not in keys]
+        print(f"+ study: {len(extra)} full runs of {args.also_fit} (none of a schedule ranked here) in a second fit")
     for name, every in probe_sets:
         for path, pairs, probes in (
             ("pairs", True, every),
@@ -126,6 +136,10 @@ def main() -> None:
             if not args.only:
                 row["learned"].update(_calibration(learned, keys, measured))
                 row["additive"] = _rank(AdditiveBWTPredictor(use_pairs=pairs).fit(probes), keys, measured)
+            if extra:
+                row["learned+study"] = _rank(
+                    TransferPredictor(use_pairs=pairs, **LEARNED).fit(probes + extra), keys, measured
+                )
             row["learned+full"] = {
                 n: _with_full(probes, seen_full, keys, measured, pairs, n, args) for n in args.n_full
             }
@@ -364,6 +378,8 @@ def _summarise(results: list[dict[str, Any]]) -> list[str]:
         cells = {"learned": [r["learned"]["spearman"] for r in rows]}
         if "additive" in rows[0]:
             cells["additive"] = [r["additive"]["spearman"] for r in rows]
+        if "learned+study" in rows[0]:
+            cells["+ study"] = [r["learned+study"]["spearman"] for r in rows]
         for n in rows[0]["learned+full"]:
             cells[f"+{n} full"] = [r["learned+full"][n]["spearman"] for r in rows]
             if "surrogate" in rows[0]["learned+full"][n]:
@@ -392,6 +408,8 @@ def _format(row: dict[str, Any]) -> str:
     if "additive" in row:
         a = row["additive"]
         text += f" | additive ρ {a['spearman']:+.3f} τ {a['kendall']:+.3f}"
+    if "learned+study" in row:
+        text += f" | + study ρ {row['learned+study']['spearman']:+.3f} τ {row['learned+study']['kendall']:+.3f}"
     for n, c in row["learned+full"].items():
         text += f" | +{n} full ρ {c['spearman']:+.3f} τ {c['kendall']:+.3f}"
         text += f" ({c['spearman_min']:+.2f}..{c['spearman_max']:+.2f}, ≥ probes only in {c['not_lower']:.0%})"

@@ -262,6 +262,8 @@ class PredictorConfig:
     score_weight: float = 0.25
     score_gain_exponent: float = 0.3
     prior_scale: float = 0.1
+    #: how tasks trained in one stage move each other: exposure (by the even share each lacks), shield, none
+    co_training: str = "exposure"
     n_boot: int = 30
     random_state: int = 0
     #: further candidate schedules (keys), e.g. names:300>qa:200>strings:200>arith:100

@@ -187,8 +187,10 @@ def test_batched_rollouts_give_the_one_by_one_numbers(probes: list[dict], full: 
         "arith+strings+qa+names@1,1,1,5:800",  # weighted: tasks short of an even share are partly exposed
         "names+qa@3,1:400>arith+strings:400",
     ]
-    for fit, spill_exponent in ((probes, 1.0), (probes + full[:24], 1.0), (probes + full[:24], 1.5)):
-        model = TransferPredictor(n_boot=6, spill_exponent=spill_exponent).fit(fit)
+    cases = [(probes, 1.0, "exposure"), (probes + full[:24], 1.0, "exposure"), (probes + full[:24], 1.5, "exposure")]
+    cases += [(probes + full[:24], 1.0, rule) for rule in ("shield", "none")]  # the earlier co-training rules
+    for fit, spill_exponent, rule in cases:
+        model = TransferPredictor(n_boot=6, spill_exponent=spill_exponent, co_training=rule).fit(fit)
         parsed = model._schedules(keys)
         loop = np.array([[model._rollout(s, member) for s in parsed] for member in model.members_])
         batched = model._rollouts(model._encode(parsed), model.members_, chunk=2)
@@ -213,6 +215,14 @@ def test_tasks_trained_together_with_even_shares_do_not_move_each_other(probes: 
         names = model.transfer_.index("names")
         np.testing.assert_allclose(after[2][names], before[2][names], rtol=0, atol=1e-12)
         assert np.abs(np.delete(after[2] - before[2], names)).min() > 1e-4
+    # the earlier rules, kept to measure this one against: shielded whatever the shares; moved as if untrained
+    shield = TransferPredictor(n_boot=0, co_training="shield").fit(probes).predict([joint, skewed])
+    none = TransferPredictor(n_boot=0, co_training="none").fit(probes).predict([joint, skewed])
+    exposure = TransferPredictor(n_boot=0).fit(probes).predict([joint, skewed])
+    np.testing.assert_allclose(shield[0], exposure[0], rtol=0, atol=1e-12)  # joint: even shares either way
+    assert np.abs(shield[1] - exposure[1]).max() > 1e-4 and np.abs(none[0] - exposure[0]).max() > 1e-4
+    with pytest.raises(ValueError, match="co_training='partly'; use one of exposure, shield, none"):
+        TransferPredictor(co_training="partly").fit(probes)
 
 
 def test_learned_predictor_reads_no_task_label(probes: list[dict], full: list[dict], monkeypatch) -> None:

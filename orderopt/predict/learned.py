@@ -16,6 +16,9 @@ from orderopt.store import record_model
 
 __all__ = ["TransferPredictor"]
 
+#: how tasks trained in one stage move each other (``TransferPredictor.co_training``)
+CO_TRAINING = ("exposure", "shield", "none")
+
 
 class TransferPredictor(_Predictor):
     """Learned predictor: a schedule is rolled forward stage by stage through two models of the probes, and full
@@ -61,6 +64,9 @@ class TransferPredictor(_Predictor):
         score_weight: weight of the score channel in the prior (0: entropy channel alone).
         score_gain_exponent: budget exponent of a task's own stage in the score channel.
         prior_scale: prior std of the full-run correction's coefficients (how far full runs may move the prior).
+        co_training: how tasks trained in one stage move each other: ``exposure`` (default: by the share of an
+            even share each lacks), ``shield`` (not at all, whatever the shares), ``none`` (as if the task were not
+            trained in the stage). The last two are the earlier rules, kept to measure this one against.
         n_boot: probe models behind the std.
         random_state: seed of their draws.
 
@@ -80,6 +86,7 @@ class TransferPredictor(_Predictor):
         score_weight: float = 0.25,
         score_gain_exponent: float = 0.3,
         prior_scale: float = 0.1,
+        co_training: str = "exposure",
         n_boot: int = 30,
         random_state: int = 0,
     ) -> None:
@@ -89,6 +96,7 @@ class TransferPredictor(_Predictor):
         self.score_weight = score_weight
         self.score_gain_exponent = score_gain_exponent
         self.prior_scale = prior_scale
+        self.co_training = co_training
         self.n_boot = n_boot
         self.random_state = random_state
 
@@ -100,6 +108,8 @@ class TransferPredictor(_Predictor):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be in (0, 3]; see conf/predictor/learned.yaml")
         if not 0 <= self.score_weight <= 1:
             raise ValueError(f"score_weight={self.score_weight!r} must be in [0, 1]; 0.25 is the default")
+        if self.co_training not in CO_TRAINING:
+            raise ValueError(f"co_training={self.co_training!r}; use one of {', '.join(CO_TRAINING)}")
         if not self.prior_scale > 0 or self.n_boot < 0:
             raise ValueError(f"prior_scale={self.prior_scale!r} must be > 0 and n_boot={self.n_boot!r} ≥ 0")
         records = list(records)
@@ -288,7 +298,7 @@ class TransferPredictor(_Predictor):
         tm = self.transfer_
         m, n, k = len(st["log_keep"]), len(budgets), len(tm.tasks)
         g_all = budgets / tm.steps
-        own_g, before, after = _stage_totals(g_all, self.score_gain_exponent)
+        own_g, before, after = _stage_totals(g_all, self.score_gain_exponent, self.co_training)
         # Σ_k before[n, j, k]·moved[m, k, j] as one batched product over tasks j: (j, n, k) @ (j, k, m)
         moved = before.transpose(1, 0, 2) @ st["moved"].transpose(2, 1, 0)
         moved += after.transpose(1, 0, 2) @ st["moved_trained"].transpose(2, 1, 0)
@@ -310,7 +320,7 @@ class TransferPredictor(_Predictor):
             if not same:
                 spill_g = steps**self.spill_exponent
                 cross += np.where(trained, spill_g @ st["spill_trained"], spill_g @ st["spill"])
-            scores += cross * _exposure(steps)  # a task's own share of a stage shields it from the others
+            scores += cross * _exposure(steps, self.co_training)  # its own share of a stage shields a task
             scores[:, at_n, at_k] += own
             np.clip(scores, 0.0, 1.0, out=scores)
             trained[at_n, at_k] = True
@@ -326,7 +336,7 @@ class TransferPredictor(_Predictor):
         trained: set[str] = set()
         for stage in schedule.stages:
             step, step_logit = np.zeros(len(tm.tasks)), np.zeros(len(tm.tasks))
-            moving = _moving(_shares(stage.tasks, stage.steps, stage.weights), tm.tasks)
+            moving = _moving(_shares(stage.tasks, stage.steps, stage.weights), tm.tasks, self.co_training)
             for j, t in enumerate(tm.tasks):
                 for name, steps, w in moving[t]:
                     k, g = index[name], steps / tm.steps
@@ -372,7 +382,8 @@ class TransferPredictor(_Predictor):
                 trained: set[str] = set()
                 for i, stage in enumerate(r["schedule"]["stages"]):
                     before, after = r["evals"][i]["scores"], r["evals"][i + 1]["scores"]
-                    moving = _moving(_shares(stage["tasks"], stage["steps"], stage.get("weights")), tm.tasks)
+                    shares = _shares(stage["tasks"], stage["steps"], stage.get("weights"))
+                    moving = _moving(shares, tm.tasks, self.co_training)
                     for j, t in enumerate(tm.tasks):
                         predicted = 0.0
                         for name, steps, w in moving[t]:
@@ -426,12 +437,14 @@ def _coupling(probes: Sequence[dict[str, Any]], tm: TransferMatrix) -> dict[str,
     return out
 
 
-def _moving(shares: list[tuple[str, float]], tasks: Sequence[str]) -> dict[str, list[tuple[str, float, float]]]:
+def _moving(
+    shares: list[tuple[str, float]], tasks: Sequence[str], rule: str = "exposure"
+) -> dict[str, list[tuple[str, float, float]]]:
     """Per task of ``tasks``, the shares of a stage (``_shares``) that move it, as (task, steps, weight of its effect):
     its own share (weight 1) and the others' with its exposure (:func:`_exposure`): fully where the stage does not
     train it, not at all where it gets an even share or more. The batched rollout applies the same rule as arrays."""
     names, steps = zip(*shares, strict=True)
-    exposure = dict(zip(names, _exposure(np.array(steps)).tolist(), strict=True))
+    exposure = dict(zip(names, _exposure(np.array(steps), rule).tolist(), strict=True))
     out = {}
     for task in tasks:
         e = exposure.get(task, 1.0)
@@ -439,12 +452,17 @@ def _moving(shares: list[tuple[str, float]], tasks: Sequence[str]) -> dict[str, 
     return out
 
 
-def _exposure(steps: np.ndarray) -> np.ndarray:
+def _exposure(steps: np.ndarray, rule: str = "exposure") -> np.ndarray:
     """(…, K) steps of each task in a stage → how far each task is moved by the stage's other tasks: 1 when it is
     not trained in it; 0 when it gets at least an even share (tasks trained together do not move each other, see
     :class:`TransferPredictor`); in between, the part of an even share it lacks (a task given a small share of a
-    mixed stage is still eroded by the others)."""
+    mixed stage is still eroded by the others). ``rule`` ``shield``: 0 wherever it is trained; ``none``: 1 everywhere
+    (see ``TransferPredictor.co_training``)."""
     present = steps > 0
+    if rule == "none":
+        return np.ones_like(steps, dtype=float)
+    if rule == "shield":
+        return np.where(present, 0.0, 1.0)
     n = present.sum(axis=-1, keepdims=True)
     share = steps / np.maximum(steps.sum(axis=-1, keepdims=True), 1e-12)
     return np.where(present, 1.0 - np.minimum(1.0, n * share), 1.0)
@@ -458,7 +476,7 @@ def _noise(tm: TransferMatrix) -> float:
     return float(np.median(off)) if off else 0.0
 
 
-def _stage_totals(g: np.ndarray, own_exponent: float) -> tuple[np.ndarray, ...]:
+def _stage_totals(g: np.ndarray, own_exponent: float, rule: str = "exposure") -> tuple[np.ndarray, ...]:
     """From (schedules, stages, tasks) probe lengths: per task, the sum over its stages of their length to
     ``own_exponent`` (n, K); and (n, j, k) the probe lengths of task k in the stages up to and including j's first
     (before j was trained, as a rollout sees it) and after it (all of them for a task never trained)."""
@@ -467,7 +485,7 @@ def _stage_totals(g: np.ndarray, own_exponent: float) -> tuple[np.ndarray, ...]:
     own = np.where(present, g, 0.0) ** own_exponent * present
     first = np.where(present.any(axis=1), np.argmax(present, axis=1), n_stages)  # (n, K)
     upto = (np.arange(n_stages)[None, :, None] <= first[:, None, :]).astype(g.dtype)  # (n, stage, j)
-    apart = _exposure(g)  # a stage that trains j with its share does not move it through its other tasks
+    apart = _exposure(g, rule)  # a stage that trains j with its share does not move it through its other tasks
     before = np.einsum("nsk,nsj->njk", g, upto * apart)
     after = np.einsum("nsk,nsj->njk", g, (1.0 - upto) * apart)
     return own.sum(axis=1), before, after

@@ -36,6 +36,7 @@ def make_predictor(cfg: Any) -> AdditiveBWTPredictor | TransferPredictor:
             score_weight=cfg.score_weight,
             score_gain_exponent=cfg.score_gain_exponent,
             prior_scale=cfg.prior_scale,
+            co_training=cfg.co_training,
             n_boot=cfg.n_boot,
             random_state=cfg.random_state,
         )
