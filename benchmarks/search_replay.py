@@ -213,8 +213,16 @@ class Bench:
                 backend=ReplayBackend(self.records),
             )
             candidates = [Schedule.parse(k) for k in self.keys]
+            others = [s for s in self.run_seeds if s != run_seed]  # a repeat replays another recorded seed
             loop = ActiveSearch(
-                study, self.space, lambda: TransferPredictor(), probes, cfg, seed=run_seed, candidates=candidates
+                study,
+                self.space,
+                lambda: TransferPredictor(),
+                probes,
+                cfg,
+                seed=run_seed,
+                replicate_seeds=others[: cfg.replicates - 1],
+                candidates=candidates,
             )
             result = loop.run()
         runs = None

@@ -327,6 +327,9 @@ class SearchConfig:
     min_distance: float = 0.1
     #: stop early when the recommendation has not changed for this many rounds
     patience: int = 2
+    #: runs the recommendation must have before it stands: while the best measured schedule has fewer, the next
+    #: round first trains it again with the next seed (root seed + 1, + 2, ...), so a lucky seed does not decide
+    replicates: int = 2
     #: distinct top schedules of the predicted search the loop chooses from
     pool_size: int = 64
     #: train joint training first (the bar to clear; its run is a point of the space)

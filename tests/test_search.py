@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 
@@ -147,10 +149,11 @@ def test_the_active_loop_trains_joint_then_the_most_promising_and_records_trials
     loop, _ = _replay_loop(reference, tmp_path, full_runs=4, batch_size=2)
     result = loop.run()
     assert result.trained == 4  # joint training is the bar, outside the budget
-    assert "arith+strings+qa+names:800" in result.measured and len(result.measured) == 5
+    runs = sum(len(m["scores"]) for m in result.measured.values())
+    assert "arith+strings+qa+names:800" in result.measured and runs == 5  # the recommendation was trained twice
     assert result.rounds[0].trained[0] == "arith+strings+qa+names:800"
     best = max(result.measured, key=lambda k: result.measured[k]["mean"])
-    assert result.recommendation == best
+    assert result.recommendation == best and len(result.measured[best]["scores"]) == 2
     trials = loop.full_run_study().trials
     assert len(trials) == 5 and all(t.user_attrs["run_id"].startswith("replay-") for t in trials)
     assert {t.user_attrs["schedule"] for t in trials} == set(result.measured)
@@ -172,6 +175,26 @@ def test_each_round_hedges_the_best_estimate_against_the_acquisition(tmp_path: P
         picks[exploit] = loop.run().rounds[0].trained
     assert picks[1] == [joint, top]
     assert picks[0][0] == joint and picks[0][1] != top  # EI prefers an uncertain schedule here
+
+
+def test_a_recommendation_is_trained_again_until_it_has_its_replicates(tmp_path: Path) -> None:
+    """replicates=2: the best measured schedule is trained with the next seed before it stands, each repeat a trial
+    of its own; the rounds saved say which runs were repeats, so a resumed loop takes the same decisions."""
+    rich = load_records(ROOT / "studies" / "rich")
+    loop, _ = _replay_loop(rich, tmp_path, full_runs=5, batch_size=2, replicates=2)
+    result = loop.run()
+    rec = result.measured[result.recommendation]
+    assert sorted(rec["seeds"]) == [0, 1] and rec["mean"] == pytest.approx(float(np.mean(rec["scores"])))
+    rounds = json.loads((tmp_path / "loop.json").read_text())["rounds"]
+    repeats = [(n, key, seed) for n, r in enumerate(rounds) for key, seed in r.get("repeats", [])]
+    assert repeats and all(key == rounds[n]["recommendation"] and seed == 1 for n, key, seed in repeats)
+    runs = sum(len(m["scores"]) for m in result.measured.values())
+    assert result.trained == runs - 1 == 5  # a repeat takes the budget; joint's first run does not
+    assert len(loop.full_run_study().trials) == runs
+    again, _ = _replay_loop(rich, tmp_path / "again", full_runs=5, batch_size=2, replicates=2)
+    assert again.run().recommendation == result.recommendation
+    with pytest.raises(ValueError, match="replicates=0"):
+        _replay_loop(rich, tmp_path / "bad", replicates=0)
 
 
 def test_the_active_loop_refuses_bad_settings(reference: list[dict], tmp_path: Path) -> None:

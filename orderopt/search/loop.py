@@ -5,6 +5,8 @@ given candidate list: replay restricted to recorded schedules); pick the next ba
 predictor's uncertainty (expected improvement over the best measured score, by default); train them in parallel;
 record each as a trial of the study's full-run Optuna study. It stops when the full-run budget is spent, when the
 recommendation (the best measured schedule) has not changed for ``patience`` rounds, or when nothing is left to try.
+With ``replicates`` > 1, a recommendation measured fewer times is first trained again with the next seed: the mean
+over its seeds must stand against the others' before it is recommended.
 
 Everything it decides follows from the study's records, so a loop that was killed and started again takes the same
 decisions and resumes the run it was training; two loops on one study claim a schedule before training it (a lock
@@ -39,6 +41,9 @@ __all__ = ["ActiveSearch", "Round", "SearchResult", "check_search_config"]
 log = logging.getLogger(__name__)
 
 ACQUISITIONS = ("ei", "ucb", "mean")
+
+#: a run the loop picks: a schedule and the seed it trains with
+Pick = tuple[Schedule, int]
 
 
 @dataclass
@@ -86,6 +91,8 @@ class ActiveSearch:
         probes: the probe records the predictor is fitted on.
         cfg: the ``SearchConfig``.
         seed: the seed full runs train with.
+        replicate_seeds: the seeds of a schedule's second, third, ... run (``cfg.replicates``; default seed + 1,
+            seed + 2, ...).
         candidates: search only these (e.g. the schedules a replayed study recorded) instead of the predicted search.
         known: points enqueued in every predicted search and always in the pool (joint, heuristic orders).
         n_jobs: full runs trained at once.
@@ -106,6 +113,7 @@ class ActiveSearch:
         cfg: Any,
         *,
         seed: int = 0,
+        replicate_seeds: Sequence[int] | None = None,
         candidates: Sequence[Schedule] | None = None,
         known: dict[str, Schedule] | None = None,
         n_jobs: int | None = None,
@@ -113,6 +121,10 @@ class ActiveSearch:
     ) -> None:
         check_search_config(cfg, space)
         self.study, self.space, self.cfg, self.seed = study, space, cfg, seed
+        extra = list(replicate_seeds) if replicate_seeds is not None else [seed + n for n in range(1, cfg.replicates)]
+        self.seeds = [seed, *extra][: cfg.replicates]
+        if len(self.seeds) < cfg.replicates or len(set(self.seeds)) < len(self.seeds):
+            raise ValueError(f"search.replicates={cfg.replicates} needs as many distinct seeds; got {self.seeds}")
         self.make_predictor, self.probes = make_predictor, list(probes)
         self.candidates = None if candidates is None else [c for c in candidates if space.feasible(c)]
         self.known = dict(known or {})
@@ -142,7 +154,7 @@ class ActiveSearch:
                         return self._result(step)
                     if step is not None:
                         picks, predicted, number = step
-                        plans = [self._plan(s) for s in picks]
+                        plans = [self._plan(s, seed) for s, seed in picks]
                         claimed = [p for p in plans if held.enter_context(claim_run(p.run_dir))]
                 if step is None:  # the budget is taken by runs other workers are training: wait for them
                     time.sleep(2.0)
@@ -151,24 +163,29 @@ class ActiveSearch:
                     log.info("[active loop] %d picks are trained by another worker", len(plans) - len(claimed))
                 self._train(claimed, predicted, number)
 
-    def _next(self, history: list[dict[str, Any]]) -> tuple[list[Schedule], dict[str, Any], int] | str | None:
+    def _next(self, history: list[dict[str, Any]]) -> tuple[list[Pick], dict[str, Any], int] | str | None:
         """What the loop does now: the picks of a round (the unfinished picks of the last one, or new ones, which
         are added to ``history`` and saved), the reason it stops, or None to wait for other workers' runs."""
         data = self.measured_runs()
         measured = self._measured(data)
         self._sync_trials(history, data)
-        joint = self.space.joint().key
-        unfinished = [k for r in history for k in r["picks"] if k not in measured]
-        in_flight = [k for k in unfinished if self._claimed(Schedule.parse(k))]
+        joint = (self.space.joint().key, self.seed)
+        done = {(r["schedule_key"], r["seed"]) for r in data}
+        unfinished = [p for r in history for p in _picks(r, self.seed) if p not in done]
+        in_flight = [p for p in unfinished if self._claimed(Schedule.parse(p[0]), p[1])]
         if history:
-            pending = [k for k in history[-1]["picks"] if k in unfinished and k not in in_flight]
+            pending = [p for p in _picks(history[-1], self.seed) if p in unfinished and p not in in_flight]
             if pending:  # a loop killed mid-round: its picks first, as decided
-                log.info("[active loop] round %d: training its unfinished picks %s", len(history) - 1, pending)
-                return [Schedule.parse(k) for k in pending], {}, len(history) - 1
+                log.info(
+                    "[active loop] round %d: training its unfinished picks %s",
+                    len(history) - 1,
+                    [k for k, _ in pending],
+                )
+                return [(Schedule.parse(k), seed) for k, seed in pending], {}, len(history) - 1
         predictor = self.make_predictor().fit(self.probes + data)
         surrogate = self._surrogate(predictor, measured)
         trained = self._trained(data)
-        budget = self.cfg.full_runs - trained - len([k for k in in_flight if k != joint or not self.cfg.train_joint])
+        budget = self.cfg.full_runs - trained - len([p for p in in_flight if p != joint or not self.cfg.train_joint])
         spent = trained >= self.cfg.full_runs and not self._joint_missing(measured)
         pool = self._pool(surrogate, data, len(history), search=not spent and budget > 0)
         mean, std = surrogate(pool)
@@ -188,26 +205,34 @@ class ActiveSearch:
         if spent:
             return "budget spent"
         recent = [r["recommendation"] for r in history[-self.cfg.patience :]] + [rec]
-        if rec is not None and len(recent) > self.cfg.patience and len(set(recent)) == 1:
+        settled = self._repeat(measured, predicted) is None  # a recommendation short of its replicates is not
+        if rec is not None and settled and len(recent) > self.cfg.patience and len(set(recent)) == 1:
             return f"recommendation unchanged for {self.cfg.patience} rounds"
         if budget <= 0 and in_flight:
             return None
         picks = self._acquire(pool, predicted, measured, budget=budget)
         if not picks:
             return "nothing left to try" if not in_flight else None
-        history.append({"picks": [p.key for p in picks], "recommendation": rec, "n_measured": len(data)})
+        round_: dict[str, Any] = {
+            "picks": [s.key for s, seed in picks if seed == self.seed],
+            "recommendation": rec,
+            "n_measured": len(data),
+        }
+        if any(seed != self.seed for _, seed in picks):  # a recommendation trained again (only then: older files match)
+            round_["repeats"] = [[s.key, seed] for s, seed in picks if seed != self.seed]
+        history.append(round_)
         self._save_history(history)
         return picks, predicted, len(history) - 1
 
     def _sync_trials(self, history: list[dict[str, Any]], data: list[dict[str, Any]]) -> None:
         """A trial for every run the loop picked that has a record but no trial yet (a process killed after the
         run finished, before its batch did)."""
-        picked = {k: n for n, r in enumerate(history) for k in r["picks"]}
+        picked = {p: n for n, r in enumerate(history) for p in _picks(r, self.seed)}
         for record in data:
-            key = record["schedule_key"]
-            if key in picked:
-                plan = self._plan(Schedule.parse(key))
-                self._add_trial(plan, record, (math.nan, math.nan), picked[key])
+            pick = (record["schedule_key"], record["seed"])
+            if pick in picked:
+                plan = self._plan(Schedule.parse(pick[0]), pick[1])
+                self._add_trial(plan, record, (math.nan, math.nan), picked[pick])
 
     def _result(self, stopped: str) -> SearchResult:
         data = self.measured_runs()
@@ -222,7 +247,7 @@ class ActiveSearch:
                 r["n_measured"],
                 r["recommendation"],
                 measured.get(r["recommendation"] or "", {}).get("mean"),
-                r["picks"],
+                [k for k, _ in _picks(r, self.seed)],
             )
             for n, r in enumerate(self._history())
         ]
@@ -247,16 +272,21 @@ class ActiveSearch:
     def _identity(self) -> dict[str, Any]:
         """What the loop's decisions depend on besides the data."""
         keys = ("acquisition", "kappa", "exploit", "batch_size", "min_distance", "train_joint", "full_runs", "patience")
-        return {
+        identity = {
             **_search_identity(self.cfg),
             **{k: getattr(self.cfg, k) for k in keys},
             "seed": self.seed,
             "total_steps": self.space.total_steps,
         }
+        if self.cfg.replicates != 1:  # named only when set, so the loops saved before it existed resume
+            identity["replicate_seeds"] = self.seeds
+        return identity
 
-    def _plan(self, schedule: Schedule) -> Any:
-        """The run of ``schedule`` (the one-stage schedule of every task as the joint baseline: it is that run)."""
-        return self.study.plan(schedule, self.seed, baseline="joint" if schedule == self.space.joint() else None)
+    def _plan(self, schedule: Schedule, seed: int | None = None) -> Any:
+        """The run of ``schedule`` with ``seed`` (default: the loop's; the one-stage schedule of every task as the
+        joint baseline: it is that run)."""
+        seed = self.seed if seed is None else seed
+        return self.study.plan(schedule, seed, baseline="joint" if schedule == self.space.joint() else None)
 
     def _surrogate(self, predictor: Any, measured: dict[str, dict[str, Any]]) -> Surrogate:
         """The predictor as the prior of a GP that the measured schedules correct (``surrogate.py``)."""
@@ -266,22 +296,29 @@ class ActiveSearch:
         return surrogate.fit({k: (m["mean"], len(m["scores"])) for k, m in measured.items()})
 
     def measured_runs(self) -> list[dict[str, Any]]:
-        """Every measurement of a schedule of the space with the loop's seed: the study's records (those of other
-        workers and earlier sessions too) and what the backend answered in memory (replay)."""
+        """Every measurement of a schedule of the space with the loop's seed, and the repeats the loop picked (another
+        seed of a schedule counts only as the loop's own repeat: a confirmation's runs, say, would otherwise change
+        a resumed loop's decisions): the study's records (those of other workers and earlier sessions too) and what
+        the backend answered in memory (replay)."""
         records = {r["run_id"]: r for r in self.study.full_runs()} | self._answered
+        repeats = {p for r in self._history() for p in _picks(r, self.seed)} if len(self.seeds) > 1 else set()
         return [
             r
             for r in measurements(records.values())
-            if r["seed"] == self.seed and self.space.contains(Schedule.parse(r["schedule_key"]))
+            if (r["seed"] == self.seed or (r["schedule_key"], r["seed"]) in repeats)
+            and self.space.contains(Schedule.parse(r["schedule_key"]))
         ]
 
     def _trained(self, data: list[dict[str, Any]]) -> int:
-        """Full runs spent of the budget: every measured schedule but joint training when it is the free bar."""
+        """Full runs spent of the budget: every run but joint training's first when it is the free bar."""
         joint = self.space.joint().key
-        return sum(1 for r in data if not (self.cfg.train_joint and r["schedule_key"] == joint))
+        return sum(
+            1 for r in data if not (self.cfg.train_joint and (r["schedule_key"], r["seed"]) == (joint, self.seed))
+        )
 
     def _joint_missing(self, measured: dict[str, Any]) -> bool:
-        return self.cfg.train_joint and self.space.joint().key not in measured
+        joint = measured.get(self.space.joint().key)
+        return self.cfg.train_joint and (joint is None or self.seed not in joint["seeds"])
 
     # --- the pool: where the next runs are chosen from -------------------------------------------------------
     def _pool(
@@ -357,22 +394,27 @@ class ActiveSearch:
         measured: dict[str, dict[str, Any]],
         *,
         budget: int,
-    ) -> list[Schedule]:
-        """The next batch: joint training first if it is the bar and not yet measured; then the untried
-        schedules with the highest estimated score (``exploit`` of them), then those with the highest acquisition
-        value; skipping those another worker is training and those too close to a pick or a trained schedule."""
-        picks: list[Schedule] = []
-        if self._joint_missing(measured) and not self._claimed(self.space.joint()):
-            picks.append(self.space.joint())
+    ) -> list[Pick]:
+        """The next batch: joint training first if it is the bar and not yet measured; the recommendation again
+        with its next seed while it has fewer than ``replicates`` runs; then the untried schedules with the highest
+        estimated score (``exploit`` of them), then those with the highest acquisition value; skipping those another
+        worker is training and those too close to a pick or a trained schedule."""
+        picks: list[Pick] = []
+        if self._joint_missing(measured) and not self._claimed(self.space.joint(), self.seed):
+            picks.append((self.space.joint(), self.seed))
         slots = min(self.cfg.batch_size - len(picks), budget)  # joint takes a slot of the first batch
-        untried = [s for s in pool if s.key not in measured and s not in picks]
+        repeat = self._repeat(measured, predicted)
+        if repeat is not None and slots > 0:
+            picks.append(repeat)
+            slots -= 1
+        untried = [s for s in pool if s.key not in measured and s not in [p for p, _ in picks]]
         if slots <= 0 or not untried:
             return picks
         mean = np.array([predicted[s.key][0] for s in untried])
         std = np.array([predicted[s.key][1] for s in untried])
         best = max((m["mean"] for m in measured.values()), default=float(mean.max()))
         value = _acquisition(self.cfg.acquisition, mean, std, best, self.cfg.kappa)
-        taken = [self._features(s) for s in picks] + [self._features(Schedule.parse(k)) for k in measured]
+        taken = [self._features(s) for s, _ in picks] + [self._features(Schedule.parse(k)) for k in measured]
         exploit = min(self.cfg.exploit, slots)
         for ranking, n in ((mean, exploit), (value, slots - exploit)):
             for i in np.lexsort((np.arange(len(untried)), -ranking)):
@@ -382,17 +424,27 @@ class ActiveSearch:
                 # a batch of near-copies teaches one thing: keep picks apart from each other and from what was run
                 if any(np.linalg.norm(x - y) < self.cfg.min_distance for y in taken) or self._claimed(untried[i]):
                     continue
-                picks.append(untried[i])
+                picks.append((untried[i], self.seed))
                 taken.append(x)
                 n -= 1
         return picks
 
+    def _repeat(self, measured: dict[str, dict[str, Any]], predicted: dict[str, tuple[float, float]]) -> Pick | None:
+        """The recommendation with its next seed, while it has fewer than ``replicates`` runs (None: it has them,
+        or another worker trains its missing ones)."""
+        rec = self._recommend(measured, predicted)
+        if rec is None or len(measured[rec]["seeds"]) >= self.cfg.replicates:
+            return None
+        schedule = Schedule.parse(rec)
+        left = [s for s in self.seeds if s not in measured[rec]["seeds"] and not self._claimed(schedule, s)]
+        return (schedule, left[0]) if left else None
+
     def _features(self, schedule: Schedule) -> np.ndarray:
         return np.asarray(schedule_features(schedule, self.space.tasks))
 
-    def _claimed(self, schedule: Schedule) -> bool:
+    def _claimed(self, schedule: Schedule, seed: int | None = None) -> bool:
         """Whether another process trains it now (a loop's claim, or the run's owner lock)."""
-        plan = self._plan(schedule)
+        plan = self._plan(schedule, seed)
         return plan.state == "running" or is_claimed(plan.run_dir)
 
     # --- training --------------------------------------------------------------------------------------------
@@ -468,10 +520,11 @@ class ActiveSearch:
     # --- the recommendation ----------------------------------------------------------------------------------
     def _measured(self, data: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
-        for r in data:
-            m = out.setdefault(r["schedule_key"], {"scores": [], "run_ids": []})
+        for r in sorted(data, key=lambda r: self.seeds.index(r["seed"])):  # each schedule's runs in seed order
+            m = out.setdefault(r["schedule_key"], {"scores": [], "run_ids": [], "seeds": []})
             m["scores"].append(self._score(r))
             m["run_ids"].append(r["run_id"])
+            m["seeds"].append(r["seed"])
         for m in out.values():
             m["mean"] = float(np.mean(m["scores"]))
         return out
@@ -494,10 +547,18 @@ def check_search_config(cfg: Any, space: SearchSpace) -> None:
         raise ValueError(f"search.store_trials={cfg.store_trials!r}; use pool or all")
     if cfg.acquisition not in ACQUISITIONS:
         raise ValueError(f"search.acquisition={cfg.acquisition!r}; use one of {', '.join(ACQUISITIONS)}")
-    if cfg.full_runs < 0 or cfg.batch_size < 1 or cfg.patience < 1 or cfg.pool_size < 1 or cfg.exploit < 0:
+    if (
+        cfg.full_runs < 0
+        or cfg.batch_size < 1
+        or cfg.patience < 1
+        or cfg.pool_size < 1
+        or cfg.exploit < 0
+        or cfg.replicates < 1
+    ):
         raise ValueError(
             f"search.full_runs={cfg.full_runs}, batch_size={cfg.batch_size}, patience={cfg.patience}, "
-            f"pool_size={cfg.pool_size}, exploit={cfg.exploit}: full_runs and exploit ≥ 0, the others ≥ 1"
+            f"pool_size={cfg.pool_size}, exploit={cfg.exploit}, replicates={cfg.replicates}: full_runs and exploit "
+            "≥ 0, the others ≥ 1"
         )
     unknown = [t for t in cfg.task_weights if t not in space.tasks]
     if unknown:
@@ -506,6 +567,11 @@ def check_search_config(cfg: Any, space: SearchSpace) -> None:
     if bad:
         raise ValueError(f"search.objectives={list(cfg.objectives)}; use [score] or [score, steps]")
     make_sampler(cfg.sampler, seed=cfg.seed, space=space, n_objectives=len(cfg.objectives))
+
+
+def _picks(round_: dict[str, Any], seed: int) -> list[tuple[str, int]]:
+    """A saved round's picks as (schedule key, seed): its new schedules with the loop's seed, then its repeats."""
+    return [(k, seed) for k in round_["picks"]] + [(k, int(s)) for k, s in round_.get("repeats", [])]
 
 
 def _acquisition(name: str, mean: np.ndarray, std: np.ndarray, best: float, kappa: float) -> np.ndarray:

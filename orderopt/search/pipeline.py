@@ -94,9 +94,13 @@ class Outcome:
             lines.append(row("also trained", key))
         if rec and joint in r.measured and rec != joint:
             gain = r.measured[rec]["mean"] - r.measured[joint]["mean"]
-            lines.append(
-                f"  recommended vs joint: {gain:+.3f} ({gain / r.measured[joint]['mean']:+.1%}, one seed each)"
+            runs = {len(r.measured[k]["scores"]) for k in (rec, joint)}
+            each = (
+                "one seed each"
+                if runs == {1}
+                else "means over " + " and ".join(f"{n}" for n in sorted(runs)) + " seeds"
             )
+            lines.append(f"  recommended vs joint: {gain:+.3f} ({gain / r.measured[joint]['mean']:+.1%}, {each})")
         elif rec == joint:
             lines.append("  nothing trained beat joint training: it is the recommendation")
         confirmation = self.extra.get("confirmation")
