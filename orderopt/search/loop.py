@@ -220,6 +220,13 @@ class ActiveSearch:
         }
         if any(seed != self.seed for _, seed in picks):  # a recommendation trained again (only then: older files match)
             round_["repeats"] = [[s.key, seed] for s, seed in picks if seed != self.seed]
+        if "repeats" in round_:
+            log.info(
+                "[active loop] round %d: the recommendation is trained again (search.replicates=%d): %s",
+                len(history),
+                self.cfg.replicates,
+                ", ".join(f"{k} seed {seed}" for k, seed in round_["repeats"]),
+            )
         history.append(round_)
         self._save_history(history)
         return picks, predicted, len(history) - 1
