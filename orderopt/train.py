@@ -476,9 +476,10 @@ class _Progress:
     def __init__(self, run_id: str, schedule: Schedule, tracker: Tracker) -> None:
         self.run_id, self.schedule, self.tracker = run_id, schedule, tracker
         self.total = schedule.total_steps
-        self.started = time.perf_counter()
         self.steps_run = 0
         self.last_line = -float("inf")
+        #: (time, steps) at this process's first logged step: the ETA's rate is measured from it
+        self.first_log: tuple[float, int] | None = None
 
     def for_stage(self, index: int) -> TrainerCallback:
         progress, stage = self, self.schedule.stages[index]
@@ -495,8 +496,12 @@ class _Progress:
                     {f"train/{k}": v for k, v in logs.items() if isinstance(v, (int, float))}, progress.steps_run
                 )
                 now = time.perf_counter()
-                done_here = max(progress.steps_run - progress.first_step, 1)
-                eta = (now - progress.started) / done_here * (progress.total - progress.steps_run)
+                if progress.first_log is None:  # the rate counts from here: loading and set-up are not steps
+                    progress.first_log = (now, progress.steps_run)
+                done_here = progress.steps_run - progress.first_log[1]
+                left = progress.total - progress.steps_run
+                eta = fmt_duration((now - progress.first_log[0]) / done_here * left) if done_here else "?"
+                eta = eta if left else fmt_duration(0)
                 edge = state.global_step in (1, stage.steps)
                 level = logging.INFO if edge or now - progress.last_line >= progress.every_s else logging.DEBUG
                 if level == logging.INFO:
@@ -514,11 +519,9 @@ class _Progress:
                     logs.get("entropy", float("nan")),
                     progress.steps_run,
                     progress.total,
-                    fmt_duration(eta),
+                    eta,
                 )
 
-        if not hasattr(self, "first_step"):
-            self.first_step = offset  # steps before this process started (a resumed run) don't count in the rate
         return _Callback()
 
 

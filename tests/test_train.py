@@ -394,3 +394,28 @@ def test_progress_lines_are_throttled_at_info_and_complete_at_debug(
     for step in range(1, 11):
         callback.on_log(None, SimpleNamespace(global_step=step), None, logs={"reward": 0.5})
     assert sum(r.levelno == logging.INFO for r in caplog.records) == 10
+
+
+def test_progress_eta_is_measured_from_the_first_step_not_from_loading(tmp_path: Path, caplog) -> None:
+    """Loading and set-up before step 1 are not steps: the first line says the ETA is unknown, the next ones extrapolate
+    the steps' own rate (with the set-up counted, a 1-minute run once showed "ETA 14m00s" at step 1)."""
+    import logging
+    from types import SimpleNamespace
+
+    from orderopt.schedule import Schedule
+    from orderopt.tracking import Tracker, WandbConfig
+    from orderopt.train import _Progress
+
+    tracker = Tracker(WandbConfig(enabled=False), run_id="r", group="g", config={}, dir=str(tmp_path))
+    progress = _Progress("r", Schedule.parse("arith:100>qa:100"), tracker)
+    time.sleep(1.0)  # "loading"
+    callback = progress.for_stage(0)
+    with caplog.at_level(logging.DEBUG, logger="orderopt.train"):
+        for step in (1, 2, 3):
+            callback.on_log(None, SimpleNamespace(global_step=step), None, logs={"reward": 0.5, "entropy": 0.1})
+            time.sleep(0.01)
+    lines = [r.getMessage() for r in caplog.records if "stage 1/2" in r.getMessage()]
+    assert lines[0].endswith("run 1/200 steps, ETA ?")
+    minutes, seconds = lines[-1].rsplit("ETA ", 1)[1].rstrip("s").split("m")
+    # 2 steps took ~0.02 s: 197 more take seconds; counting the 1 s set-up as 3 steps' time would say ~66 s
+    assert 60 * int(minutes) + int(seconds) < 30, lines
