@@ -137,6 +137,16 @@ def test_the_main_command_killed_and_resumed_reaches_the_sweeper_s_recommendatio
     against = outcome["confirmation"]["joint" if outcome["recommendation"] != joint else "best other"]
     assert len(against["scores"]) == 2 and "welch_t" in against
 
+    # once more without the confirmation: the confirmation's runs of seed 1 are not the loop's own repeats, so the
+    # loop's measurements and recommendation are what they were
+    again = _finish(_start(model, killed, cache_dir, tmp_path / "again.log"), tmp_path / "again.log")
+    assert "active loop, round" not in again
+    final = _outcome(killed)
+    assert final["recommendation"] == expected["recommendation"]
+    assert {k: v["scores"] for k, v in final["measured"].items()} == {
+        k: v["scores"] for k, v in expected["measured"].items()
+    }
+
 
 def _trials(studies: Path) -> list[str]:
     import optuna
