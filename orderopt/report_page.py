@@ -331,13 +331,10 @@ def _prediction_section(trained: list[dict[str, Any]], predicted: dict[str, tupl
 def _search_section(search: dict[str, Any]) -> Section:
     import plotly.graph_objects as go
 
-    order = [k for rnd in search.get("rounds", []) for k in rnd.get("trained", [])]
-    xs, ys, labels, best, best_so_far = [], [], [], [], -1.0
-    for n, key in enumerate(order, start=1):
-        score = search["measured"].get(key, {}).get("scores", [None])[0]
-        if score is None:
-            continue
-        best_so_far = max(best_so_far, score)
+    from orderopt.search.loop import runs_in_order
+
+    xs, ys, labels, best = [], [], [], []
+    for n, (key, score, best_so_far) in enumerate(runs_in_order(search), start=1):
         xs.append(n)
         ys.append(score)
         labels.append(_esc(key))
@@ -348,12 +345,12 @@ def _search_section(search: dict[str, Any]) -> Section:
             x=xs,
             y=ys,
             mode="markers",
-            name="full run (seed 0)",
+            name="full run",
             text=labels,
             hovertemplate="run %{x}: %{text}<br>%{y:.3f}<extra></extra>",
         )
     )
-    fig.add_trace(go.Scatter(x=xs, y=best, mode="lines", line={"shape": "hv"}, name="best so far"))
+    fig.add_trace(go.Scatter(x=xs, y=best, mode="lines", line={"shape": "hv"}, name="best measured mean so far"))
     bars: dict[str, list[str]] = defaultdict(list)  # one line per schedule, naming every rule that chose it
     for name, key in (search.get("known") or {}).items():
         bars[key].append(name)

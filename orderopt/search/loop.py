@@ -36,7 +36,7 @@ from orderopt.search.space import SearchSpace, schedule_features
 from orderopt.search.surrogate import Surrogate
 from orderopt.store import claim_run, is_claimed, write_json_atomic
 
-__all__ = ["ActiveSearch", "Round", "SearchResult", "check_search_config"]
+__all__ = ["ActiveSearch", "Round", "SearchResult", "check_search_config", "runs_in_order"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,8 @@ class SearchResult:
     trained: int
     stopped: str
     predictor: Any = None
+    #: runs the recommendation was to have (``search.replicates``)
+    replicates: int = 1
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -258,7 +260,9 @@ class ActiveSearch:
             )
             for n, r in enumerate(self._history())
         ]
-        return SearchResult(rec, measured, predicted, rounds, self._trained(data), stopped, predictor)
+        return SearchResult(
+            rec, measured, predicted, rounds, self._trained(data), stopped, predictor, replicates=self.cfg.replicates
+        )
 
     def _history(self) -> list[dict[str, Any]]:
         path = self.study.directory / "loop.json"
@@ -546,6 +550,20 @@ class ActiveSearch:
         if not measured:
             return None
         return max(measured, key=lambda k: (measured[k]["mean"], predicted.get(k, (-math.inf,))[0], k))
+
+
+def runs_in_order(outcome: dict[str, Any]) -> list[tuple[str, float, float]]:
+    """A search outcome's full runs (``SearchResult.as_dict()``, ``search.json``) in the order trained, as (schedule
+    key, that run's score, the best measured mean so far): a repeat is the schedule's next run, not its first again."""
+    seen: dict[str, list[float]] = {}
+    out = []
+    for key in (k for r in outcome.get("rounds", []) for k in r.get("trained", [])):
+        scores = outcome["measured"].get(key, {}).get("scores") or []
+        if len(scores) <= len(seen.get(key, [])):
+            continue
+        seen.setdefault(key, []).append(scores[len(seen.get(key, []))])
+        out.append((key, seen[key][-1], max(float(np.mean(v)) for v in seen.values())))
+    return out
 
 
 def check_search_config(cfg: Any, space: SearchSpace) -> None:

@@ -7,7 +7,6 @@ and runs by their records, the predicted searches by their Optuna studies, the l
 from __future__ import annotations
 
 import logging
-import math
 import statistics
 import time
 from collections.abc import Callable
@@ -15,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orderopt.schedule import Schedule
-from orderopt.search.loop import ActiveSearch, SearchResult, check_search_config
+from orderopt.search.loop import ActiveSearch, SearchResult, check_search_config, runs_in_order
 from orderopt.search.optimize import storage_url
 from orderopt.search.space import SearchSpace
 
@@ -103,6 +102,12 @@ class Outcome:
             lines.append(f"  recommended vs joint: {gain:+.3f} ({gain / r.measured[joint]['mean']:+.1%}, {each})")
         elif rec == joint:
             lines.append("  nothing trained beat joint training: it is the recommendation")
+        n_rec = len(r.measured[rec]["scores"]) if rec else 0
+        if rec and n_rec < r.replicates and "confirmation" not in self.extra:
+            lines.append(
+                f"  the recommendation has {n_rec} run{'s' * (n_rec > 1)} of search.replicates={r.replicates} (the "
+                "budget was spent first): check it with more seeds, e.g. search.confirm_seeds=[1,2]"
+            )
         confirmation = self.extra.get("confirmation")
         if confirmation:
             lines.append(f"confirmation with seeds {confirmation['seeds']} (mean ± std over seeds):")
@@ -209,17 +214,11 @@ def log_search(outcome: Outcome, study: Any, *, seed: int) -> None:
         dir=str(study.directory / "search"),
     )
     try:
-        best = -math.inf
-        order = [k for r in data["rounds"] for k in r["trained"]]
-        for n, key in enumerate(order, start=1):
-            scores = data["measured"].get(key, {}).get("scores")
-            if not scores:
-                continue
-            best = max(best, scores[0])
+        for n, (key, score, best) in enumerate(runs_in_order(data), start=1):
             predicted = data["predicted"].get(key) or {}
             tracker.log(
                 {
-                    "search/score": scores[0],
+                    "search/score": score,
                     "search/best_so_far": best,
                     **(
                         {"search/predicted": predicted["mean"], "search/predicted_std": predicted["std"]}
