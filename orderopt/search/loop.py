@@ -220,14 +220,14 @@ class ActiveSearch:
             "recommendation": rec,
             "n_measured": len(data),
         }
-        if any(seed != self.seed for _, seed in picks):  # a recommendation trained again (only then: older files match)
-            round_["repeats"] = [[s.key, seed] for s, seed in picks if seed != self.seed]
-        if "repeats" in round_:
+        repeats = [[s.key, seed] for s, seed in picks if seed != self.seed]
+        if repeats:  # the recommendation trained again (saved only then, so older loop files read the same)
+            round_["repeats"] = repeats
             log.info(
                 "[active loop] round %d: the recommendation is trained again (search.replicates=%d): %s",
                 len(history),
                 self.cfg.replicates,
-                ", ".join(f"{k} seed {seed}" for k, seed in round_["repeats"]),
+                ", ".join(f"{k} seed {seed}" for k, seed in repeats),
             )
         history.append(round_)
         self._save_history(history)
