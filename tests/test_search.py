@@ -295,3 +295,15 @@ def test_the_search_logs_its_trials_as_one_wandb_run_of_the_study(
     tables = [h for h in history if h.get("search/leaderboard/_type") == "table-file"]
     assert len(tables) == 1 and tables[0]["search/leaderboard/nrows"] == len(result.measured)
     assert group == "replayed" and config["kind"] == "search"
+
+
+def test_runs_in_order_gives_each_run_its_own_seed_s_score() -> None:
+    """A repeat of a schedule whose first run the loop found done (joint training from an earlier invocation) is
+    its seed's run, not the first one again; outcomes saved before rounds named seeds read as before."""
+    from orderopt.search.loop import runs_in_order
+
+    measured = {"J": {"scores": [0.5, 0.6], "seeds": [0, 1]}, "B": {"scores": [0.4], "seeds": [0]}}
+    outcome = {"rounds": [{"trained": ["B", "J"], "seeds": [0, 1]}], "measured": measured}
+    assert runs_in_order(outcome) == [("B", 0.4, 0.4), ("J", 0.6, 0.6)]
+    old = {"rounds": [{"trained": ["J", "B"]}], "measured": {"J": {"scores": [0.5]}, "B": {"scores": [0.4]}}}
+    assert runs_in_order(old) == [("J", 0.5, 0.5), ("B", 0.4, 0.5)]

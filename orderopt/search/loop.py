@@ -55,6 +55,8 @@ class Round:
     recommendation: str | None
     recommendation_score: float | None
     trained: list[str] = field(default_factory=list)
+    #: the seed of each run in ``trained`` (a repeat trains its schedule with another seed)
+    seeds: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -257,6 +259,7 @@ class ActiveSearch:
                 r["recommendation"],
                 measured.get(r["recommendation"] or "", {}).get("mean"),
                 [k for k, _ in _picks(r, self.seed)],
+                [seed for _, seed in _picks(r, self.seed)],
             )
             for n, r in enumerate(self._history())
         ]
@@ -553,16 +556,21 @@ class ActiveSearch:
 
 
 def runs_in_order(outcome: dict[str, Any]) -> list[tuple[str, float, float]]:
-    """A search outcome's full runs (``SearchResult.as_dict()``, ``search.json``) in the order trained, as (schedule
-    key, that run's score, the best measured mean so far): a repeat is the schedule's next run, not its first again."""
+    """A search outcome's full runs (``SearchResult.as_dict()``, ``search.json``) in the order the loop trained them,
+    as (schedule key, that run's score, the best measured mean so far among them): a repeat is its own seed's run
+    (outcomes saved before rounds named seeds: a schedule's next run). Runs the loop found done (joint training
+    from an earlier invocation, say) are not in the order."""
     seen: dict[str, list[float]] = {}
     out = []
-    for key in (k for r in outcome.get("rounds", []) for k in r.get("trained", [])):
-        scores = outcome["measured"].get(key, {}).get("scores") or []
-        if len(scores) <= len(seen.get(key, [])):
-            continue
-        seen.setdefault(key, []).append(scores[len(seen.get(key, []))])
-        out.append((key, seen[key][-1], max(float(np.mean(v)) for v in seen.values())))
+    for r in outcome.get("rounds", []):
+        for key, seed in zip(r.get("trained", []), r.get("seeds") or [None] * len(r.get("trained", [])), strict=True):
+            m = outcome["measured"].get(key) or {}
+            scores, seeds = m.get("scores") or [], m.get("seeds")
+            at = seeds.index(seed) if seeds and seed in seeds else len(seen.get(key, []))
+            if at >= len(scores):
+                continue
+            seen.setdefault(key, []).append(scores[at])
+            out.append((key, scores[at], max(float(np.mean(v)) for v in seen.values())))
     return out
 
 
