@@ -170,7 +170,7 @@ class ActiveSearch:
     def _next(self, history: list[dict[str, Any]]) -> tuple[list[Pick], dict[str, Any], int] | str | None:
         """What the loop does now: the picks of a round (the unfinished picks of the last one, or new ones, which
         are added to ``history`` and saved), the reason it stops, or None to wait for other workers' runs."""
-        data = self.measured_runs()
+        data = self.measured_runs(history)
         measured = self._measured(data)
         self._sync_trials(history, data)
         joint = (self.space.joint().key, self.seed)
@@ -246,9 +246,10 @@ class ActiveSearch:
                 self._add_trial(plan, record, (math.nan, math.nan), picked[pick])
 
     def _result(self, stopped: str) -> SearchResult:
-        data = self.measured_runs()
         with self._lock():
-            self._sync_trials(self._history(), data)
+            history = self._history()
+            data = self.measured_runs(history)
+            self._sync_trials(history, data)
         measured = self._measured(data)
         predictor, predicted = getattr(self, "_last", (None, {}))
         rec = self._recommend(measured, predicted)
@@ -261,7 +262,7 @@ class ActiveSearch:
                 [k for k, _ in _picks(r, self.seed)],
                 [seed for _, seed in _picks(r, self.seed)],
             )
-            for n, r in enumerate(self._history())
+            for n, r in enumerate(history)
         ]
         return SearchResult(
             rec, measured, predicted, rounds, self._trained(data), stopped, predictor, replicates=self.cfg.replicates
@@ -309,13 +310,16 @@ class ActiveSearch:
         )
         return surrogate.fit({k: (m["mean"], len(m["scores"])) for k, m in measured.items()})
 
-    def measured_runs(self) -> list[dict[str, Any]]:
+    def measured_runs(self, history: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
         """Every measurement of a schedule of the space with the loop's seed, and the repeats the loop picked (another
         seed of a schedule counts only as the loop's own repeat: a confirmation's runs, say, would otherwise change
         a resumed loop's decisions): the study's records (those of other workers and earlier sessions too) and what
-        the backend answered in memory (replay)."""
+        the backend answered in memory (replay). ``history``: the saved rounds, if the caller has read them."""
         records = {r["run_id"]: r for r in self.study.full_runs()} | self._answered
-        repeats = {p for r in self._history() for p in _picks(r, self.seed)} if len(self.seeds) > 1 else set()
+        if len(self.seeds) > 1:
+            repeats = {p for r in (self._history() if history is None else history) for p in _picks(r, self.seed)}
+        else:
+            repeats = set()
         return [
             r
             for r in measurements(records.values())
