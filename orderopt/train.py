@@ -500,8 +500,12 @@ class _Progress:
                     progress.first_log = (now, progress.steps_run)
                 done_here = progress.steps_run - progress.first_log[1]
                 left = progress.total - progress.steps_run
-                eta = fmt_duration((now - progress.first_log[0]) / done_here * left) if done_here else "?"
-                eta = eta if left else fmt_duration(0)
+                if not left:
+                    eta = fmt_duration(0)
+                elif done_here:
+                    eta = fmt_duration((now - progress.first_log[0]) / done_here * left)
+                else:
+                    eta = "?"  # no step timed yet
                 edge = state.global_step in (1, stage.steps)
                 level = logging.INFO if edge or now - progress.last_line >= progress.every_s else logging.DEBUG
                 if level == logging.INFO:
