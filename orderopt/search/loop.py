@@ -209,12 +209,13 @@ class ActiveSearch:
         if spent:
             return "budget spent"
         recent = [r["recommendation"] for r in history[-self.cfg.patience :]] + [rec]
-        settled = self._repeat(measured, predicted) is None  # a recommendation short of its replicates is not
+        repeat = self._repeat(measured, predicted)
+        settled = repeat is None  # a recommendation short of its replicates is not
         if rec is not None and settled and len(recent) > self.cfg.patience and len(set(recent)) == 1:
             return f"recommendation unchanged for {self.cfg.patience} rounds"
         if budget <= 0 and in_flight:
             return None
-        picks = self._acquire(pool, predicted, measured, budget=budget)
+        picks = self._acquire(pool, predicted, measured, budget=budget, repeat=repeat)
         if not picks:
             return "nothing left to try" if not in_flight else None
         round_: dict[str, Any] = {
@@ -412,16 +413,16 @@ class ActiveSearch:
         measured: dict[str, dict[str, Any]],
         *,
         budget: int,
+        repeat: Pick | None,
     ) -> list[Pick]:
-        """The next batch: joint training first if it is the bar and not yet measured; the recommendation again
-        with its next seed while it has fewer than ``replicates`` runs; then the untried schedules with the highest
+        """The next batch: joint training first if it is the bar and not yet measured; ``repeat`` (the
+        recommendation again with its next seed, from :meth:`_repeat`); then the untried schedules with the highest
         estimated score (``exploit`` of them), then those with the highest acquisition value; skipping those another
         worker is training and those too close to a pick or a trained schedule."""
         picks: list[Pick] = []
         if self._joint_missing(measured) and not self._claimed(self.space.joint(), self.seed):
             picks.append((self.space.joint(), self.seed))
         slots = min(self.cfg.batch_size - len(picks), budget)  # joint takes a slot of the first batch
-        repeat = self._repeat(measured, predicted)
         if repeat is not None and slots > 0:
             picks.append(repeat)
             slots -= 1
