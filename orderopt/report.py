@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -154,8 +155,13 @@ def format_summary(
         lines.append(
             "\ntrained schedules (baselines left out): "
             f"best {eff['best']:.3f}  worst {eff['worst']:.3f}  spread {eff['spread']:.3f}  "
-            f"std across schedules {eff['std_across_schedules']:.3f}  mean seed std {eff['seed_std']:.3f}  "
-            f"ANOVA by schedule F {eff['anova_f']:.2f} p {eff['anova_p']:.3g}"
+            f"std across schedules {eff['std_across_schedules']:.3f}  mean seed std "
+            + (f"{eff['seed_std']:.3f}  " if math.isfinite(eff["seed_std"]) else "- (one seed each)  ")
+            + (
+                f"ANOVA by schedule F {eff['anova_f']:.2f} p {eff['anova_p']:.3g}"
+                if math.isfinite(eff["anova_p"])
+                else "ANOVA by schedule: needs two schedules with two seeds or more"
+            )
         )
     if entropy:
         lines.append(f"\n{'task':<10}{'entropy before own stage':>26}{'after':>10}{'change':>10}{'rose in':>10}")

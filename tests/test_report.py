@@ -39,6 +39,10 @@ def test_order_effect_separates_a_real_effect_from_seed_noise() -> None:
 def test_order_effect_without_repeated_seeds_has_no_test() -> None:
     eff = order_effect(summarize(_records(effect=0.05, noise=0.01, seeds=1)))
     assert eff["spread"] > 0.1 and math.isnan(eff["anova_p"])
+    # the summary says why there is no test instead of printing "F nan p nan"
+    for records in (_records(0.05, 0.01, seeds=1), _records(0.05, 0.01, n_orders=1)):
+        text = format_summary(summarize(records))
+        assert "needs two schedules with two seeds" in text and "nan" not in text
 
 
 def test_entropy_table_counts_the_stages_in_which_entropy_rose() -> None:
