@@ -218,9 +218,10 @@ def predict_from_config(cfg: Config) -> str:
     return "\n".join(lines)
 
 
-def main_from_config(cfg: Config) -> str:
+def main_from_config(cfg: Config) -> tuple[str, float | None]:
     """The main job: probes, fit, predicted search and active loop on the study of ``cfg``; writes
-    ``search.json`` into the study directory and returns the printed summary."""
+    ``search.json`` into the study directory and returns the printed summary and the recommendation's measured mean
+    score (None when nothing was measured)."""
     from orderopt.report_page import write_report
     from orderopt.search import optimize
     from orderopt.store import write_json_atomic
@@ -238,12 +239,15 @@ def main_from_config(cfg: Config) -> str:
     out = study.directory / "search.json"
     write_json_atomic(out, outcome.as_dict())
     page = write_report(study.directory, png=False)  # PNGs for papers: orderopt-report
-    return (
+    result = outcome.result
+    score = result.measured[result.recommendation]["mean"] if result.recommendation is not None else None
+    text = (
         f"{outcome.format()}\n"
         f"written: {out} (the outcome), {page} (the report: open it in a browser; PNGs of its figures: orderopt-report "
         f"study={cfg.study}), {study.directory / 'runs'} (run "
         f"records), {outcome.storage} (Optuna studies: optuna-dashboard {outcome.storage})"
     )
+    return text, score
 
 
 def report_from_config(cfg: Config, *, png: bool = True) -> tuple[str, Path]:
@@ -275,9 +279,9 @@ def main(cfg: DictConfig) -> float | None:
     """``orderopt``: probes → predictor → Optuna search → active loop of full runs (joint as the bar); prints the
     recommended schedule; returns its measured score (for sweepers)."""
     _quiet_transformers()
-    typed = _typed(cfg)
-    print(main_from_config(typed))
-    return None
+    text, score = main_from_config(_typed(cfg))
+    print(text)
+    return score
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")

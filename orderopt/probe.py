@@ -385,7 +385,7 @@ class TransferMatrix:
             pair_entropy=_nanmean(pair_h),
             single_std=_nanstd(single),
             pair_std=_nanstd(pair),
-            eval_std=np.sqrt(mean_base * (1 - mean_base) / np.array(n_eval)),
+            eval_std=_binomial_std(mean_base, np.array(n_eval, dtype=float)),
         )
 
     # --- derived quantities (DESIGN.md formulas) ---------------------------------------------------------------
@@ -621,6 +621,13 @@ def _mean_offdiag(m: np.ndarray, i: int, *, row: bool) -> float:
     values = [m[i, j] if row else m[j, i] for j in range(len(m)) if j != i]
     values = [v for v in values if np.isfinite(v)]
     return float(np.mean(values)) if values else float("nan")
+
+
+def _binomial_std(p: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """The std of a score over ``n`` eval items at rate ``p``, with ``p`` kept half an item inside (0, 1): a task the
+    base model scores 0 (or 1) on is still measured with noise, and a std of 0 made every prediction NaN."""
+    p = np.clip(p, 0.5 / n, 1.0 - 0.5 / n)
+    return np.sqrt(p * (1.0 - p) / n)
 
 
 def _nanmean(a: np.ndarray) -> np.ndarray:

@@ -45,7 +45,12 @@ class ReplayBackend(Backend):
         for r in loaded:
             if r["kind"] == "probe":  # probes are not full runs
                 continue
-            self._runs[record_label(r)][r["seed"]] = r
+            known = self._runs[record_label(r)].setdefault(r["seed"], r)
+            if known is not r and known["run_id"] != r["run_id"]:  # which one answered would be the load order's
+                raise ValueError(
+                    f"{self.source} holds two runs of {record_label(r)!r} with seed {r['seed']}: {known['run_id']} "
+                    f"and {r['run_id']} (trained with other settings); replay one study's runs of one config"
+                )
         if not self._runs:
             raise ValueError(f"no run records in {self.source}; replay needs a study whose runs were trained for real")
         self._rng = random.Random(rng_seed)

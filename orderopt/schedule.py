@@ -239,7 +239,7 @@ def latin_orders(tasks: Sequence[str], n: int, *, seed: int = 0) -> list[list[st
         if seen.isdisjoint(square):  # a block is kept whole, or the positions would not be balanced
             seen.update(square)
             out.extend(list(row) for row in square)
-    else:
+    if len(out) < blocks * k:
         raise ValueError(f"latin_orders: could not draw {blocks} disjoint Latin squares of {k} tasks; ask fewer orders")
     return out
 

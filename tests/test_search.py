@@ -79,6 +79,9 @@ def test_switches_and_bad_input_name_the_value() -> None:
         make_sampler("cma", seed=0, space=equal)
     with pytest.raises(ValueError, match="equal_budgets=true"):
         make_sampler("brute", seed=0, space=SearchSpace(REF, total_steps=800))
+    for bad in (50, 110, 900):  # under one unit per task, not a multiple of the unit, over the total
+        with pytest.raises(ValueError, match=f"search.min_total={bad}: give a multiple"):
+            SearchSpace(REF, total_steps=800, vary_total=True, min_total=bad)
     with pytest.raises(ValueError, match="search.storage='optuna.db'"):
         storage_url("optuna.db", Path("/tmp"))
 
@@ -204,6 +207,10 @@ def test_the_active_loop_refuses_bad_settings(reference: list[dict], tmp_path: P
         _replay_loop(reference, tmp_path, exploit=-1)
     with pytest.raises(ValueError, match="'nope'"):
         _replay_loop(reference, tmp_path, task_weights={"nope": 1.0})
+    with pytest.raises(ValueError, match="search.task_weights=.*must be finite and ≥ 0"):
+        _replay_loop(reference, tmp_path, task_weights=dict.fromkeys(REF, 0.0))
+    with pytest.raises(ValueError, match="search.task_weights=.*'qa': -1.0"):
+        _replay_loop(reference, tmp_path, task_weights={"qa": -1.0})
 
 
 @pytest.mark.parametrize("sampler", ["gp", "random", "brute"])
@@ -307,3 +314,21 @@ def test_runs_in_order_gives_each_run_its_own_seed_s_score() -> None:
     assert runs_in_order(outcome) == [("B", 0.4, 0.4), ("J", 0.6, 0.6)]
     old = {"rounds": [{"trained": ["J", "B"]}], "measured": {"J": {"scores": [0.5]}, "B": {"scores": [0.4]}}}
     assert runs_in_order(old) == [("J", 0.5, 0.5), ("B", 0.4, 0.5)]
+
+
+def test_known_points_outside_the_bounds_are_not_trained(reference: list[dict], tmp_path: Path) -> None:
+    """A heuristic order the user's per-task bounds rule out (here arith ≥ 300 steps, an equal-budget curriculum
+    gives it 200) is not a point to spend a full run on; joint training, the bar, still is."""
+    loop, study = _replay_loop(reference, tmp_path)
+    space = SearchSpace(REF, total_steps=800, task_steps={"arith": [300, 800]})
+    curriculum = space.curriculum(["names", "qa", "strings", "arith"])
+    assert not space.feasible(curriculum)
+    bounded = ActiveSearch(
+        study,
+        space,
+        lambda: TransferPredictor(n_boot=3),
+        _probes(reference),
+        SearchConfig(),
+        known={"open first": curriculum, "free": Schedule.parse("arith:400>names:200>qa:100>strings:100")},
+    )
+    assert list(bounded.known) == ["joint", "free"]

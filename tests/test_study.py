@@ -97,6 +97,11 @@ def test_replay_returns_the_recorded_numbers_and_refuses_unrun_schedules(tmp_pat
         backend.run(key, seed=7)
     with pytest.raises(ValueError, match="no run records"):
         ReplayBackend(tmp_path / "empty")
+    # two runs of one schedule and seed under other run ids (other settings): which one answers is not a guess
+    other = {**recorded[0], "run_id": recorded[0]["run_id"] + "x"}
+    ReplayBackend([recorded[0], recorded[0]])  # the same record twice is one run
+    with pytest.raises(ValueError, match=f"two runs of {key!r} with seed 0: {recorded[0]['run_id']} and"):
+        ReplayBackend([recorded[0], other])
 
 
 def json_records(study_dir: Path) -> list[dict]:

@@ -131,7 +131,11 @@ class ActiveSearch:
             raise ValueError(f"search.replicates={cfg.replicates} needs as many distinct seeds; got {self.seeds}")
         self.make_predictor, self.probes = make_predictor, list(probes)
         self.candidates = None if candidates is None else [c for c in candidates if space.feasible(c)]
-        self.known = dict(known or {})
+        # known points outside the user's bounds are not trained (joint training, the bar, is: train_joint)
+        self.known = {name: s for name, s in (known or {}).items() if space.feasible(s)}
+        left_out = [name for name in known or {} if name not in self.known]
+        if left_out:
+            log.info("known points outside the space's bounds, not trained: %s", ", ".join(left_out))
         if cfg.train_joint:
             self.known = {"joint": space.joint(), **self.known}
         self.n_jobs = n_jobs or cfg.batch_size
@@ -601,6 +605,12 @@ def check_search_config(cfg: Any, space: SearchSpace) -> None:
     unknown = [t for t in cfg.task_weights if t not in space.tasks]
     if unknown:
         raise ValueError(f"search.task_weights names {unknown}, not in the suite {list(space.tasks)}")
+    weights = [float(cfg.task_weights.get(t, 1.0)) for t in space.tasks]
+    if min(weights) < 0 or not sum(weights) > 0 or not all(math.isfinite(w) for w in weights):
+        raise ValueError(
+            f"search.task_weights={dict(cfg.task_weights)}: weights must be finite and ≥ 0 with at least one > 0 "
+            "(a task left out weighs 1)"
+        )
     bad = [o for o in cfg.objectives if o not in ("score", "steps")] or cfg.objectives[:1] != ["score"]
     if bad:
         raise ValueError(f"search.objectives={list(cfg.objectives)}; use [score] or [score, steps]")

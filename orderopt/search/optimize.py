@@ -74,7 +74,7 @@ def make_sampler(name: str, *, seed: int, space: SearchSpace, n_objectives: int 
         if not space.equal_budgets or space.vary_total:
             raise ValueError(
                 "search.sampler=brute enumerates a finite space: set search.equal_budgets=true and "
-                "search.vary_total=false (budget shares are continuous)"
+                "search.objectives=[score] (budget shares and a varied total are continuous)"
             )
         return optuna.samplers.BruteForceSampler(seed=seed)
     raise ValueError(f"search.sampler={name!r}; use one of {', '.join(SAMPLERS)}")
@@ -125,6 +125,12 @@ def predicted_search(
         trials = [study.ask() for _ in range(min(batch, n_trials - done))]
         schedules = [space.suggest(t) for t in trials]
         mean, std = objective(schedules)
+        bad = [str(sch) for sch, m, s in zip(schedules, mean, std, strict=True) if not np.isfinite([m, s]).all()]
+        if bad:  # Optuna would mark the trials failed and the search would never reach n_trials
+            raise ValueError(
+                f"the objective is not a finite number for {len(bad)} of {len(schedules)} schedules (e.g. {bad[0]}); "
+                "check the probes and full runs the predictor was fitted on (a NaN or infinite score in a record)"
+            )
         exhausted = False
         for trial, schedule, m, s in zip(trials, schedules, mean, std, strict=True):
             trial.set_user_attr("std", float(s))

@@ -80,8 +80,13 @@ class SearchSpace:
             lo, hi = self.bounds(t)
             if lo > hi:
                 raise ValueError(f"task {t!r}: min steps {lo} > max steps {hi}; fix search.min_steps/max_steps")
-        if self.vary_total and not (self.min_total or 0) <= self.total_steps:
-            raise ValueError(f"search.min_total={self.min_total} exceeds search.total_steps={self.total_steps}")
+        if self.vary_total and self.min_total is not None:
+            lowest = self.step_unit * len(tasks)
+            if not lowest <= self.min_total <= self.total_steps or self.min_total % self.step_unit:
+                raise ValueError(
+                    f"search.min_total={self.min_total}: give a multiple of search.step_unit={self.step_unit} between "
+                    f"{lowest} (one unit per task) and search.total_steps={self.total_steps}"
+                )
 
     @classmethod
     def from_config(cls, cfg: Any, tasks: Sequence[str], default_total: int) -> SearchSpace:
