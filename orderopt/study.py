@@ -189,8 +189,30 @@ class Study:
         return load_records(self.directory)
 
     def full_runs(self) -> list[dict[str, Any]]:
-        """The study's runs that measure a schedule: full runs and joint training (not probes, not merges)."""
-        return measurements(self.records())
+        """The study's runs that measure a schedule — full runs and joint training (not probes, not merges) — of this
+        study's settings: a run whose id is not the one this study plans for its schedule and seed was trained with
+        other settings (trainer, tasks, base model, library versions) and measures something else; it is left out,
+        with a warning (the loop would otherwise take it as measured, and the predictor fit it)."""
+        runs: list[tuple[dict[str, Any], str]] = []
+        other: list[tuple[dict[str, Any], str]] = []
+        for r in measurements(self.records()):
+            try:
+                planned = self.plan(r["schedule_key"], r["seed"], baseline=r.get("baseline")).run_id
+            except ValueError:  # a schedule of other tasks than this suite's
+                planned = f"no run of {r['schedule_key']} (not this suite's tasks: {', '.join(self.suite)})"
+            (runs if r["run_id"] == planned else other).append((r, planned))
+        if other:
+            r, planned = other[0]
+            log.warning(
+                "study %s: %d full runs were trained with other settings than this config and are left out (e.g. %s; "
+                "this config trains %s): they measure another setup. Use another study (study=…) per setup, or the "
+                "settings they were trained with (their result.json's config)",
+                self.name,
+                len(other),
+                r["run_id"],
+                planned,
+            )
+        return [r for r, _ in runs]
 
     # --- probes, predictors, reports -------------------------------------------------------------------------
     def probe(self, probe: ProbeConfig, *, full_steps: int | None = None) -> tuple[TransferMatrix, ProbeCost]:

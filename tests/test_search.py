@@ -332,3 +332,23 @@ def test_known_points_outside_the_bounds_are_not_trained(reference: list[dict], 
         known={"open first": curriculum, "free": Schedule.parse("arith:400>names:200>qa:100>strings:100")},
     )
     assert list(bounded.known) == ["joint", "free"]
+
+
+def test_a_loop_resumed_with_another_space_or_predictor_is_refused(reference: list[dict], tmp_path: Path) -> None:
+    """The saved rounds were decided in one space with one predictor: resuming them with mixing off, other bounds
+    or another predictor parameter would train schedules chosen for another problem."""
+    loop, study = _replay_loop(reference, tmp_path, full_runs=1, batch_size=1)
+    loop.run()
+    candidates = loop.candidates
+    same = ActiveSearch(
+        study, loop.space, lambda: TransferPredictor(n_boot=10), _probes(reference), loop.cfg, candidates=candidates
+    )
+    assert same._history()  # the same settings resume
+    for space, make in (
+        (SearchSpace(REF, total_steps=800, mixing=False), lambda: TransferPredictor(n_boot=10)),
+        (SearchSpace(REF, total_steps=800, task_steps={"qa": [100, 400]}), lambda: TransferPredictor(n_boot=10)),
+        (loop.space, lambda: TransferPredictor(n_boot=10, prior_scale=0.5)),
+    ):
+        other = ActiveSearch(study, space, make, _probes(reference), loop.cfg, candidates=candidates)
+        with pytest.raises(ValueError, match="holds the rounds of a loop with other settings"):
+            other._history()

@@ -176,3 +176,21 @@ def test_workers_stop_when_the_command_is_killed_so_a_rerun_resumes_their_runs(t
     while time.time() < deadline and any(p.state == "running" for p in plans):
         time.sleep(0.2)
     assert [p.state for p in plans] != ["running"] * 2 and all(p.state in ("new", "interrupted") for p in plans)
+
+
+def test_full_runs_of_other_settings_are_left_out_with_a_warning(tmp_path: Path, caplog) -> None:
+    """Runs trained with another trainer setting in the same study directory measure another setup: neither the
+    predictor nor the loop may take them as measurements of this config's schedules."""
+    from dataclasses import replace
+
+    runs = [r for r in json_records(REFERENCE) if r["kind"] == "full"][:3]
+    for r in runs:
+        (tmp_path / "mine" / "runs" / r["run_id"]).mkdir(parents=True)
+        shutil.copy(REFERENCE / "runs" / r["run_id"] / "result.json", tmp_path / "mine" / "runs" / r["run_id"])
+    study = _study(tmp_path, model=str(REFERENCE / "base_model"))
+    assert sorted(r["run_id"] for r in study.full_runs()) == sorted(r["run_id"] for r in runs)
+    other = study.replace(trainer=replace(study.trainer, learning_rate=study.trainer.learning_rate / 2))
+    with caplog.at_level("WARNING", logger="orderopt.study"):
+        assert other.full_runs() == []
+    assert "3 full runs were trained with other settings than this config and are left out" in caplog.text
+    assert study.replace(suite=["arith", "qa"]).full_runs() == []  # another suite's tasks: not its runs either

@@ -300,6 +300,14 @@ class ActiveSearch:
         }
         if self.cfg.replicates != 1:  # named only when set, so the loops saved before it existed resume
             identity["replicate_seeds"] = self.seeds
+        # the space's bounds and switches and the predictor's parameters, likewise only where not the defaults
+        space = {k: v for k, v in _space_identity(self.space).items() if v != _SPACE_DEFAULTS[k]}
+        if space:
+            identity["space"] = space
+        predictor = self.make_predictor()
+        params = {k: v for k, v in predictor.get_params().items() if v != _default_params(predictor).get(k)}
+        if type(predictor).__name__ != "TransferPredictor" or params:
+            identity["predictor"] = {"class": type(predictor).__name__, **params}
         return identity
 
     def _plan(self, schedule: Schedule, seed: int | None = None) -> Any:
@@ -364,8 +372,19 @@ class ActiveSearch:
         cfg = self.cfg
         digest = hashlib.sha256(
             json.dumps(
-                [sorted(r["run_id"] for r in data), _search_identity(cfg), self.space.total_steps, self.seed],
+                [
+                    sorted(r["run_id"] for r in data),
+                    _search_identity(cfg),
+                    self.space.total_steps,
+                    self.seed,
+                    # what else the pool depends on: the space, the predictor and the probes it is fitted on
+                    _space_identity(self.space),
+                    type(self.make_predictor()).__name__,
+                    self.make_predictor().get_params(),
+                    sorted(r["run_id"] for r in self.probes),
+                ],
                 default=str,
+                sort_keys=True,
             ).encode()
         ).hexdigest()[:10]
         name = f"{self.study.name}:predicted:r{round_number}:{digest}"
@@ -632,6 +651,22 @@ def _acquisition(name: str, mean: np.ndarray, std: np.ndarray, best: float, kapp
     s = np.maximum(std, 1e-9)
     z = (mean - best) / s
     return (mean - best) * norm.cdf(z) + s * norm.pdf(z)
+
+
+def _space_identity(space: SearchSpace) -> dict[str, Any]:
+    """The space's bounds and switches (its tasks and total are named apart)."""
+    keys = ("step_unit", "min_steps", "max_steps", "equal_budgets", "mixing", "min_total")
+    return {k: getattr(space, k) for k in keys} | {"task_steps": {t: list(b) for t, b in space.task_steps.items()}}
+
+
+_SPACE_DEFAULTS = _space_identity(SearchSpace(["a", "b"], total_steps=50))
+
+
+def _default_params(estimator: Any) -> dict[str, Any]:
+    try:
+        return type(estimator)().get_params()
+    except TypeError:  # an estimator with required arguments has no defaults to compare with
+        return {}
 
 
 def _search_identity(cfg: Any) -> dict[str, Any]:
