@@ -171,6 +171,8 @@ def _run_schedule(
                 f"{record['model']!r}, not this run's; use another run directory (RunSpec.run_id names one)"
             )
         log.info("run %s already finished: %s", run_id, result_path)
+        if keep_model and (run_dir / "checkpoint").is_dir() and not (run_dir / "model").is_dir():
+            (run_dir / "checkpoint").rename(run_dir / "model")  # killed between its record and keeping its model
         return record
     state = _resume_state(run_dir, spec, run_id)
     done = len(state["evals"]) - 1  # stages finished (evals[0] is the base model)

@@ -109,6 +109,8 @@ def test_probes_run_once_reuse_single_probes_and_give_the_transfer_matrix(
     again, _ = study.probe(cfg.probe)
     assert "4 runs: 4 finished before, 0 to run" in caplog.text
     assert "12 runs: 11 finished before, 1 to run" in caplog.text
+    # its single-task probe's model was removed once every pair had run: its first stage is trained again, said so
+    assert "kept no model to start from" in caplog.text
     assert np.allclose(again.single, tm.single) and np.allclose(again.pair, tm.pair, equal_nan=True)
     assert len(study.probe_records(cfg.probe)) == 16
 

@@ -7,6 +7,7 @@ and runs by their records, the predicted searches by their Optuna studies, the l
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -99,7 +100,9 @@ class Outcome:
                 if runs == {1}
                 else "means over " + " and ".join(f"{n}" for n in sorted(runs)) + " seeds"
             )
-            lines.append(f"  recommended vs joint: {gain:+.3f} ({gain / r.measured[joint]['mean']:+.1%}, {each})")
+            base = r.measured[joint]["mean"]
+            relative = f"{gain / base:+.1%}" if base else "joint scored 0"
+            lines.append(f"  recommended vs joint: {gain:+.3f} ({relative}, {each})")
         elif rec == joint:
             lines.append("  nothing trained beat joint training: it is the recommendation")
         n_rec = len(r.measured[rec]["scores"]) if rec else 0
@@ -181,7 +184,7 @@ def optimize(
     data = loop.measured_runs()
     walls = [r["wall_s"] for r in data if r.get("wall_s")]
     median = statistics.median(walls) if walls else None
-    merge = _merge(study, seed)
+    merge = _merge(study, space, seed)
     confirmation = _confirm(study, result, space, search, seed) if search.confirm_seeds else None
     outcome = Outcome(
         result=result,
@@ -302,11 +305,14 @@ def _confirm(study: Any, result: SearchResult, space: SearchSpace, search: Any, 
                 "welch_t": float(test.statistic),
                 "p": float(test.pvalue),
                 "gain": gain,
-                "gain_relative": gain / out[name]["mean"],
+                "gain_relative": gain / out[name]["mean"] if out[name]["mean"] else math.nan,
             }
     return out
 
 
-def _merge(study: Any, seed: int) -> dict[str, Any] | None:
-    runs = [r for r in study.records() if r.get("baseline") == "merge" and r["seed"] == seed]
-    return {"mean": runs[0]["mean_final"], "run_id": runs[0]["run_id"]} if runs else None
+def _merge(study: Any, space: SearchSpace, seed: int) -> dict[str, Any] | None:
+    """Merging's record with the loop's seed, when it was run: the run the confirmation plans (the space's per-task
+    budget, TIES), not any merge in the study directory (another budget, method or setting)."""
+    plan = study.plan(space.curriculum(list(space.tasks)), seed, baseline="merge")
+    record = next((r for r in study.records() if r["run_id"] == plan.run_id), None)
+    return {"mean": record["mean_final"], "run_id": record["run_id"]} if record else None
