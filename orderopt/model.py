@@ -109,7 +109,10 @@ def base_model_path(cfg: ModelConfig, tasks: Sequence[Task], *, study_dir: str |
             )
         return str(_hub_snapshot(cfg.name_or_path, cfg.revision))
     if cfg.name_or_path is not None:
-        return cfg.name_or_path
+        # a hub id is resolved to its snapshot once, here: named by the hub id alone before its first download and
+        # by its commit after, a model would change id (and every run id) between planning and training
+        snapshot = _hub_snapshot_if_any(cfg.name_or_path)
+        return str(snapshot) if snapshot is not None else cfg.name_or_path
     if cfg.shipped and study_dir is not None:
         found = shipped_model(study_dir, settings_key(cfg, tasks))
         if found is not None:
@@ -138,6 +141,20 @@ def _hub_snapshot(repo_id: str, revision: str) -> Path:
             f"cannot get revision {revision!r} of hub model {repo_id!r} ({err}); check the id and the revision, "
             "or download it once with network access (it is then loaded from the Hugging Face cache)"
         ) from err
+
+
+def _hub_snapshot_if_any(name: str) -> Path | None:
+    """The local snapshot of ``name`` if it is a hub id (not a path on disk) that is cached or can be downloaded now
+    (not with HF_HUB_OFFLINE); None otherwise: the name is then loaded as given, and fails there if it is wrong."""
+    if Path(name).expanduser().exists() or name.startswith(("/", ".", "~")) or name.count("/") > 1:
+        return None
+    from huggingface_hub import snapshot_download
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    try:
+        return Path(snapshot_download(name, local_files_only=offline))
+    except Exception:  # not a hub id, not cached offline, no network: loading it as given reports the real error
+        return None
 
 
 def cache_root(cache_dir: str | None = None) -> Path:

@@ -93,6 +93,12 @@ def test_revision_resolves_to_the_cached_snapshot(
     assert model_id(path) == "me/tiny@0123456789ab"  # as the hub id of that snapshot is named
     with pytest.raises(ValueError, match=r"revision 'v2' of hub model 'me/tiny'"):
         base_model_path(ModelConfig(name_or_path="me/tiny", revision="v2"), [])
+    # a hub id without a revision: its cached snapshot (refs/main), so its id is the same before and after the runs
+    # that load it (named by the hub id alone, it changed once the model was downloaded)
+    (repo / "refs" / "main").write_text(commit)
+    path = base_model_path(ModelConfig(name_or_path="me/tiny"), [])
+    assert Path(path) == repo / "snapshots" / commit and model_id(path) == model_id("me/tiny") == "me/tiny@0123456789ab"
+    assert base_model_path(ModelConfig(name_or_path="me/other"), []) == "me/other"  # not cached, offline: as given
 
 
 @pytest.fixture
