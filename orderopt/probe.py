@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from orderopt.config import ProbeConfig, ScheduleConfig, TrainerConfig
+from orderopt.config import ProbeConfig, TrainerConfig
 from orderopt.schedule import Schedule
 
 if TYPE_CHECKING:
@@ -236,12 +236,12 @@ def _full_wall_estimate(probes: Sequence[dict[str, Any]], full_steps: int, full_
 
 
 def run_probes(
-    study: Study, probe: ProbeConfig, *, full_steps: int | None = None, full_stages: int | None = None
+    study: Study, probe: ProbeConfig, *, full_steps: int, full_stages: int | None = None
 ) -> tuple[TransferMatrix, ProbeCost]:
     """Run the probes ``probe`` asks for that have no record yet (singles, then pairs, ``probe.n_jobs`` at a time),
     save the transfer matrix in the study directory (``transfer.json``, ``transfer.graphml``) and return it with
     what the probes cost against a full run of ``full_steps`` in ``full_stages`` stages (default: one stage per
-    task at the default ``schedule.steps``). The base model is evaluated once per seed, here, not once per
+    task). The base model is evaluated once per seed, here, not once per
     single-task probe."""
     singles, pairs = plan_probes(study, probe)
     name = f"probes {study.name}"
@@ -272,7 +272,7 @@ def run_probes(
     stages = full_stages or len(study.suite)
     cost = probe_cost(
         records,
-        full_steps or stages * ScheduleConfig().steps,
+        full_steps,
         study.full_runs(),
         base_eval_s=base_s,
         full_stages=stages,

@@ -59,7 +59,7 @@ class Study:
     Example:
         >>> study = Study.from_config(cfg)  # doctest: +SKIP
         >>> record = study.run([study.plan("names:200>qa:200>strings:200>arith:200", seed=0)])[0]  # doctest: +SKIP
-        >>> tm, cost = study.probe(cfg.probe)  # doctest: +SKIP
+        >>> tm, cost = study.probe(cfg.probe, full_steps=800)  # doctest: +SKIP
     """
 
     name: str
@@ -215,7 +215,7 @@ class Study:
         return [r for r, _ in runs]
 
     # --- probes, predictors, reports -------------------------------------------------------------------------
-    def probe(self, probe: ProbeConfig, *, full_steps: int | None = None) -> tuple[TransferMatrix, ProbeCost]:
+    def probe(self, probe: ProbeConfig, *, full_steps: int) -> tuple[TransferMatrix, ProbeCost]:
         """Run the probes ``probe`` asks for that have no record yet; the transfer matrix and what they cost
         (against a full run of ``full_steps`` steps, one stage per task)."""
         from orderopt.probe import run_probes

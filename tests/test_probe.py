@@ -51,7 +51,7 @@ def test_probes_run_once_reuse_single_probes_and_give_the_transfer_matrix(
     cfg.model.name_or_path, cfg.tasks = base[0], small_eval()  # small eval sets
     caplog.set_level(logging.INFO, logger="orderopt")
     study = Study.from_config(cfg)
-    tm, cost = study.probe(cfg.probe)
+    tm, cost = study.probe(cfg.probe, full_steps=4 * cfg.schedule.steps)
     records = load_records(tmp_path / "probes")
     assert len(records) == 4 + 12 and {r["kind"] for r in records} == {"probe"}
     assert "[probes probes (pairs)] 12/12 runs done" in caplog.text and "ETA" in caplog.text
@@ -106,7 +106,7 @@ def test_probes_run_once_reuse_single_probes_and_give_the_transfer_matrix(
     # cached: the same probes are found, nothing is trained again; a lost record is the only one retrained
     caplog.clear()
     shutil.rmtree(tmp_path / "probes" / "runs" / pairs["qa:2>names:2"]["run_id"])
-    again, _ = study.probe(cfg.probe)
+    again, _ = study.probe(cfg.probe, full_steps=4 * cfg.schedule.steps)
     assert "4 runs: 4 finished before, 0 to run" in caplog.text
     assert "12 runs: 11 finished before, 1 to run" in caplog.text
     # its single-task probe's model was removed once every pair had run: its first stage is trained again, said so
@@ -117,7 +117,7 @@ def test_probes_run_once_reuse_single_probes_and_give_the_transfer_matrix(
     # pair_select=harm: the pairs the single-task probes flag, planned from their records (all cached here)
     harm = replace(cfg.probe, pair_select="harm")
     caplog.clear()
-    chosen, _ = study.probe(harm)
+    chosen, _ = study.probe(harm, full_steps=4 * cfg.schedule.steps)
     flagged = tm.harm_pairs()
     assert f"pair_select=harm: {len(flagged)} of the 12 pair probes" in caplog.text
     kept = [r for r in study.probe_records(harm) if len(r["schedule"]["stages"]) == 2]
