@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import os
+import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +72,34 @@ def _quiet_transformers() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-load "Loading weights" bars drown our progress lines
+
+
+def _reported(command: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+    """A command's user-facing failures as one message, not a traceback: a bad value or a failed run
+    (``ValueError``, ``RuntimeError``, ``OSError``: the messages name the value and what to do) and Ctrl-C (what
+    finished is kept: the same command resumes). ``HYDRA_FULL_ERROR=1`` shows the traceback; in a multirun, Hydra
+    reports each job's error itself."""
+
+    @functools.wraps(command)
+    def reported(cfg: DictConfig) -> Any:
+        from hydra.types import RunMode
+
+        if HydraConfig.get().mode == RunMode.MULTIRUN or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            return command(cfg)
+        try:
+            return command(cfg)
+        except KeyboardInterrupt:
+            print(
+                "\ninterrupted: finished runs and stages are kept; run the same command again to resume",
+                file=sys.stderr,
+            )
+            sys.exit(130)
+        except (ValueError, RuntimeError, OSError) as err:
+            again = shlex.join([_invoked[0], *sys.argv[1:]])
+            print(f"error: {err}\n(the traceback: HYDRA_FULL_ERROR=1 {again})", file=sys.stderr)
+            sys.exit(1)
+
+    return reported
 
 
 def evaluate_base(cfg: Config) -> dict[str, Any]:
@@ -275,6 +307,7 @@ def report_from_config(cfg: Config, *, png: bool = True) -> tuple[str, Path]:
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+@_reported
 def main(cfg: DictConfig) -> float | None:
     """``orderopt``: probes → predictor → Optuna search → active loop of full runs (joint as the bar); prints the
     recommended schedule; returns its measured score (for sweepers)."""
@@ -285,6 +318,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+@_reported
 def train_main(cfg: DictConfig) -> float:
     """``orderopt-train``: train one schedule (or a baseline); returns the mean final score (for sweepers)."""
     _quiet_transformers()
@@ -294,6 +328,7 @@ def train_main(cfg: DictConfig) -> float:
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+@_reported
 def study_main(cfg: DictConfig) -> None:
     """``orderopt-study +experiment=<name>``: train an experiment's runs in parallel (resumable), then summarise."""
     _quiet_transformers()
@@ -304,6 +339,7 @@ def study_main(cfg: DictConfig) -> None:
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+@_reported
 def probe_main(cfg: DictConfig) -> None:
     """``orderopt-probe``: run the study's probes (cached, resumable, parallel) and print the transfer matrix."""
     _quiet_transformers()
@@ -311,6 +347,7 @@ def probe_main(cfg: DictConfig) -> None:
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+@_reported
 def predict_main(cfg: DictConfig) -> None:
     """``orderopt-predict``: fit a predictor on the study's probes (and full runs) and rank candidate schedules."""
     _quiet_transformers()
@@ -318,6 +355,7 @@ def predict_main(cfg: DictConfig) -> None:
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+@_reported
 def report_main(cfg: DictConfig) -> None:
     """``orderopt-report``: summarise a study's runs (table, order effect, entropy per stage) and write its report."""
     text, page = report_from_config(_typed(cfg))
@@ -326,6 +364,7 @@ def report_main(cfg: DictConfig) -> None:
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+@_reported
 def base_main(cfg: DictConfig) -> None:
     """``orderopt-base``: build the base model and print the evaluation of every task."""
     _quiet_transformers()

@@ -91,6 +91,11 @@ class Schedule:
         out = []
         for s, b in zip(stages, budgets, strict=True):
             if isinstance(s, str):
+                if ":" in s or ">" in s:
+                    raise ValueError(
+                        f"stage {s!r}: list stages as task[+task...][@w,w...] and their budgets apart, e.g. "
+                        "schedule.order=[names,arith+qa] schedule.steps=[100,300]"
+                    )
                 stage = _parse_stage(f"{s}:{b}")  # "a+b@2,1": a stage mixing a and b 2:1
                 if stage is None:
                     raise ValueError(f"bad stage {s!r}; write a stage as task[+task...][@w,w...]")
@@ -168,9 +173,15 @@ class Schedule:
 
 
 def _budgets(steps: int | Sequence[int], n: int) -> list[int]:
-    if isinstance(steps, int):
-        return [steps] * n
-    steps = list(steps)
+    if isinstance(steps, str) or not isinstance(steps, int | Sequence):
+        raise ValueError(f"steps={steps!r}: give one step budget (an integer) or a list of one per stage")
+    steps = [steps] if isinstance(steps, int) else list(steps)
+    bad = [b for b in steps if isinstance(b, bool) or not isinstance(b, int) or b < 1]
+    if bad:
+        raise ValueError(
+            f"step budget {bad[0]!r} in steps={steps}: budgets are positive integers (one for every stage, or one "
+            "per stage, e.g. schedule.steps=[100,300,200,200])"
+        )
     if len(steps) == 1:
         return steps * n
     if len(steps) != n:

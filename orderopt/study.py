@@ -18,6 +18,7 @@ import logging
 import logging.handlers
 import multiprocessing
 import os
+import signal
 import statistics
 import threading
 import time
@@ -372,17 +373,24 @@ def run_plans(plans: list[RunPlan], *, n_jobs: int, name: str) -> list[dict[str,
     todo = list({p.run_dir: p for p in plans if not p.done}.values())  # a run planned twice is trained once
     states = [p.state for p in todo]
     n_jobs = min(n_jobs, max(len(todo), 1))
-    threads = max(1, (os.cpu_count() or 1) // n_jobs)
+    threads = max(1, (os.cpu_count() or 1) // n_jobs)  # a worker's torch threads
+    if len(todo) == 1 and n_jobs == 1:  # a lone run trains in this process, with its threads
+        import torch
+
+        shown = torch.get_num_threads()
+    else:
+        shown = threads
     log.info(
         "[%s] %d runs: %d finished before, %d to run (%d resume where they stopped), %d at a time (%d torch "
-        "threads each)",
+        "thread%s each)",
         name,
         len(plans),
         len(plans) - len(todo),
         len(todo),
         states.count("interrupted"),
         n_jobs,
-        threads,
+        shown,
+        "s" * (shown != 1),
     )
     failures: list[str] = []
     walls: list[float] = []
@@ -435,12 +443,16 @@ def run_plans(plans: list[RunPlan], *, n_jobs: int, name: str) -> list[dict[str,
             ) as pool,
         ):
             futures: dict[Future[dict[str, Any]], RunPlan] = {pool.submit(_run, p): p for p in parallel}
-            for done, future in enumerate(as_completed(futures), start=len(todo) - len(parallel) + 1):
-                plan = futures[future]
-                try:
-                    finished(done, plan, future.result())
-                except Exception as err:
-                    failed(plan, err)
+            try:
+                for done, future in enumerate(as_completed(futures), start=len(todo) - len(parallel) + 1):
+                    plan = futures[future]
+                    try:
+                        finished(done, plan, future.result())
+                    except Exception as err:
+                        failed(plan, err)
+            except BaseException:  # Ctrl-C (the workers ignore it) or an error here: stop them, don't wait for them
+                _stop_workers(pool)
+                raise
     for plan in busy:
         try:
             answers[plan.run_dir] = _wait_for(plan, name)
@@ -508,6 +520,9 @@ def _threads_while_waiting(threads: int) -> Iterator[None]:
 
 def _init_worker(threads: int, logs: Any, levels: dict[str, int], parent: int) -> None:
     _exit_with_parent(parent)
+    # Ctrl-C reaches the whole process group: the parent alone handles it (it stops the workers), so the console
+    # gets one message instead of a traceback per worker
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     import torch
 
     torch.set_num_threads(threads)
@@ -518,6 +533,13 @@ def _init_worker(threads: int, logs: Any, levels: dict[str, int], parent: int) -
     root.handlers = [logging.handlers.QueueHandler(logs)]
     for name, level in levels.items():
         logging.getLogger(name or None).setLevel(level)
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """End a pool's workers now (their runs keep their last checkpoint and resume from it), cancelling what waits."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _exit_with_parent(parent: int, *, poll_s: float = 1.0) -> None:

@@ -194,3 +194,49 @@ def test_full_runs_of_other_settings_are_left_out_with_a_warning(tmp_path: Path,
         assert other.full_runs() == []
     assert "3 full runs were trained with other settings than this config and are left out" in caplog.text
     assert study.replace(suite=["arith", "qa"]).full_runs() == []  # another suite's tasks: not its runs either
+
+
+def test_ctrl_c_stops_the_command_and_its_workers_with_one_message(tmp_path: Path) -> None:
+    """Ctrl-C reaches the command's whole process group: the workers ignore it, the command stops them and says
+    how to resume — no traceback per process — and no run is left owned by a live process."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    keys = "['arith:2000>strings:2000>qa:2000>names:2000','names:2000>qa:2000>strings:2000>arith:2000']"
+    args = [
+        f"studies_dir={tmp_path}",
+        "study=mine",
+        f"model.name_or_path={ROOT / 'studies' / 'default' / 'base_model'}",
+        "experiment.orders=null",
+        f"experiment.schedules={keys}",
+        "experiment.baselines=[]",
+        "experiment.seeds=[0]",
+        "experiment.n_jobs=2",
+        "wandb.enabled=false",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orderopt.cli", "study", *args],
+        cwd=tmp_path,
+        env={**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal gives it
+    )
+    runs = tmp_path / "mine" / "runs"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and [run_state(d) for d in runs.glob("*")] != ["running"] * 2:
+        time.sleep(0.2)
+    assert proc.poll() is None and [run_state(d) for d in runs.glob("*")] == ["running"] * 2, "never started"
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-3000:]
+    assert "interrupted: finished runs and stages are kept; run the same command again to resume" in err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
+    deadline = time.time() + 30
+    while time.time() < deadline and "running" in [run_state(d) for d in runs.glob("*")]:
+        time.sleep(0.2)
+    assert sorted(run_state(d) for d in runs.glob("*")) in (["new", "new"], ["interrupted", "new"], ["interrupted"] * 2)

@@ -214,8 +214,15 @@ def test_train_command_and_multirun_with_joblib(base: tuple[str, list], cache_di
 def test_train_command_bad_input(tmp_path: Path, cache_dir: str) -> None:
     proc = _cli(["schedule.order=[arith,qa]"], tmp_path, cache_dir)
     assert proc.returncode != 0 and "trains no stage of 'strings', 'names'" in proc.stderr
-    proc = _cli(["schedule.steps=[5,0,5,5]"], tmp_path, cache_dir)
-    assert proc.returncode != 0 and "steps=0; steps must be a positive integer" in proc.stderr
+    for steps, says in [
+        ("[5,0,5,5]", "step budget 0 in steps=[5, 0, 5, 5]: budgets are positive integers"),
+        ("-5", "step budget -5 in steps=[-5]"),
+        ("abc", "steps='abc': give one step budget"),
+    ]:
+        proc = _cli([f"schedule.steps={steps}"], tmp_path, cache_dir)
+        assert proc.returncode == 1 and says in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    proc = _cli(["schedule.order=[arith:abc,strings,qa,names]"], tmp_path, cache_dir)
+    assert proc.returncode != 0 and "stage 'arith:abc': list stages as task" in proc.stderr
     proc = _cli(["schedule.baseline=mix"], tmp_path, cache_dir)
     assert proc.returncode != 0 and "schedule.baseline='mix'" in proc.stderr
 
