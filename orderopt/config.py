@@ -178,6 +178,19 @@ class TrainerConfig:
     dataloader_num_workers: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def check(self) -> None:
+        """Refuse settings a run would fail on only once it starts: what TRL's ``GRPOConfig`` refuses, and a
+        learning rate that is not positive (the optimizer's error, after the base model is evaluated)."""
+        if not self.learning_rate > 0:
+            raise ValueError(f"trainer.learning_rate={self.learning_rate!r} must be > 0 (the default is 3e-4)")
+        try:
+            self.grpo_config("orderopt-check", max_steps=1, seed=0)
+        except (ValueError, TypeError) as err:
+            raise ValueError(
+                f"TRL's GRPOConfig refuses the trainer settings: {err} (set them with trainer.<key>=..., e.g. "
+                "trainer.num_generations must divide trainer.per_device_train_batch_size)"
+            ) from err
+
     def grpo_config(self, output_dir: str, *, max_steps: int, seed: int, **overrides: Any) -> Any:
         """The ``trl.GRPOConfig`` for one stage of ``max_steps`` steps."""
         from trl import GRPOConfig

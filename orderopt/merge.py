@@ -6,7 +6,10 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-__all__ = ["merge_state_dicts"]
+__all__ = ["MERGE_METHODS", "merge_state_dicts"]
+
+#: the merging methods of ``merge_state_dicts`` (``schedule.merge_method``)
+MERGE_METHODS = ("ties", "task_arithmetic")
 
 StateDict = Mapping[str, torch.Tensor]
 
@@ -26,7 +29,7 @@ def merge_state_dicts(
         >>> merge_state_dicts(base, [a, b], method="task_arithmetic")["w"].tolist()
         [4.0, 0.0, 0.0, 0.0]
     """
-    if method not in ("ties", "task_arithmetic"):
+    if method not in MERGE_METHODS:
         raise ValueError(f"unknown merge method {method!r}; use ties or task_arithmetic")
     if not tuned:
         raise ValueError("nothing to merge: give at least one fine-tuned model")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import json
 import logging
 import logging.handlers
 import multiprocessing
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from orderopt.backends import Backend, TrainBackend
 from orderopt.config import Config, ExperimentConfig, ProbeConfig, TrainerConfig
+from orderopt.merge import MERGE_METHODS
 from orderopt.model import LoadOptions
 from orderopt.records import measurements
 from orderopt.schedule import Schedule
@@ -136,6 +138,10 @@ class Study:
         """The run of ``schedule`` with ``seed`` (``baseline`` joint/merge: that baseline with the schedule's total
         steps; ``kind`` probe: a schedule of any subset of the suite; ``trainer``: other settings than the study's)."""
         check_baseline(baseline)
+        if baseline == "merge" and merge_method not in MERGE_METHODS:
+            raise ValueError(f"schedule.merge_method={merge_method!r}; use one of {', '.join(MERGE_METHODS)}")
+        if not 0 <= seed < 2**32:
+            raise ValueError(f"seed={seed!r}: seeds are integers in [0, 2**32)")
         parsed = Schedule.parse(schedule) if isinstance(schedule, str) else schedule
         parsed.validate(self.suite, require_all=baseline is None and kind == "full")
         return RunPlan(self, parsed, seed, kind=kind, baseline=baseline, merge_method=merge_method, trainer=trainer)
@@ -181,6 +187,17 @@ class Study:
 
     def run(self, plans: list[RunPlan], *, n_jobs: int = 1, name: str | None = None) -> list[dict[str, Any]]:
         """Every plan's record, answering those without one through the backend, ``n_jobs`` at a time."""
+        todo = [p for p in plans if not p.done]
+        if isinstance(self.backend, TrainBackend) and todo:
+            for trainer in {json.dumps(vars(p.spec.trainer), sort_keys=True): p.spec.trainer for p in todo}.values():
+                trainer.check()  # settings a run would fail on after it started, refused before any starts
+            try:  # where the runs will be written: refused here, once, not by every run after it started
+                (self.directory / "runs").mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise ValueError(
+                    f"cannot write study {self.name!r} under {self.directory} ({err.strerror}): set studies_dir to a "
+                    "directory you can write (runs land in <studies_dir>/<study>/runs/)"
+                ) from err
         return run_plans(plans, n_jobs=n_jobs, name=name or f"study {self.name}")
 
     def records(self) -> list[dict[str, Any]]:

@@ -243,6 +243,7 @@ def test_bad_search_settings_fail_before_anything_trains(tmp_path: Path) -> None
 
     class Untouchable:  # a study whose every use fails: the settings must be refused first
         suite = REF
+        directory = tmp_path / "x"  # where its storage would be
 
         def __getattr__(self, name: str) -> object:
             raise AssertionError(f"the study was used ({name}) before the settings were checked")
@@ -252,6 +253,8 @@ def test_bad_search_settings_fail_before_anything_trains(tmp_path: Path) -> None
         ({"objectives": ["steps"]}, "search.objectives"),
         ({"acquisition": "best"}, "search.acquisition='best'"),
         ({"total_steps": 810}, "total_steps=810"),
+        ({"storage": "sqlte:///x.db"}, "cannot open the Optuna storage 'sqlte:///x.db' \\(search.storage\\)"),
+        ({"storage": "sqlite:////proc/nope/x.db"}, "OperationalError"),
     ]:
         cfg = Config(study="x")
         with pytest.raises(ValueError, match=match):

@@ -240,3 +240,31 @@ def test_ctrl_c_stops_the_command_and_its_workers_with_one_message(tmp_path: Pat
     while time.time() < deadline and "running" in [run_state(d) for d in runs.glob("*")]:
         time.sleep(0.2)
     assert sorted(run_state(d) for d in runs.glob("*")) in (["new", "new"], ["interrupted", "new"], ["interrupted"] * 2)
+
+
+def test_a_study_directory_that_cannot_be_written_is_refused_before_any_run(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    study = _study(tmp_path, directory=tmp_path / "afile" / "mine")
+    with pytest.raises(ValueError, match=r"cannot write study 'mine' under .*afile/mine \(Not a directory\): set "):
+        study.run([study.plan("names:200>qa:200>strings:200>arith:200", 0)])
+
+
+def test_settings_a_run_would_fail_on_after_it_started_are_refused_before(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    study = _study(tmp_path)
+    key = "names:200>qa:200>strings:200>arith:200"
+    with pytest.raises(ValueError, match="schedule.merge_method='tie'; use one of ties, task_arithmetic"):
+        study.plan(key, 0, baseline="merge", merge_method="tie")
+    with pytest.raises(ValueError, match=r"seed=-1: seeds are integers in \[0, 2\*\*32\)"):
+        study.plan(key, -1)
+    for trainer, match in [
+        (replace(study.trainer, num_generations=5), "generation_batch_size \\(32\\) must be divisible by"),
+        (replace(study.trainer, learning_rate=-1.0), "trainer.learning_rate=-1.0 must be > 0"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            trainer.check()
+        bad = study.replace(trainer=trainer)
+        with pytest.raises(ValueError, match=match):  # before any run starts: nothing is written
+            bad.run([bad.plan(key, 0)])
+        assert not (tmp_path / "mine").exists()

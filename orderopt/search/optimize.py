@@ -45,13 +45,20 @@ def storage_url(storage: str | None, directory: Path) -> str:
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """The storage behind ``url`` (a journal file by path; SQLite with a lock timeout, for concurrent workers)."""
-    if url.endswith((".log", ".journal")) and "://" not in url:
-        from optuna.storages.journal import JournalFileBackend
+    try:
+        if url.endswith((".log", ".journal")) and "://" not in url:
+            from optuna.storages.journal import JournalFileBackend
 
-        Path(url).parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.JournalStorage(JournalFileBackend(url))
-    kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+            Path(url).parent.mkdir(parents=True, exist_ok=True)
+            return optuna.storages.JournalStorage(JournalFileBackend(url))
+        kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    except Exception as err:  # a bad dialect, a missing driver, an unreachable server, an unwritable path
+        raise ValueError(
+            f"cannot open the Optuna storage {url!r} (search.storage): {type(err).__name__}: {err}. Check the URL "
+            "(sqlite:///path.db, postgresql://user@host/db with its driver installed, or a .log journal file), or "
+            "leave search.storage null for <study dir>/optuna.db"
+        ) from err
 
 
 def _constraints(trial: optuna.trial.FrozenTrial) -> Sequence[float]:

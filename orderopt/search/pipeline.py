@@ -16,7 +16,7 @@ from typing import Any
 
 from orderopt.schedule import Schedule
 from orderopt.search.loop import ActiveSearch, SearchResult, check_search_config, runs_in_order
-from orderopt.search.optimize import storage_url
+from orderopt.search.optimize import open_storage, storage_url
 from orderopt.search.space import SearchSpace
 
 __all__ = ["Outcome", "known_points", "optimize"]
@@ -163,6 +163,7 @@ def optimize(
     start = time.perf_counter()
     space = SearchSpace.from_config(search, study.suite, default_total)
     check_search_config(search, space)  # fail before the probes, not after
+    open_storage(storage_url(search.storage, study.directory))  # likewise a storage that cannot be opened
     log.info("[orderopt] 1/3 probes (%s steps each, seeds %s)", probe.steps, list(probe.seeds))
     tm, cost = study.probe(probe, full_steps=space.total_steps)
     probes = study.probe_records(probe)
