@@ -376,7 +376,34 @@ def base_main(cfg: DictConfig) -> None:
 
 
 def _typed(cfg: DictConfig) -> Config:
+    """The composed config as the typed ``Config``, refusing keys no schema has: Hydra lets ``+key=value`` add a key
+    to a typed node, so a misspelt ``+search.fulruns=3`` would be kept and silently ignored."""
+    unknown = _unknown_keys(cfg)
+    if unknown:
+        raise ValueError(
+            f"unknown config key{'s' * (len(unknown) > 1)} {', '.join(unknown)}: no setting of that name (a '+' "
+            "adds a key; check the spelling, and `--cfg job` prints every key)"
+        )
     return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+
+
+def _unknown_keys(node: DictConfig, path: str = "") -> list[str]:
+    """Keys of ``node`` and its typed sub-nodes that their dataclass schema does not define (free-form dicts, such
+    as a task's settings or ``trainer.extra``, take any key)."""
+    import dataclasses
+
+    schema = OmegaConf.get_type(node)
+    fields = {f.name for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else None
+    out = []
+    for key in map(str, node.keys()):
+        name = f"{path}{key}"
+        if fields is not None and key not in fields:
+            out.append(name)
+            continue
+        child = node._get_node(key)  # unresolved: interpolations stay as they are
+        if isinstance(child, DictConfig) and name != "hydra":
+            out += _unknown_keys(child, f"{name}.")
+    return out
 
 
 if __name__ == "__main__":  # python -m orderopt.cli [main|base|train|study|report|probe|predict] <overrides>

@@ -112,3 +112,10 @@ def test_the_installed_commands_are_the_ones_help_lists() -> None:
     scripts = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts == {name: f"orderopt.cli:{entry}" for name, entry in cli._COMMANDS.items()}
     assert all(callable(getattr(cli, entry)) for entry in cli._COMMANDS.values())
+
+
+def test_a_misspelt_added_key_is_refused(tmp_path: Path, cache_dir: str) -> None:
+    """Hydra's ``+key=value`` adds a key even to a typed node: a typo would be kept and silently ignored."""
+    proc = _run(["+search.fulruns=3", "+trainer.extra.beta1=0.8"], tmp_path, cache_dir)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "unknown config key search.fulruns: no setting of that name" in proc.stderr  # extra takes any key
