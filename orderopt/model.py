@@ -120,6 +120,14 @@ def base_model_path(cfg: ModelConfig, tasks: Sequence[Task], *, study_dir: str |
     key = _build_key(cfg, tasks)
     root = cache_root(cfg.cache_dir)
     path = root / "models" / f"tiny-{key[:16]}"
+    if cfg.shipped and study_dir is not None:  # say so: another machine's build of these settings has other weights
+        log.info(
+            "no base model with these settings is shipped next to %s: using the one %s this machine's cache (%s); "
+            "a committed study's model is used with model.name_or_path=<study>/base_model",
+            study_dir,
+            "in" if (path / "build.json").exists() else "built into",
+            path,
+        )
     if (path / "build.json").exists():
         return str(path)
     root.joinpath("models").mkdir(parents=True, exist_ok=True)
@@ -443,6 +451,13 @@ def _build(cfg: ModelConfig, tasks: Sequence[Task], path: Path, key: str, settin
     from orderopt.evaluate import evaluate_task  # evaluate depends on model loading, not the other way round
 
     start = time.perf_counter()
+    log.info(
+        "building the embedded base model (no model with these settings is shipped with the study or cached): a "
+        "warm start on every task's demonstrations until each dev score reaches %.2f or stops improving (2-3 min on "
+        "2 CPU cores) -> %s",
+        cfg.sft.target,
+        path,
+    )
     torch.manual_seed(cfg.seed)
     tokenizer = build_tokenizer()
     model = LlamaForCausalLM(
@@ -506,7 +521,7 @@ def _warm_start(
     best = {t.name: (-1.0, 0) for t in tasks}  # best dev score, and the step it was reached
     stalled: set[str] = set()
     done: set[str] = set()
-    step = 0
+    step, start = 0, time.perf_counter()
     while step < sft.max_steps:
         model.train()
         for _ in range(sft.check_every):
@@ -519,11 +534,22 @@ def _warm_start(
             step += 1
         model.eval()
         dev = {
-            t.name: evaluate_task(model, tokenizer, t, split="train", limit=sft.dev_size, seed=cfg.seed).score
+            # a model half way through imitation truncates often: not worth a warning per check
+            t.name: evaluate_task(
+                model, tokenizer, t, split="train", limit=sft.dev_size, seed=cfg.seed, warn=False
+            ).score
             for t in tasks
         }
         history.append({"step": step, "loss": round(loss.item(), 4), "dev": {k: round(v, 3) for k, v in dev.items()}})
-        log.info("warm start step %d loss %.3f dev %s", step, loss.item(), history[-1]["dev"])
+        per_step = (time.perf_counter() - start) / step
+        log.info(
+            "warm start step %d (of at most %d) loss %.3f dev %s | at most %.0f min left",
+            step,
+            sft.max_steps,
+            loss.item(),
+            history[-1]["dev"],
+            per_step * (sft.max_steps - step) / 60,
+        )
         for name, score in dev.items():
             if score > best[name][0] + sft.min_gain:
                 best[name] = (score, step)

@@ -138,10 +138,21 @@ def probe_records(study: Study, probe: ProbeConfig) -> list[dict[str, Any]]:
     plans = singles + pairs
     missing = [p for p in plans if not p.done]
     if missing:
+        held = sorted(
+            {(s["steps"], r["seed"]) for r in study.records() if r["kind"] == "probe" for s in r["schedule"]["stages"]}
+        )
+        there = (
+            "; the study holds probes of "
+            + ", ".join(f"{n} steps seed {seed}" for n, seed in held)
+            + " (probe.steps=…, probe.seeds=[…] use them)"
+            if held
+            else ""
+        )
         raise ValueError(
             f"{len(missing)} of the {len(plans)} probes of study {study.name!r} ({probe.steps} steps, seeds "
             f"{probe.seeds}, pairs={probe.pairs}) have no record under {study.directory}, e.g. {missing[0].label} "
-            f"seed {missing[0].seed}; run them first: orderopt-probe study={study.name}"
+            f"seed {missing[0].seed}{there}; run them first: orderopt-probe study={study.name} with the same "
+            "overrides (studies_dir, probe.*, model, suite)"
         )
     return [dict(read_record(p.run_dir / "result.json")) for p in plans]
 

@@ -173,6 +173,7 @@ def test_predict_command_ranks_and_validates_on_a_copy_of_the_reference_study(
     assert "leave_one_out" not in json.loads((tmp_path / "reference" / "validation-additive.json").read_text())
     bad = cli("predict", ["study=reference", f"studies_dir={tmp_path}", "probe.steps=7"], tmp_path, cache_dir)
     assert bad.returncode != 0 and "run them first: orderopt-probe study=reference" in bad.stderr
+    assert "the study holds probes of 25 steps seed 0, 25 steps seed 1" in bad.stderr  # the ones it could use
 
 
 def test_batched_rollouts_give_the_one_by_one_numbers(probes: list[dict], full: list[dict]) -> None:
