@@ -110,8 +110,10 @@ class TransferPredictor(_Predictor):
             raise ValueError(f"score_weight={self.score_weight!r} must be in [0, 1]; 0.25 is the default")
         if self.co_training not in CO_TRAINING:
             raise ValueError(f"co_training={self.co_training!r}; use one of {', '.join(CO_TRAINING)}")
-        if not self.prior_scale > 0 or self.n_boot < 0:
-            raise ValueError(f"prior_scale={self.prior_scale!r} must be > 0 and n_boot={self.n_boot!r} ≥ 0")
+        if not self.prior_scale > 0:
+            raise ValueError(f"prior_scale={self.prior_scale!r} must be > 0; 0.1 is the default")
+        if self.n_boot < 0:
+            raise ValueError(f"n_boot={self.n_boot!r} must be ≥ 0 (probe models behind the std; 30 is the default)")
         records = list(records)
         tm = self.transfer_ = self._fit_transfer(records)
         probes = [r for r in records if r["kind"] == "probe" and (self.use_pairs or len(r["schedule"]["stages"]) == 1)]
