@@ -84,7 +84,15 @@ def _reported(command: Callable[[DictConfig], Any]) -> Callable[[DictConfig], An
     def reported(cfg: DictConfig) -> Any:
         from hydra.types import RunMode
 
-        if HydraConfig.get().mode == RunMode.MULTIRUN or os.environ.get("HYDRA_FULL_ERROR") == "1":
+        hydra_cfg = HydraConfig.get()
+        if hydra_cfg.mode != RunMode.MULTIRUN and "orderopt_sweeper" in str(hydra_cfg.sweeper.get("_target_", "")):
+            print(
+                "error: hydra/sweeper=orderopt searches only in a multirun: add --multirun (-m); without it Hydra "
+                "runs the command once, with no search",
+                file=sys.stderr,
+            )
+            sys.exit(1)
+        if hydra_cfg.mode == RunMode.MULTIRUN or os.environ.get("HYDRA_FULL_ERROR") == "1":
             return command(cfg)
         try:
             return command(cfg)

@@ -91,6 +91,15 @@ def test_a_plain_install_has_working_commands(tmp_path: Path) -> None:
     )
     assert sweep.returncode == 0, sweep.stderr[-2000:]
     assert "hydra_plugins.orderopt_sweeper.orderopt_sweeper.OrderoptSweeper" in sweep.stdout
+    once = subprocess.run(  # the sweeper without --multirun: Hydra would train the default schedule once, unasked
+        [str(site / "bin" / "orderopt-train"), "hydra/sweeper=orderopt", f"studies_dir={tmp_path}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert once.returncode == 1 and "hydra/sweeper=orderopt searches only in a multirun" in once.stderr
+    assert not (tmp_path / "default").exists()
 
 
 def test_help_says_what_the_command_does(tmp_path: Path, cache_dir: str) -> None:
