@@ -24,6 +24,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,7 @@ from orderopt.search.space import SearchSpace, schedule_features
 from orderopt.search.surrogate import Surrogate
 from orderopt.store import claim_run, is_claimed, write_json_atomic
 
-__all__ = ["ActiveSearch", "Round", "SearchResult", "check_search_config", "runs_in_order"]
+__all__ = ["ActiveSearch", "Round", "SearchResult", "check_search_config", "runs_in_order", "search_lock"]
 
 log = logging.getLogger(__name__)
 
@@ -549,15 +550,12 @@ class ActiveSearch:
         if self._locked:
             yield
             return
-        self.study.directory.mkdir(parents=True, exist_ok=True)
-        with open(self.study.directory / ".search.lock", "a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
+        with search_lock(self.study.directory):
             self._locked = True
             try:
                 yield
             finally:
                 self._locked = False
-                fcntl.flock(fh, fcntl.LOCK_UN)
 
     # --- the recommendation ----------------------------------------------------------------------------------
     def _measured(self, data: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -600,6 +598,19 @@ def runs_in_order(outcome: dict[str, Any]) -> list[tuple[str, float, float]]:
             seen.setdefault(key, []).append(scores[at])
             out.append((key, scores[at], max(float(np.mean(v)) for v in seen.values())))
     return out
+
+
+@contextlib.contextmanager
+def search_lock(directory: Path) -> Iterator[None]:
+    """An exclusive lock on ``<directory>/.search.lock``: one worker of a study decides (or creates its Optuna
+    storage: two creating one SQLite schema at once collide) at a time."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".search.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def check_search_config(cfg: Any, space: SearchSpace) -> None:

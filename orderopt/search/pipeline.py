@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orderopt.schedule import Schedule
-from orderopt.search.loop import ActiveSearch, SearchResult, check_search_config, runs_in_order
+from orderopt.search.loop import ActiveSearch, SearchResult, check_search_config, runs_in_order, search_lock
 from orderopt.search.optimize import open_storage, storage_url
 from orderopt.search.space import SearchSpace
 
@@ -163,7 +163,8 @@ def optimize(
     start = time.perf_counter()
     space = SearchSpace.from_config(search, study.suite, default_total)
     check_search_config(search, space)  # fail before the probes, not after
-    open_storage(storage_url(search.storage, study.directory))  # likewise a storage that cannot be opened
+    with search_lock(study.directory):  # likewise a storage that cannot be opened (one worker creates it)
+        open_storage(storage_url(search.storage, study.directory))
     log.info("[orderopt] 1/3 probes (%s steps each, seeds %s)", probe.steps, list(probe.seeds))
     tm, cost = study.probe(probe, full_steps=space.total_steps)
     probes = study.probe_records(probe)
