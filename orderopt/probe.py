@@ -209,12 +209,13 @@ def probe_cost(
     full_stages: int = 1,
 ) -> ProbeCost:
     """Cost of ``probes`` (their records; ``base_eval_s``: the shared base evaluation) against one full run of
-    ``full_steps`` steps in ``full_stages`` stages: the median of ``full_runs`` if any, else estimated from the
-    probes (``ProbeCost.full_wall_estimated``)."""
+    ``full_steps`` steps in ``full_stages`` stages: the median of those ``full_runs`` of that many steps if any (a
+    study's shorter or longer runs would compare the probes with another run), else estimated from the probes
+    (``ProbeCost.full_wall_estimated``)."""
     singles = [r for r in probes if len(r["schedule"]["stages"]) == 1]
     steps = sum(_trained_steps(r) for r in probes)
     wall = sum(r["wall_s"] for r in probes) + base_eval_s
-    walls = [r["wall_s"] for r in full_runs if r["kind"] == "full"]
+    walls = [r["wall_s"] for r in full_runs if r["kind"] == "full" and r.get("steps") == full_steps]
     estimate = None if walls else _full_wall_estimate(probes, full_steps, full_stages)
     return ProbeCost(
         probes=len(probes),

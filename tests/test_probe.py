@@ -303,3 +303,15 @@ def test_eval_noise_counts_every_sample_of_a_judged_task() -> None:
     )
     assert domains == {"arith": "structured", "names": "open", "m": "open"}
     assert n == [ArithConfig().n_eval, 48 * 4, 40 * 8]
+
+
+def test_probe_cost_compares_with_full_runs_of_the_length_it_names() -> None:
+    """The probes' wall time against a full run of ``full_steps``: a study's shorter runs (a smoke test's 40-step
+    ones) would make the probes look many full runs dear."""
+    from orderopt.probe import probe_cost
+
+    probe = {"kind": "probe", "schedule": {"stages": [{"tasks": ["a"], "steps": 25}]}, "steps": 25, "wall_s": 4.0}
+    full = [{"kind": "full", "steps": 800, "wall_s": 80.0}, {"kind": "full", "steps": 40, "wall_s": 2.0}]
+    cost = probe_cost([probe, probe], 800, full)
+    assert cost.full_wall_s == 80.0 and not cost.full_wall_estimated
+    assert probe_cost([probe], 800, full[1:]).full_wall_s is None  # no run of that length, no step times to estimate
