@@ -217,7 +217,10 @@ def predict_from_config(cfg: Config) -> str:
     full = study.full_runs()
     model = make_predictor(cfg.predictor).fit(probes + full)
     orders = heuristic_orders(model.transfer_)
-    heuristics = {">".join(f"{t}:{cfg.schedule.steps}" for t in o): name for name, o in orders.items()}
+    heuristics: dict[str, str] = {}  # schedule → the heuristics that give it (two may agree: both are named)
+    for name, o in orders.items():
+        key = ">".join(f"{t}:{cfg.schedule.steps}" for t in o)
+        heuristics[key] = f"{heuristics[key]}, {name}" if key in heuristics else name
     candidates = candidate_schedules(cfg.suite.tasks, cfg.schedule.steps, cfg.predictor.schedules)
     rows = rank_schedules(model, candidates + list(heuristics), full)
     lines = [

@@ -279,11 +279,12 @@ def format_ranking(rows: Sequence[dict[str, Any]], heuristics: dict[str, str], *
             + f"{measured:>20}{note}"
         )
     lines.append("heuristic orders (rank among the candidates, predicted mean final score):")
+    width = max((len(name) for name in heuristics.values()), default=0) + 1
     for n, r in enumerate(rows, start=1):
         if r["schedule"] in heuristics:
             measured = f"  measured {r['measured']:.3f}" if "measured" in r else ""
             lines.append(
-                f"  {heuristics[r['schedule']]:<17}{r['schedule']}  #{n} {r['predicted']:.3f} ± "
+                f"  {heuristics[r['schedule']]:<{width}}{r['schedule']}  #{n} {r['predicted']:.3f} ± "
                 f"{r['predicted_std']:.3f}{measured}"
             )
     return "\n".join(lines)
