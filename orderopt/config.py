@@ -377,14 +377,15 @@ class Config:
 
 
 def register_configs() -> None:
-    """Register the schemas so Hydra validates ``conf/`` against them."""
+    """Register the schemas so Hydra validates ``conf/`` against them (a group's configs extend theirs with
+    ``defaults: [/<group>_schema@_here_]``: stored outside the groups, they are not listed as options in ``--help``)."""
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
-    cs.store(group="model", name="base_model", node=ModelConfig)
-    cs.store(group="suite", name="base_suite", node=SuiteConfig)
-    cs.store(group="trainer", name="base_trainer", node=TrainerConfig)
-    cs.store(group="probe", name="base_probe", node=ProbeConfig)
-    cs.store(group="predictor", name="base_predictor", node=PredictorConfig)
-    cs.store(group="search", name="base_search", node=SearchConfig)
+    cs.store(name="model_schema", node=ModelConfig)
+    cs.store(name="suite_schema", node=SuiteConfig)
+    cs.store(name="trainer_schema", node=TrainerConfig)
+    cs.store(name="probe_schema", node=ProbeConfig)
+    cs.store(name="predictor_schema", node=PredictorConfig)
+    cs.store(name="search_schema", node=SearchConfig)
     if not OmegaConf.has_resolver("orderopt.help"):  # conf/config.yaml's --help header; the entry points name theirs
         OmegaConf.register_new_resolver("orderopt.help", lambda: "orderopt: multi-task RL schedules (README.md)")

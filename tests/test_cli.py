@@ -109,6 +109,8 @@ def test_help_says_what_the_command_does(tmp_path: Path, cache_dir: str) -> None
     assert head.startswith("orderopt-train: train one schedule (or a baseline)"), head
     assert "orderopt-probe" in head and "orderopt-train," not in head  # the others are listed, not itself
     assert "\nschedule:\n" in proc.stdout  # and the config it can override
+    # the options of each group, not the schemas they extend
+    assert "\nmodel: hf, smollm2, tiny\n" in proc.stdout and "\ntrainer: cpu, gpu\n" in proc.stdout
 
 
 def test_the_installed_commands_are_the_ones_help_lists() -> None:
