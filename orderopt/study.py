@@ -356,13 +356,6 @@ class RunPlan:
         with own_run(self.run_dir):  # from the prefix's checkpoint to the record: one process
             if self.prefix is not None and start_from_prefix(self.run_dir, self.prefix, spec):
                 log.info("run %s starts from the finished run %s", self.run_dir.name, self.prefix.name)
-            elif self.prefix is not None and not _started(self.run_dir):
-                log.warning(
-                    "run %s: the finished run %s kept no model to start from (it ran without keeping it, or it was "
-                    "removed once its pair probes had run), so its first stages are trained again",
-                    self.run_dir.name,
-                    self.prefix.name,
-                )
             return run_schedule(
                 spec,
                 self.run_dir,
@@ -371,11 +364,6 @@ class RunPlan:
                 keep_model=self.keep_model,
                 base_eval=self.base_eval,
             )
-
-
-def _started(run_dir: Path) -> bool:
-    """Whether a run has its record or a checkpoint of its own (it does not start from a prefix then)."""
-    return (run_dir / "result.json").exists() or (run_dir / "checkpoint").exists()
 
 
 def run_plans(plans: list[RunPlan], *, n_jobs: int, name: str) -> list[dict[str, Any]]:

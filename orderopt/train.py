@@ -245,6 +245,12 @@ def start_from_prefix(run_dir: str | Path, prefix_dir: str | Path, spec: RunSpec
     if (run_dir / "result.json").exists() or (run_dir / "checkpoint").exists():
         return False  # finished, or resumes from its own checkpoint
     if not (prefix_dir / "model").is_dir() or not (prefix_dir / "result.json").exists():
+        log.warning(
+            "run %s: the finished run %s kept no model to start from (it ran without keeping it, or it was removed "
+            "once its pair probes had run), so its first stages are trained again",
+            run_dir.name,
+            prefix_dir.name,
+        )
         return False
     prefix: dict[str, Any] = dict(read_record(prefix_dir / "result.json"))
     n = len(prefix["schedule"]["stages"])

@@ -306,7 +306,8 @@ class ActiveSearch:
         if space:
             identity["space"] = space
         predictor = self.make_predictor()
-        params = {k: v for k, v in predictor.get_params().items() if v != _default_params(predictor).get(k)}
+        defaults = _default_params(predictor)
+        params = {k: v for k, v in predictor.get_params().items() if v != defaults.get(k)}
         if type(predictor).__name__ != "TransferPredictor" or params:
             identity["predictor"] = {"class": type(predictor).__name__, **params}
         return identity
@@ -371,6 +372,7 @@ class ActiveSearch:
         a resumed loop finds it done; one left unfinished by a killed process is run again from its start (it
         takes seconds), so the same data always give the same pool. Called under the loop's lock (``run``)."""
         cfg = self.cfg
+        predictor = self.make_predictor()
         digest = hashlib.sha256(
             json.dumps(
                 [
@@ -380,8 +382,8 @@ class ActiveSearch:
                     self.seed,
                     # what else the pool depends on: the space, the predictor and the probes it is fitted on
                     _space_identity(self.space),
-                    type(self.make_predictor()).__name__,
-                    self.make_predictor().get_params(),
+                    type(predictor).__name__,
+                    predictor.get_params(),
                     sorted(r["run_id"] for r in self.probes),
                 ],
                 default=str,

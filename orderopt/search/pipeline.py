@@ -18,6 +18,7 @@ from orderopt.schedule import Schedule
 from orderopt.search.loop import ActiveSearch, SearchResult, check_search_config, runs_in_order, search_lock
 from orderopt.search.optimize import open_storage, storage_url
 from orderopt.search.space import SearchSpace
+from orderopt.store import read_record
 
 __all__ = ["Outcome", "known_points", "optimize"]
 
@@ -316,5 +317,7 @@ def _merge(study: Any, space: SearchSpace, seed: int) -> dict[str, Any] | None:
     """Merging's record with the loop's seed, when it was run: the run the confirmation plans (the space's per-task
     budget, TIES), not any merge in the study directory (another budget, method or setting)."""
     plan = study.plan(space.curriculum(list(space.tasks)), seed, baseline="merge")
-    record = next((r for r in study.records() if r["run_id"] == plan.run_id), None)
-    return {"mean": record["mean_final"], "run_id": record["run_id"]} if record else None
+    if not plan.done:
+        return None
+    record = read_record(plan.run_dir / "result.json")
+    return {"mean": record["mean_final"], "run_id": record["run_id"]}
