@@ -14,103 +14,36 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import statistics
-import time
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from orderopt.config import ProbeConfig, TrainerConfig
-from orderopt.schedule import Schedule
-
-if TYPE_CHECKING:
-    from orderopt.study import RunPlan, Study
 
 __all__ = [
     "ProbeCost",
     "TransferMatrix",
-    "plan_probes",
+    "PAIR_SELECT",
     "probe_cost",
     "probe_jobs",
-    "probe_records",
-    "run_probes",
+    "picked_pairs",
     "select_probes",
 ]
 
 log = logging.getLogger(__name__)
 
 
-def plan_probes(study: Study, probe: ProbeConfig) -> tuple[list[RunPlan], list[RunPlan]]:
-    """The probes ``probe`` asks for: single-task probes, and pair probes (empty if ``probe.pairs`` is false), for
-    every seed of ``probe.seeds``. Each pair probe i→j starts from the single probe of i with the same seed.
-
-    With ``probe.pair_select=harm`` a seed's pairs are chosen from its single-task probes' records
-    (:meth:`TransferMatrix.harm_pairs`), so they are planned only once all of them have run: before, the seed has no
-    pairs here (``run_probes`` plans again after the single-task probes)."""
-    if isinstance(probe.steps, bool) or not isinstance(probe.steps, int) or probe.steps < 1:
-        raise ValueError(f"probe.steps={probe.steps!r} must be a positive number of steps, e.g. probe.steps=30")
-    if not probe.seeds:
-        raise ValueError("probe.seeds is empty; list at least one seed, e.g. probe.seeds=[0]")
-    unknown = sorted(set(probe.trainer) - set(vars(study.trainer)) - {"preset"})
-    if unknown:
-        raise ValueError(
-            f"probe.trainer sets {', '.join(unknown)}, not trainer settings; use fields of trainer "
-            f"({', '.join(k for k in vars(study.trainer) if k != 'preset')})"
-        )
-    if len(study.suite) < 2:
-        raise ValueError(f"suite {study.suite} has one task: there is no transfer to probe; add tasks")
-    if probe.pair_select not in PAIR_SELECT:
-        raise ValueError(
-            f"probe.pair_select={probe.pair_select!r}: use one of {', '.join(PAIR_SELECT)} (all: every pair; harm: "
-            "the pairs the single-task probes flag, e.g. probe.pair_select=harm)"
-        )
-    # a wandb run per 30-step probe would cost more than the probe; run_probes logs them together as one run
-    quiet = study.replace(wandb=replace(study.wandb, enabled=False))
-    trainer = replace(study.trainer, **probe.trainer)
-
-    def plan(order: list[str], seed: int) -> RunPlan:
-        return quiet.plan(Schedule.from_stages(order, probe.steps), seed, kind="probe", trainer=trainer)
-
-    singles, pairs = [], []
-    for seed in probe.seeds:
-        first = {}
-        for i in study.suite:
-            first[i] = replace(plan([i], seed), keep_model=probe.pairs)
-            singles.append(first[i])
-        if probe.pairs:
-            wanted = _selected_pairs(list(first.values()), probe.pair_select)
-            pairs += [  # a pair probe's number is i's score and entropy after j (BWT): only i is evaluated
-                replace(plan([i, j], seed), prefix=first[i].run_dir, scored=(i,))
-                for i in study.suite
-                for j in study.suite
-                if i != j and (wanted is None or (i, j) in wanted)
-            ]
-    return singles, pairs
-
-
 #: ``probe.pair_select`` values
 PAIR_SELECT = ("all", "harm")
 
 
-def _selected_pairs(singles: list[RunPlan], select: str) -> set[tuple[str, str]] | None:
-    """The pairs (i, j) ``select`` picks from one seed's single-task probes ``singles`` (:func:`_picked`) — none
-    while ``select`` needs their records and one has none yet."""
-    if select == "all":
-        return None
-    from orderopt.store import read_record
-
-    if not all(p.done for p in singles):
-        return set()
-    return _picked([dict(read_record(p.run_dir / "result.json")) for p in singles], select)
-
-
-def _picked(singles: list[dict[str, Any]], select: str) -> set[tuple[str, str]] | None:
+def picked_pairs(singles: list[dict[str, Any]], select: str) -> set[tuple[str, str]] | None:
     """The pairs (i, j) ``probe.pair_select=select`` runs after one seed's single-task probe records ``singles``:
     None for every pair (``all``); with ``harm``, those :meth:`TransferMatrix.harm_pairs` flags."""
     return None if select == "all" else set(TransferMatrix.from_records(singles).harm_pairs())
@@ -121,40 +54,14 @@ def select_probes(probes: Sequence[dict[str, Any]], select: str) -> list[dict[st
     and, per seed, the pair probes it picks from that seed's single-task probes (to replay a study's probes as if
     fewer pairs had been run)."""
     singles = [r for r in probes if len(r["schedule"]["stages"]) == 1]
-    picked = {seed: _picked([r for r in singles if r["seed"] == seed], select) for seed in {r["seed"] for r in singles}}
+    seeds = {r["seed"] for r in singles}
+    picked = {seed: picked_pairs([r for r in singles if r["seed"] == seed], select) for seed in seeds}
 
     def kept(r: dict[str, Any]) -> bool:
         wanted = picked.get(r["seed"])
         return wanted is None or tuple(s["tasks"][0] for s in r["schedule"]["stages"]) in wanted
 
     return singles + [r for r in probes if len(r["schedule"]["stages"]) == 2 and kept(r)]
-
-
-def probe_records(study: Study, probe: ProbeConfig) -> list[dict[str, Any]]:
-    """The records of the probes ``probe`` plans, all of which must have run (``orderopt-probe``)."""
-    from orderopt.store import read_record
-
-    singles, pairs = plan_probes(study, probe)
-    plans = singles + pairs
-    missing = [p for p in plans if not p.done]
-    if missing:
-        held = sorted(
-            {(s["steps"], r["seed"]) for r in study.records() if r["kind"] == "probe" for s in r["schedule"]["stages"]}
-        )
-        there = (
-            "; the study holds probes of "
-            + ", ".join(f"{n} steps seed {seed}" for n, seed in held)
-            + " (probe.steps=…, probe.seeds=[…] use them)"
-            if held
-            else ""
-        )
-        raise ValueError(
-            f"{len(missing)} of the {len(plans)} probes of study {study.name!r} ({probe.steps} steps, seeds "
-            f"{probe.seeds}, pairs={probe.pairs}) have no record under {study.directory}, e.g. {missing[0].label} "
-            f"seed {missing[0].seed}{there}; run them first: orderopt-probe study={study.name} with the same "
-            "overrides (studies_dir, probe.*, model, suite)"
-        )
-    return [dict(read_record(p.run_dir / "result.json")) for p in plans]
 
 
 @dataclass
@@ -247,68 +154,11 @@ def _full_wall_estimate(probes: Sequence[dict[str, Any]], full_steps: int, full_
     return full_steps * statistics.median(step_times) + (full_stages + 1) * statistics.median(overheads)
 
 
-def run_probes(
-    study: Study, probe: ProbeConfig, *, full_steps: int, full_stages: int | None = None
-) -> tuple[TransferMatrix, ProbeCost]:
-    """Run the probes ``probe`` asks for that have no record yet (singles, then pairs, ``probe.n_jobs`` at a time),
-    save the transfer matrix in the study directory (``transfer.json``, ``transfer.graphml``) and return it with
-    what the probes cost against a full run of ``full_steps`` in ``full_stages`` stages (default: one stage per
-    task). The base model is evaluated once per seed, here, not once per
-    single-task probe."""
-    singles, pairs = plan_probes(study, probe)
-    name = f"probes {study.name}"
-    base_s = 0.0
-    todo = [p for p in singles if not p.done]
-    if todo:
-        start = time.perf_counter()
-        evals = _base_evals(todo[0], sorted({p.seed for p in todo}))
-        base_s = time.perf_counter() - start
-        singles = [p if p.done else replace(p, base_eval=evals[p.seed]) for p in singles]
-    n_jobs = probe_jobs(probe, study.trainer)
-    records = study.run(singles, n_jobs=n_jobs, name=name + " (single-task)")
-    if probe.pairs and probe.pair_select != "all":  # chosen from the single-task probes just run
-        pairs = plan_probes(study, probe)[1]
-        k = len(study.suite)
-        log.info(
-            "[%s] pair_select=%s: %d of the %d pair probes (%s)",
-            name,
-            probe.pair_select,
-            len(pairs),
-            k * (k - 1) * len(probe.seeds),
-            ", ".join(f"{p.label} seed {p.seed}" for p in pairs) or "none flagged",
-        )
-    if pairs:
-        records += study.run(pairs, n_jobs=n_jobs, name=name + " (pairs)")
-        for p in singles:  # every pair probe has its record: the weights they started from are not needed again
-            shutil.rmtree(p.run_dir / "model", ignore_errors=True)
-    stages = full_stages or len(study.suite)
-    cost = probe_cost(
-        records,
-        full_steps,
-        study.full_runs(),
-        base_eval_s=base_s,
-        full_stages=stages,
-    )
-    matrix = TransferMatrix.from_records(records)
-    matrix.save(study.directory)
-    log.info("[%s] %s", name, cost)
-    return matrix, cost
-
-
 def probe_jobs(probe: ProbeConfig, trainer: TrainerConfig) -> int:
     """``probe.n_jobs``, or with null one probe per CPU core on the CPU preset and one at a time on a GPU."""
     if probe.n_jobs is None:
         return max(1, os.cpu_count() or 1) if trainer.use_cpu else 1
     return probe.n_jobs
-
-
-def _base_evals(plan: RunPlan, seeds: list[int]) -> dict[int, dict[str, Any]]:
-    """``evaluate_all`` of the base model for every seed (what each single-task probe would evaluate first)."""
-    from orderopt.train import evaluate_all
-
-    spec = plan.spec
-    model, tokenizer = spec.open_model()
-    return {seed: evaluate_all(model, tokenizer, spec.tasks, seed) for seed in seeds}
 
 
 @dataclass

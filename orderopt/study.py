@@ -12,6 +12,7 @@ what is missing; progress reports runs done / total and an ETA.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import itertools
 import json
@@ -19,6 +20,7 @@ import logging
 import logging.handlers
 import multiprocessing
 import os
+import shutil
 import signal
 import statistics
 import threading
@@ -33,6 +35,7 @@ from orderopt.backends import Backend, TrainBackend
 from orderopt.config import Config, ExperimentConfig, ProbeConfig, TrainerConfig
 from orderopt.merge import MERGE_METHODS
 from orderopt.model import LoadOptions
+from orderopt.probe import PAIR_SELECT, ProbeCost, TransferMatrix, picked_pairs, probe_cost, probe_jobs
 from orderopt.records import measurements
 from orderopt.schedule import Schedule
 from orderopt.store import RunBusy, load_records, read_record, run_state, study_dir
@@ -40,7 +43,6 @@ from orderopt.tracking import WandbConfig
 from orderopt.train import RunSpec, fmt_duration
 
 if TYPE_CHECKING:
-    from orderopt.probe import ProbeCost, TransferMatrix
     from orderopt.tasks import Task
 
 __all__ = ["RunPlan", "Study", "check_baseline", "run_plans"]
@@ -233,18 +235,116 @@ class Study:
         return [r for r, _ in runs]
 
     # --- probes, predictors, reports -------------------------------------------------------------------------
-    def probe(self, probe: ProbeConfig, *, full_steps: int) -> tuple[TransferMatrix, ProbeCost]:
-        """Run the probes ``probe`` asks for that have no record yet; the transfer matrix and what they cost
-        (against a full run of ``full_steps`` steps, one stage per task)."""
-        from orderopt.probe import run_probes
+    def plan_probes(self, probe: ProbeConfig) -> tuple[list[RunPlan], list[RunPlan]]:
+        """The probes ``probe`` asks for: single-task probes, and pair probes (empty if ``probe.pairs`` is false),
+        for every seed of ``probe.seeds``. Each pair probe i→j starts from the single probe of i with the same seed.
 
-        return run_probes(self, probe, full_steps=full_steps)
+        With ``probe.pair_select=harm`` a seed's pairs are chosen from its single-task probes' records
+        (:meth:`TransferMatrix.harm_pairs`), so they are planned only once all of them have run: before, the seed
+        has no pairs here (:meth:`probe` plans again after the single-task probes)."""
+        if isinstance(probe.steps, bool) or not isinstance(probe.steps, int) or probe.steps < 1:
+            raise ValueError(f"probe.steps={probe.steps!r} must be a positive number of steps, e.g. probe.steps=30")
+        if not probe.seeds:
+            raise ValueError("probe.seeds is empty; list at least one seed, e.g. probe.seeds=[0]")
+        unknown = sorted(set(probe.trainer) - set(vars(self.trainer)) - {"preset"})
+        if unknown:
+            raise ValueError(
+                f"probe.trainer sets {', '.join(unknown)}, not trainer settings; use fields of trainer "
+                f"({', '.join(k for k in vars(self.trainer) if k != 'preset')})"
+            )
+        if len(self.suite) < 2:
+            raise ValueError(f"suite {self.suite} has one task: there is no transfer to probe; add tasks")
+        if probe.pair_select not in PAIR_SELECT:
+            raise ValueError(
+                f"probe.pair_select={probe.pair_select!r}: use one of {', '.join(PAIR_SELECT)} (all: every pair; "
+                "harm: the pairs the single-task probes flag, e.g. probe.pair_select=harm)"
+            )
+        # a wandb run per 30-step probe would cost more than the probe; probe() logs them together as one run
+        quiet = self.replace(wandb=dataclasses.replace(self.wandb, enabled=False))
+        trainer = dataclasses.replace(self.trainer, **probe.trainer)
+
+        def plan(order: list[str], seed: int) -> RunPlan:
+            return quiet.plan(Schedule.from_stages(order, probe.steps), seed, kind="probe", trainer=trainer)
+
+        singles, pairs = [], []
+        for seed in probe.seeds:
+            first = {}
+            for i in self.suite:
+                first[i] = dataclasses.replace(plan([i], seed), keep_model=probe.pairs)
+                singles.append(first[i])
+            if probe.pairs:
+                wanted = _selected_pairs(list(first.values()), probe.pair_select)
+                pairs += [  # a pair probe's number is i's score and entropy after j (BWT): only i is evaluated
+                    dataclasses.replace(plan([i, j], seed), prefix=first[i].run_dir, scored=(i,))
+                    for i in self.suite
+                    for j in self.suite
+                    if i != j and (wanted is None or (i, j) in wanted)
+                ]
+        return singles, pairs
+
+    def probe(
+        self, probe: ProbeConfig, *, full_steps: int, full_stages: int | None = None
+    ) -> tuple[TransferMatrix, ProbeCost]:
+        """Run the probes ``probe`` asks for that have no record yet (singles, then pairs, ``probe.n_jobs`` at a
+        time), save the transfer matrix in the study directory (``transfer.json``, ``transfer.graphml``) and return
+        it with what the probes cost against a full run of ``full_steps`` in ``full_stages`` stages (default: one
+        stage per task). The base model is evaluated once per seed, here, not once per single-task probe."""
+        singles, pairs = self.plan_probes(probe)
+        name = f"probes {self.name}"
+        base_s = 0.0
+        todo = [p for p in singles if not p.done]
+        if todo:
+            start = time.perf_counter()
+            evals = _base_evals(todo[0], sorted({p.seed for p in todo}))
+            base_s = time.perf_counter() - start
+            singles = [p if p.done else dataclasses.replace(p, base_eval=evals[p.seed]) for p in singles]
+        n_jobs = probe_jobs(probe, self.trainer)
+        records = self.run(singles, n_jobs=n_jobs, name=name + " (single-task)")
+        if probe.pairs and probe.pair_select != "all":  # chosen from the single-task probes just run
+            pairs = self.plan_probes(probe)[1]
+            k = len(self.suite)
+            log.info(
+                "[%s] pair_select=%s: %d of the %d pair probes (%s)",
+                name,
+                probe.pair_select,
+                len(pairs),
+                k * (k - 1) * len(probe.seeds),
+                ", ".join(f"{p.label} seed {p.seed}" for p in pairs) or "none flagged",
+            )
+        if pairs:
+            records += self.run(pairs, n_jobs=n_jobs, name=name + " (pairs)")
+            for p in singles:  # every pair probe has its record: the weights they started from are not needed again
+                shutil.rmtree(p.run_dir / "model", ignore_errors=True)
+        cost = probe_cost(
+            records, full_steps, self.full_runs(), base_eval_s=base_s, full_stages=full_stages or len(self.suite)
+        )
+        matrix = TransferMatrix.from_records(records)
+        matrix.save(self.directory)
+        log.info("[%s] %s", name, cost)
+        return matrix, cost
 
     def probe_records(self, probe: ProbeConfig) -> list[dict[str, Any]]:
-        """The records of the probes ``probe`` asks for, all of which must have run."""
-        from orderopt.probe import probe_records
-
-        return probe_records(self, probe)
+        """The records of the probes ``probe`` plans, all of which must have run (``orderopt-probe``)."""
+        singles, pairs = self.plan_probes(probe)
+        plans = singles + pairs
+        missing = [p for p in plans if not p.done]
+        if missing:
+            probes = [r for r in self.records() if r["kind"] == "probe"]
+            held = sorted({(s["steps"], r["seed"]) for r in probes for s in r["schedule"]["stages"]})
+            there = (
+                "; the study holds probes of "
+                + ", ".join(f"{n} steps seed {seed}" for n, seed in held)
+                + " (probe.steps=…, probe.seeds=[…] use them)"
+                if held
+                else ""
+            )
+            raise ValueError(
+                f"{len(missing)} of the {len(plans)} probes of study {self.name!r} ({probe.steps} steps, seeds "
+                f"{probe.seeds}, pairs={probe.pairs}) have no record under {self.directory}, e.g. {missing[0].label} "
+                f"seed {missing[0].seed}{there}; run them first: orderopt-probe study={self.name} with the same "
+                "overrides (studies_dir, probe.*, model, suite)"
+            )
+        return [dict(read_record(p.run_dir / "result.json")) for p in plans]
 
     def fit(self, predictor: Any, probe: ProbeConfig) -> Any:
         """``predictor`` fitted on the probes ``probe`` asks for and every full run of the study."""
@@ -262,6 +362,25 @@ class Study:
             log.info("evaluated %s: score %.3f entropy %.3f", task.name, res.score, res.entropy)
             results[task.name] = {"domain": task.domain or "-", **res.as_dict()}
         return {"model": self.model, "model_id": model_id(self.model), "seed": seed, "tasks": results}
+
+
+def _selected_pairs(singles: list[RunPlan], select: str) -> set[tuple[str, str]] | None:
+    """The pairs (i, j) ``select`` picks from one seed's single-task probes ``singles`` (``probe.pair_select``) —
+    none while ``select`` needs their records and one has none yet."""
+    if select == "all":
+        return None
+    if not all(p.done for p in singles):
+        return set()
+    return picked_pairs([dict(read_record(p.run_dir / "result.json")) for p in singles], select)
+
+
+def _base_evals(plan: RunPlan, seeds: list[int]) -> dict[int, dict[str, Any]]:
+    """``evaluate_all`` of the base model for every seed (what each single-task probe would evaluate first)."""
+    from orderopt.train import evaluate_all
+
+    spec = plan.spec
+    model, tokenizer = spec.open_model()
+    return {seed: evaluate_all(model, tokenizer, spec.tasks, seed) for seed in seeds}
 
 
 @dataclass

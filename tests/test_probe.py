@@ -20,7 +20,7 @@ from orderopt.config import Config, ProbeConfig, TrainerConfig
 from orderopt.model import model_id
 from orderopt.orders import graph_order, greedy_bwt_order, heuristic_orders, structured_first_order
 from orderopt.predict import TransferPredictor
-from orderopt.probe import TransferMatrix, plan_probes, probe_jobs
+from orderopt.probe import TransferMatrix, probe_jobs
 from orderopt.schedule import Schedule
 from orderopt.store import load_records
 from orderopt.study import Study
@@ -133,7 +133,7 @@ def test_probe_plans_and_bad_probe_configs(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path, str(tmp_path))
     cfg.model.name_or_path = "some/model"  # planning needs no model on disk
     study = Study.from_config(cfg)
-    singles, pairs = plan_probes(study, ProbeConfig(steps=30, seeds=[0, 1]))
+    singles, pairs = study.plan_probes(ProbeConfig(steps=30, seeds=[0, 1]))
     assert len(singles) == 8 and len(pairs) == 24 and all(p.kind == "probe" for p in singles + pairs)
     assert all(p.keep_model for p in singles) and all(p.prefix is not None for p in pairs)
     assert {p.label for p in pairs} >= {"names:30>qa:30", "qa:30>names:30"}
@@ -142,7 +142,7 @@ def test_probe_plans_and_bad_probe_configs(tmp_path: Path) -> None:
     for scored, match in [(("arith", "math"), "'math' not of the suite"), ((), "no task to evaluate")]:
         with pytest.raises(ValueError, match=match):
             _ = replace(pairs[0], scored=scored).spec
-    smaller = plan_probes(study, ProbeConfig(steps=30, trainer={"per_device_train_batch_size": 16}))[0]
+    smaller = study.plan_probes(ProbeConfig(steps=30, trainer={"per_device_train_batch_size": 16}))[0]
     assert smaller[0].spec.trainer.per_device_train_batch_size == 16 and smaller[0].run_dir != singles[0].run_dir
     for bad, match in [
         (ProbeConfig(steps=0), "probe.steps=0"),
@@ -150,11 +150,11 @@ def test_probe_plans_and_bad_probe_configs(tmp_path: Path) -> None:
         (ProbeConfig(trainer={"lr": 1.0}), "probe.trainer sets lr"),
     ]:
         with pytest.raises(ValueError, match=match):
-            plan_probes(study, bad)
+            study.plan_probes(bad)
     with pytest.raises(ValueError, match="one task"):
-        plan_probes(study.replace(suite=["arith"]), ProbeConfig())
+        study.replace(suite=["arith"]).plan_probes(ProbeConfig())
     with pytest.raises(ValueError, match="probe.pair_select='some'.*all, harm"):
-        plan_probes(study, ProbeConfig(pair_select="some"))
+        study.plan_probes(ProbeConfig(pair_select="some"))
     # what names the probe set (its wandb run): the probes there are, not how many train at once
     assert (
         ProbeConfig(n_jobs=1).identity()
@@ -162,7 +162,7 @@ def test_probe_plans_and_bad_probe_configs(tmp_path: Path) -> None:
         != ProbeConfig(pair_select="harm").identity()
     )
     # harm pairs are chosen from the single-task probes' records: none before those have run
-    singles, pairs = plan_probes(study, ProbeConfig(pair_select="harm"))
+    singles, pairs = study.plan_probes(ProbeConfig(pair_select="harm"))
     assert len(singles) == 4 and pairs == [] and all(p.keep_model for p in singles)
     auto = ProbeConfig(n_jobs=None)
     assert probe_jobs(auto, TRAINER) == (os.cpu_count() or 1) and probe_jobs(ProbeConfig(n_jobs=3), TRAINER) == 3

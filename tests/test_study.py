@@ -13,7 +13,6 @@ from support import toy_record
 
 from orderopt.backends import TrainBackend
 from orderopt.config import ExperimentConfig, ProbeConfig
-from orderopt.probe import plan_probes
 from orderopt.records import RECORD_FORMAT, check_record
 from orderopt.replay import ReplayBackend
 from orderopt.schedule import Schedule
@@ -56,7 +55,7 @@ def test_a_study_travels_to_workers_without_its_tasks_and_plans_the_same_runs(tm
     with pytest.raises(ValueError, match="code"):
         study.plan("arith:1>code:1")
     # probes are plans of the same study: their own trainer settings, wandb off, and the suite's checks
-    singles, pairs = plan_probes(study, ProbeConfig(steps=5, trainer={"learning_rate": 0.1}))
+    singles, pairs = study.plan_probes(ProbeConfig(steps=5, trainer={"learning_rate": 0.1}))
     assert singles[0].spec.trainer.learning_rate == 0.1 and not singles[0].study.wandb.enabled
     assert study.wandb is not singles[0].study.wandb and len(pairs) == 12
 
@@ -146,6 +145,17 @@ def test_the_root_config_stops_at_the_entry_points() -> None:
                 if any(alias.name == "Config" for alias in node.names):
                     readers.add(path.relative_to(ROOT / "orderopt").as_posix())
     assert readers == {"cli.py", "study.py"}
+
+
+def test_only_the_entry_points_and_the_replay_backend_reach_up_to_the_study() -> None:
+    """Dependencies point one way (DESIGN.md): the study composes probes, training, merging and stores; none of
+    them imports ``orderopt.study`` back (the replay backend builds the study's own ``RunPlan`` for a record)."""
+    importers = set()
+    for path in sorted((ROOT / "orderopt").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "orderopt.study":
+                importers.add(path.relative_to(ROOT / "orderopt").parts[0])
+    assert importers == {"cli.py", "replay.py", "backends.py"}, importers
 
 
 def test_workers_stop_when_the_command_is_killed_so_a_rerun_resumes_their_runs(tmp_path: Path) -> None:
