@@ -80,6 +80,9 @@ def test_predictors_follow_the_estimator_api_and_refuse_bad_input(probes: list[d
         TransferPredictor(n_boot=0).fit([*probes, {**full[0], "model_id": "other-model"}])
     with pytest.raises(ValueError, match="predictor.name='gp'; use learned or additive"):
         make_predictor(PredictorConfig(name="gp"))
+    with pytest.raises(ValueError, match="predictor.gain_exponent=2.0 is a setting of the learned predictor"):
+        make_predictor(PredictorConfig(name="additive", gain_exponent=2.0))
+    assert not make_predictor(PredictorConfig(name="additive", use_pairs=False)).use_pairs
     wrong_suite = [{**full[0], "suite": ["arith", "qa"]}]
     with pytest.raises(ValueError, match="fit on runs of one suite"):
         TransferPredictor().fit(probes + wrong_suite)
