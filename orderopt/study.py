@@ -498,7 +498,12 @@ def run_plans(plans: list[RunPlan], *, n_jobs: int, name: str) -> list[dict[str,
     states = [p.state for p in todo]
     n_jobs = min(n_jobs, max(len(todo), 1))
     threads = max(1, (os.cpu_count() or 1) // n_jobs)  # a worker's torch threads
-    if len(todo) == 1 and n_jobs == 1:  # a lone run trains in this process, with its threads
+    busy: list[RunPlan] = [p for p in todo if p.state == "running"]  # another process trains them: wait for it
+    todo = [p for p in todo if p.run_dir not in {b.run_dir for b in busy}]
+    # a lone run (orderopt-train) trains here, its progress on this console, with this process's threads; many go
+    # to worker processes
+    alone = len(todo) == 1 and n_jobs == 1
+    if alone:
         import torch
 
         shown = torch.get_num_threads()
@@ -506,15 +511,16 @@ def run_plans(plans: list[RunPlan], *, n_jobs: int, name: str) -> list[dict[str,
         shown = threads
     log.info(
         "[%s] %d runs: %d finished before, %d to run (%d resume where they stopped), %d at a time (%d torch "
-        "thread%s each)",
+        "thread%s each)%s",
         name,
         len(plans),
-        len(plans) - len(todo),
+        len(plans) - len(todo) - len(busy),
         len(todo),
         states.count("interrupted"),
         n_jobs,
         shown,
         "s" * (shown != 1),
+        f"; {len(busy)} being trained by another process, waited for" if busy else "",
     )
     failures: list[str] = []
     walls: list[float] = []
@@ -538,9 +544,6 @@ def run_plans(plans: list[RunPlan], *, n_jobs: int, name: str) -> list[dict[str,
             fmt_duration((time.perf_counter() - start) / done * left),
         )
 
-    busy: list[RunPlan] = [p for p in todo if p.state == "running"]  # another process trains them: wait for it
-    todo = [p for p in todo if p.run_dir not in {b.run_dir for b in busy}]
-
     def failed(plan: RunPlan, err: Exception) -> None:  # one broken run must not stop the others
         if isinstance(err, RunBusy):  # another process took it first
             busy.append(plan)
@@ -548,8 +551,6 @@ def run_plans(plans: list[RunPlan], *, n_jobs: int, name: str) -> list[dict[str,
         failures.append(f"{plan.label} seed {plan.seed}: {type(err).__name__}: {err}")
         log.error("[%s] run %s seed %d failed: %s", name, plan.label, plan.seed, err)
 
-    # a lone run (orderopt-train) trains here, its progress on this console; many go to worker processes
-    alone = len(todo) == 1 and n_jobs == 1
     parallel = [p for p in todo if p.study.backend.parallel and not alone]
     here = [p for p in todo if not p.study.backend.parallel or alone]
     for done, plan in enumerate(here, start=1):

@@ -172,7 +172,7 @@ def _run_schedule(
             )
         log.info("run %s already finished: %s", run_id, result_path)
         if keep_model and (run_dir / "checkpoint").is_dir() and not (run_dir / "model").is_dir():
-            (run_dir / "checkpoint").rename(run_dir / "model")  # killed between its record and keeping its model
+            _keep_checkpoint(run_dir)  # killed between its record and keeping its model
         return record
     state = _resume_state(run_dir, spec, run_id)
     done = len(state["evals"]) - 1  # stages finished (evals[0] is the base model)
@@ -219,8 +219,7 @@ def _run_schedule(
         tracker.finish()
     cut = warn_truncated(run_id, state["evals"][fresh:], spec.tasks)
     if keep_model:  # e.g. the per-task models a merging baseline merges
-        shutil.rmtree(run_dir / "model", ignore_errors=True)
-        (run_dir / "checkpoint").rename(run_dir / "model")
+        _keep_checkpoint(run_dir)
     for scratch in ("checkpoint", "trainer"):  # the record is what lasts; weights are large
         shutil.rmtree(run_dir / scratch, ignore_errors=True)
     log.info(
@@ -423,6 +422,12 @@ def _stage_rows(
     pools = {name: tasks[name].rows("train", tokenizer) for name in stage.tasks}
     picks = rng.choices(stage.tasks, weights=stage.weights, k=n)
     return [rng.choice(pools[name]) for name in picks]
+
+
+def _keep_checkpoint(run_dir: Path) -> None:
+    """A finished run's last checkpoint becomes the model it keeps (``run_dir/model``) for runs that start from it."""
+    shutil.rmtree(run_dir / "model", ignore_errors=True)
+    (run_dir / "checkpoint").rename(run_dir / "model")
 
 
 def _checkpoint(
