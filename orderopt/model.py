@@ -413,7 +413,7 @@ def _settings(cfg: ModelConfig, tasks: Sequence[Task]) -> dict[str, Any]:
     return {
         "build_version": BUILD_VERSION,
         "model": {k: v for k, v in asdict(cfg).items() if k not in _NOT_BUILT_FROM},
-        "tasks": [{"name": t.name, "cfg": _build_relevant(t.cfg)} for t in tasks],
+        "tasks": [{"name": t.name, "cfg": _build_relevant(t.identity)} for t in tasks],
     }
 
 

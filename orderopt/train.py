@@ -65,7 +65,7 @@ class RunSpec:
             "schedule": self.schedule.key,
             "model": model_id(self.model),
             "trainer": vars(self.trainer),
-            "tasks": {t.name: _plain(t.cfg) for t in self.tasks},
+            "tasks": {t.name: t.identity for t in self.tasks},
         }
         if self.load.identity:  # only when not the default, so older runs keep their ids
             config["load"] = self.load.identity

@@ -134,3 +134,37 @@ def test_a_judged_dataset_task_grades_by_its_rubric_and_distinctiveness(tmp_path
     assert scores[0] == scores[1] < 1.0 and scores[2] < scores[0]  # duplicates are less distinct; rubric 0.2
     with pytest.raises(ValueError, match="judge.type=rubric \\(offline\\) needs rubric_function"):
         build_task("potions", {k: v for k, v in cfg.items() if k != "rubric_function"})
+
+
+def test_a_row_without_its_prompt_or_answer_is_refused_by_number(tmp_path: Path) -> None:
+    """A JSONL row that lacks a field has None in that column: it must not train as the text "None"."""
+    rows = [*ROWS[:30], {"q": "What is 1 plus 1?"}, *ROWS[30:60]]
+    cfg = {"type": "dataset", "source": str(_write(tmp_path, "jsonl", rows)), "prompt_field": "q",
+           "answer_field": "a", "n_train": 40, "n_eval": 10}  # fmt: skip
+    with pytest.raises(ValueError, match=r"row 30 of .*data.jsonl' \(split 'train', counted from 0\) has no 'a'"):
+        assert build_task("sums", cfg).train
+    judged = [{"topic": f"Name a potion of {w}.", "answer": "x"} for w in ("fire", "ice", "rain", "dusk")]
+    judged.append({"topic": "Name a potion of gold."})  # a judged task's reference is optional: no "None" text
+    task = build_task(
+        "potions",
+        {"type": "judged_dataset", "source": str(_write(tmp_path, "jsonl", judged)), "prompt_field": "topic",
+         "n_train": 3, "n_eval": 2, "rubric": "r", "rubric_function": "support:short_rubric"},
+    )  # fmt: skip
+    assert {e.answer for e in task.train + task.eval} == {"x", ""}
+
+
+def test_a_data_file_edited_in_place_is_other_data(tmp_path: Path) -> None:
+    """Run ids and the base model's build key hash a local data file's content, not only its path."""
+    from orderopt.model import ModelConfig, settings_key
+
+    path = _write(tmp_path, "jsonl")
+    cfg = {"type": "dataset", "source": str(path), "prompt_field": "q", "answer_field": "a", "n_train": 50,
+           "n_eval": 10}  # fmt: skip
+    before = build_task("sums", cfg)
+    key = settings_key(ModelConfig(), [before])
+    assert before.identity == build_task("sums", cfg).identity
+    path.write_text("".join(json.dumps({**r, "a": r["a"] + "0"}) + "\n" for r in ROWS))
+    after = build_task("sums", cfg)
+    assert before.identity != after.identity and before.identity["source"] == after.identity["source"]
+    assert key != settings_key(ModelConfig(), [after])
+    assert "data_sha256" not in build_task("arith", {"type": "arith"}).identity  # built-in tasks: ids unchanged

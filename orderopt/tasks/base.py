@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import random
 from abc import ABC, abstractmethod
@@ -58,6 +59,12 @@ class Task(ABC):
     def __init__(self, name: str, cfg: TaskConfig) -> None:
         self.name = name
         self.cfg = cfg
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What the task's numbers depend on, for run ids and the base model's build key: its config (a dataset
+        task adds its data files' content)."""
+        return dataclasses.asdict(self.cfg)
 
     @abstractmethod
     def _example(self, rng: random.Random) -> Example:

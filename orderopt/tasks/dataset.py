@@ -14,6 +14,7 @@ verifiable reward (built in, or any function with TRL's reward signature by impo
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 from collections.abc import Callable, Sequence
@@ -85,6 +86,16 @@ class DatasetTask(Task):
         self.domain = self.cfg.domain  # type: ignore[misc,assignment]
         self._reward = self._make_reward()
 
+    @cached_property
+    def identity(self) -> dict[str, Any]:
+        """The config and the SHA-256 of each local data file (``source``, ``eval_source``): a file edited under the
+        same path is other data, so other run ids and another base model (a hub dataset is named by its
+        ``revision``)."""
+        files = {f: getattr(self.cfg, f) for f in ("source", "eval_source") if getattr(self.cfg, f)}
+        local = {f: Path(p).expanduser() for f, p in files.items() if Path(p).suffix in _LOCAL}
+        digests = {f: _sha256(p) for f, p in local.items() if p.is_file()}
+        return {**super().identity, "data_sha256": digests} if digests else super().identity
+
     def _make_reward(self) -> Callable[..., list[float | None]] | None:
         """The reward ``cfg.reward`` names: a built-in one or a function by import path."""
         spec = self.cfg.reward
@@ -122,7 +133,13 @@ class DatasetTask(Task):
                 f"its columns: {', '.join(data.column_names)} (set prompt_field / answer_field / demo_field)"
             )
         out, seen = [], set()
-        for row in data:
+        for n, row in enumerate(data):
+            empty = [f for f in needed if f and row[f] is None]  # a field a JSONL row lacks is None in its column
+            if empty:
+                raise ValueError(
+                    f"task {self.name!r}: row {n} of {source!r} (split {split!r}, counted from 0) has no "
+                    f"{' or '.join(map(repr, empty))}; give every row one, or drop the row"
+                )
             example = self._example_of(row)
             if example.prompt not in seen:
                 seen.add(example.prompt)
@@ -131,7 +148,7 @@ class DatasetTask(Task):
 
     def _example_of(self, row: dict[str, Any]) -> Example:
         cfg, value = self.cfg, row[self.cfg.prompt_field]
-        answer = str(row[cfg.answer_field])
+        answer = "" if row.get(cfg.answer_field) is None else str(row[cfg.answer_field])  # optional where judged
         demo = str(row[cfg.demo_field]) if cfg.demo_field else answer
         if isinstance(value, list):  # conversational: [{role, content}, ...]
             messages = tuple((str(m["role"]), str(m["content"])) for m in value)
@@ -217,6 +234,14 @@ class JudgedDatasetTask(DatasetTask):
 
 def _no_rubric(prompt: str, completion: str) -> float:
     raise RuntimeError("no rubric_function for the offline judge")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def _load(cfg: DatasetConfig, name: str, split: str, task: str) -> Any:
