@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -341,7 +342,7 @@ def test_a_loop_resumed_with_another_space_or_predictor_is_refused(reference: li
     """The saved rounds were decided in one space with one predictor: resuming them with mixing off, other bounds
     or another predictor parameter would train schedules chosen for another problem."""
     loop, study = _replay_loop(reference, tmp_path, full_runs=1, batch_size=1)
-    loop.run()
+    first = loop.run()
     candidates = loop.candidates
     same = ActiveSearch(
         study, loop.space, lambda: TransferPredictor(n_boot=10), _probes(reference), loop.cfg, candidates=candidates
@@ -353,5 +354,16 @@ def test_a_loop_resumed_with_another_space_or_predictor_is_refused(reference: li
         (loop.space, lambda: TransferPredictor(n_boot=10, prior_scale=0.5)),
     ):
         other = ActiveSearch(study, space, make, _probes(reference), loop.cfg, candidates=candidates)
-        with pytest.raises(ValueError, match="holds the rounds of a loop with other settings"):
+        with pytest.raises(ValueError, match="holds the rounds of a loop with other settings: (space|predictor) was"):
             other._history()
+    # a larger budget or patience only decides when the loop stops: it resumes the same rounds and goes on
+    more = ActiveSearch(
+        study,
+        loop.space,
+        lambda: TransferPredictor(n_boot=10),
+        _probes(reference),
+        replace(loop.cfg, full_runs=3, patience=loop.cfg.patience + 1),
+        candidates=candidates,
+    )
+    assert more._history() == same._history()
+    assert len(more.run().rounds) > len(first.rounds)

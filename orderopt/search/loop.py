@@ -47,6 +47,10 @@ ACQUISITIONS = ("ei", "ucb", "mean")
 Pick = tuple[Schedule, int]
 
 
+#: loop settings that decide when it stops, not what it picks (not part of a saved loop's identity)
+_WHEN_TO_STOP = ("full_runs", "patience")
+
+
 @dataclass
 class Round:
     """What one round saw and did."""
@@ -279,11 +283,17 @@ class ActiveSearch:
         if not path.exists():
             return []
         state = json.loads(path.read_text())
-        if state.get("identity") != self._identity():
+        # the budget and the stopping rule decide when the loop stops, not what it picks: a loop resumed with a
+        # larger search.full_runs or patience goes on (saved identities named them before)
+        saved = {k: v for k, v in (state.get("identity") or {}).items() if k not in _WHEN_TO_STOP}
+        identity = self._identity()
+        if saved != identity:
+            changed = sorted(k for k in saved.keys() | identity.keys() if saved.get(k) != identity.get(k))
             raise ValueError(
-                f"{path} holds the rounds of a loop with other settings ({state.get('identity')}); this one has "
-                f"{self._identity()}. Use another study name, or remove the file to start the loop's decisions over "
-                "(its runs are kept and reused)"
+                f"{path} holds the rounds of a loop with other settings: "
+                + "; ".join(f"{k} was {saved.get(k)!r}, now {identity.get(k)!r}" for k in changed)
+                + ". Use another study name, or remove the file to start the loop's decisions over (its runs are "
+                "kept and reused)"
             )
         return list(state["rounds"])
 
@@ -292,7 +302,7 @@ class ActiveSearch:
 
     def _identity(self) -> dict[str, Any]:
         """What the loop's decisions depend on besides the data."""
-        keys = ("acquisition", "kappa", "exploit", "batch_size", "min_distance", "train_joint", "full_runs", "patience")
+        keys = ("acquisition", "kappa", "exploit", "batch_size", "min_distance", "train_joint")
         identity = {
             **_search_identity(self.cfg),
             **{k: getattr(self.cfg, k) for k in keys},
