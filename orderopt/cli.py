@@ -298,10 +298,11 @@ def report_from_config(cfg: Config, *, png: bool = True) -> tuple[str, Path]:
     (``report.html``; with ``png``, PNGs of its figures in ``figures/``); returns the table and the report's path."""
     from orderopt.report import entropy_table, format_summary, order_effect, plot_summary, stage_transfer, summarize
     from orderopt.report_page import write_report
-    from orderopt.store import load_records, study_dir, write_json_atomic
+    from orderopt.store import load_records, study_dir, suite_model, write_json_atomic
 
     where = study_dir(cfg.studies_dir, cfg.study)
-    records = [r for r in load_records(where) if r["kind"] != "probe"]  # probes: orderopt-probe reports them
+    model = suite_model(where, list(cfg.suite.tasks))  # a study name shared by two suites: this config's suite
+    records = [r for r in load_records(where, model=model) if r["kind"] != "probe"]  # probes: orderopt-probe's
     if not records:
         raise ValueError(f"{where} has probe records only; train full runs first (orderopt-train, orderopt-study)")
     rows = summarize(records)
@@ -314,7 +315,7 @@ def report_from_config(cfg: Config, *, png: bool = True) -> tuple[str, Path]:
     )
     (where / "summary.txt").write_text(text + "\n")
     plot_summary(rows, where / "summary.png")
-    return text, write_report(where, png=png)
+    return text, write_report(where, png=png, model=model)
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")

@@ -53,12 +53,13 @@ class Section:
     table: str = ""
 
 
-def write_report(study_dir: str | Path, *, png: bool = True) -> Path:
+def write_report(study_dir: str | Path, *, png: bool = True, model: str | None = None) -> Path:
     """Write ``<study_dir>/report.html`` (and ``<study_dir>/figures/<figure>.png`` when ``png`` and a Chromium is
-    available for plotly's image export) from the study's files; returns the page's path."""
+    available for plotly's image export) from the study's files (``model``: of that base model's records only, when
+    the study holds several); returns the page's path."""
     start = time.perf_counter()
     study_dir = Path(study_dir)
-    sections = build_sections(study_dir)
+    sections = build_sections(study_dir, model=model)
     if not sections:
         raise ValueError(f"{study_dir} holds no run records: run probes or full runs first (orderopt, orderopt-study)")
     path = study_dir / "report.html"
@@ -71,10 +72,11 @@ def write_report(study_dir: str | Path, *, png: bool = True) -> Path:
     return path
 
 
-def build_sections(study_dir: str | Path) -> list[Section]:
-    """The report's sections for what ``study_dir`` holds (a section needs its data: no probes, no transfer)."""
+def build_sections(study_dir: str | Path, *, model: str | None = None) -> list[Section]:
+    """The report's sections for what ``study_dir`` holds (a section needs its data: no probes, no transfer), of
+    ``model``'s records if given."""
     study_dir = Path(study_dir)
-    records = load_records(study_dir) if (study_dir / "runs").is_dir() else []
+    records = load_records(study_dir, model=model) if (study_dir / "runs").is_dir() else []
     if not records:
         return []
     probes = [r for r in records if r["kind"] == "probe"]

@@ -21,6 +21,7 @@ __all__ = [
     "is_claimed",
     "export_records",
     "load_records",
+    "suite_model",
     "own_run",
     "read_json",
     "read_record",
@@ -204,8 +205,9 @@ def load_records(study_dir: str | Path, *, model: str | None = None) -> list[dic
         if len(counts) > 1:
             raise ValueError(
                 f"the records under {Path(study_dir) / 'runs'} come from {len(counts)} base models: {listed}. A study "
-                "compares runs of one model: pass the model to keep (load_records(..., model=<model id>); the "
-                "commands pass their config's), or move one model's runs into a study of its own"
+                "compares runs of one model: give each suite or model a study of its own (study=<name>; the study is "
+                "named after suite.name unless set) and move one model's runs there, or from Python pass the model to "
+                "keep (load_records(..., model=<model id>))"
             )
         return records
     kept = [r for r in records if record_model(r) == model]
@@ -223,6 +225,17 @@ def load_records(study_dir: str | Path, *, model: str | None = None) -> list[dic
             stacklevel=2,
         )
     return kept
+
+
+def suite_model(study_dir: str | Path, suite: list[str]) -> str | None:
+    """The base model of ``study_dir``'s records of ``suite`` when the study holds records of several base models
+    and that suite's are of one (a study name reused for another suite: each suite's embedded model is its own);
+    None when the study holds one model's records (or none), or when ``suite``'s records are not of one model."""
+    records = [dict(read_record(p)) for p in sorted(Path(study_dir).glob("runs/*/result.json"))]
+    if len({record_model(r) for r in records}) < 2:
+        return None
+    models = {record_model(r) for r in records if r["suite"] == list(suite)}
+    return models.pop() if len(models) == 1 else None
 
 
 def record_label(record: dict[str, Any]) -> str:
