@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import os
 import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,22 +93,30 @@ def _reported(command: Callable[[DictConfig], Any]) -> Callable[[DictConfig], An
                 file=sys.stderr,
             )
             sys.exit(1)
-        if hydra_cfg.mode == RunMode.MULTIRUN or os.environ.get("HYDRA_FULL_ERROR") == "1":
+        if hydra_cfg.mode == RunMode.MULTIRUN:
             return command(cfg)
-        try:
+        with user_errors(shlex.join([_invoked[0], *sys.argv[1:]])):
             return command(cfg)
-        except KeyboardInterrupt:
-            print(
-                "\ninterrupted: finished runs and stages are kept; run the same command again to resume",
-                file=sys.stderr,
-            )
-            sys.exit(130)
-        except (ValueError, RuntimeError, OSError) as err:
-            again = shlex.join([_invoked[0], *sys.argv[1:]])
-            print(f"error: {err}\n(the traceback: HYDRA_FULL_ERROR=1 {again})", file=sys.stderr)
-            sys.exit(1)
 
     return reported
+
+
+@contextlib.contextmanager
+def user_errors(command_line: str) -> Iterator[None]:
+    """A failure a user can act on as one message and an exit status, not a traceback: a bad value or a failed run
+    (``ValueError``, ``RuntimeError``, ``OSError``: their messages name the value and what to do; exit 1) and Ctrl-C
+    (what finished is kept; exit 130). ``HYDRA_FULL_ERROR=1`` lets them through with their traceback."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        yield
+        return
+    try:
+        yield
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished runs and stages are kept; run the same command again to resume", file=sys.stderr)
+        sys.exit(130)
+    except (ValueError, RuntimeError, OSError) as err:
+        print(f"error: {err}\n(the traceback: HYDRA_FULL_ERROR=1 {command_line})", file=sys.stderr)
+        sys.exit(1)
 
 
 def evaluate_base(cfg: Config) -> dict[str, Any]:

@@ -100,6 +100,16 @@ def test_a_plain_install_has_working_commands(tmp_path: Path) -> None:
     )
     assert once.returncode == 1 and "hydra/sweeper=orderopt searches only in a multirun" in once.stderr
     assert not (tmp_path / "default").exists()
+    typo = subprocess.run(  # the sweeper's own errors read as the commands' do: one message, no traceback
+        [str(site / "bin" / "orderopt-train"), "-m", "hydra/sweeper=orderopt", f"studies_dir={tmp_path}",
+         f"hydra.sweep.dir={tmp_path / 'multirun'}", "+search.fulruns=3"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert typo.returncode == 1 and "error: unknown config key search.fulruns" in typo.stderr, typo.stderr[-2000:]
+    assert "Traceback" not in typo.stderr and "HYDRA_FULL_ERROR=1 orderopt-train -m" in typo.stderr
 
 
 def test_help_says_what_the_command_does(tmp_path: Path, cache_dir: str) -> None:

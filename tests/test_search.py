@@ -85,6 +85,10 @@ def test_switches_and_bad_input_name_the_value() -> None:
             SearchSpace(REF, total_steps=800, vary_total=True, min_total=bad)
     with pytest.raises(ValueError, match="search.storage='optuna.db'"):
         storage_url("optuna.db", Path("/tmp"))
+    unset = SearchConfig(step_unit=25)  # total_steps unset: 4 tasks × schedule.steps=5, which the user did write
+    with pytest.raises(ValueError, match=r"total_steps=20 cannot give .* \(search.total_steps is unset: 20, joint"):
+        SearchSpace.from_config(unset, REF, 20)
+    assert SearchSpace.from_config(SearchConfig(), REF, 800).total_steps == 800
 
 
 @pytest.mark.parametrize("storage", ["sqlite", "journal"])

@@ -14,6 +14,8 @@ Probes run in the sweeper's process (they are short and share a base evaluation)
 # no ``from __future__ import annotations``: Hydra imports plugin modules before they are in sys.modules, and a
 # dataclass with string annotations then fails to build
 import logging
+import shlex
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +56,14 @@ class OrderoptSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> Any:
-        from orderopt.cli import _full_steps
+        """The search; a bad setting or a failed run ends it with one message (as the orderopt commands do)."""
+        from orderopt.cli import user_errors
+
+        with user_errors(shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])):
+            return self._sweep(arguments)
+
+    def _sweep(self, arguments: list[str]) -> Any:
+        from orderopt.cli import _full_steps, _typed
         from orderopt.report_page import write_report
         from orderopt.search import optimize
         from orderopt.store import write_json_atomic
@@ -65,7 +74,7 @@ class OrderoptSweeper(Sweeper):
         cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(arguments))
         with open_dict(cfg):
             del cfg["hydra"]
-        typed = OmegaConf.to_object(cfg)
+        typed = _typed(cfg)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")

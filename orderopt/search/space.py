@@ -18,6 +18,7 @@ breaks one is evaluated and marked infeasible (``constraints`` user attribute), 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -91,9 +92,17 @@ class SearchSpace:
     @classmethod
     def from_config(cls, cfg: Any, tasks: Sequence[str], default_total: int) -> SearchSpace:
         """The space a ``SearchConfig`` describes for ``tasks`` (``default_total``: its total when it sets none)."""
+        if not cfg.total_steps:  # a total the user never wrote: say where it came from
+            try:
+                return cls.from_config(dataclasses.replace(cfg, total_steps=default_total), tasks, default_total)
+            except ValueError as err:
+                raise ValueError(
+                    f"{err} (search.total_steps is unset: {default_total}, joint training's budget, one stage per "
+                    "task at schedule.steps; set search.total_steps or schedule.steps)"
+                ) from None
         return cls(
             list(tasks),
-            total_steps=cfg.total_steps or default_total,
+            total_steps=cfg.total_steps,
             step_unit=cfg.step_unit,
             min_steps=cfg.min_steps,
             max_steps=cfg.max_steps,
