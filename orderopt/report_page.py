@@ -540,20 +540,23 @@ def _examples_section(trained: list[dict[str, Any]], search: dict[str, Any] | No
 def _compute_section(records: list[dict[str, Any]], search: dict[str, Any] | None) -> Section:
     import plotly.graph_objects as go
 
-    phases: dict[str, float] = defaultdict(float)
+    seconds: dict[str, float] = defaultdict(float)
     for r in records:
         phase = {"probe": "probes", "full": "full runs"}.get(r["kind"], f"baseline: {r.get('baseline', '?')}")
-        phases[phase] += r["wall_s"] / 3600
+        seconds[phase] += r["wall_s"]
+    unit, size = ("hours", 3600) if max(seconds.values(), default=0) >= 3600 else ("minutes", 60)
+    phases = {p: s / size for p, s in seconds.items()}
     fig = go.Figure(
-        go.Bar(x=[_esc(p) for p in phases], y=list(phases.values()), text=[f"{v:.2f} h" for v in phases.values()])
+        go.Bar(x=[_esc(p) for p in phases], y=list(phases.values()), text=[f"{v:.2f} {unit}" for v in phases.values()])
     )
-    fig.update_layout(title="Compute by phase (run wall time, hours)", yaxis_title="hours")
+    fig.update_layout(title=f"Compute by phase (run wall time, {unit})", yaxis_title=unit)
     caption = f"{len(records)} runs."
     if search:
+        probes, full = search.get("probe_cost") or 0.0, search.get("full_runs", 0.0)
         caption += (
-            f" The search: {search.get('n_probes')} probes ({search.get('probe_cost', 0):.2f} full-run equivalents), "
-            f"{search.get('trained')} full runs, {search.get('full_runs', 0):.1f} full-run equivalents in all, "
-            f"{search.get('wall_s', 0) / 60:.0f} min of wall time."
+            f" The search: {search.get('n_probes')} probes ({probes:.2f} full-run equivalents), "
+            f"{search.get('trained')} full runs of the loop's budget, {probes + full:.1f} full-run equivalents in "
+            f"all (joint training included), {search.get('wall_s', 0) / 60:.0f} min of wall time."
         )
     return Section("compute", "Compute", caption, [fig])
 

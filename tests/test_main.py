@@ -98,6 +98,7 @@ def test_the_main_command_killed_and_resumed_reaches_the_sweeper_s_recommendatio
     expected = _outcome(tmp_path / "whole")
     assert expected["recommendation"] in expected["measured"]
     assert sum(len(m["scores"]) for m in expected["measured"].values()) == 3
+    assert expected["full_runs"] == 3  # three runs of the search's total: compute counts steps, not a busy machine
 
     killed = tmp_path / "killed"
     proc = _start(model, killed, cache_dir, tmp_path / "killed.log")

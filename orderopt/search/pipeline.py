@@ -36,7 +36,8 @@ class Outcome:
     #: probes' cost in full runs (wall time against the median full run), and their count
     probe_cost: float | None
     n_probes: int
-    #: wall time of the full runs the loop used (joint included), in full runs
+    #: the full runs the loop used (joint included), each counted by its steps against the search's total (a run
+    #: of other length counts its share; wall time would count a run slowed by a busy machine several times)
     full_runs: float
     storage: str
     wall_s: float
@@ -195,7 +196,7 @@ def optimize(
         known={k: s.key for k, s in known.items()},
         probe_cost=cost.wall_s / median if median else cost.wall_fraction,
         n_probes=len(probes),
-        full_runs=sum(walls) / median if median else 0.0,
+        full_runs=sum(r["steps"] for r in data) / space.total_steps,
         storage=storage_url(search.storage, study.directory),
         wall_s=time.perf_counter() - start,
         merge=merge,
