@@ -42,11 +42,11 @@ def summarize(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                 "seeds": sorted(r["seed"] for r in runs),
                 "mean": statistics.fmean(means),
                 "means": means,
-                "std": statistics.stdev(means) if len(means) > 1 else 0.0,
+                "std": statistics.stdev(means) if len(means) > 1 else None,  # one seed: no spread measured
                 "tasks": {
                     t: (
                         statistics.fmean(r["final"][t] for r in runs),
-                        statistics.stdev(r["final"][t] for r in runs) if len(runs) > 1 else 0.0,
+                        statistics.stdev(r["final"][t] for r in runs) if len(runs) > 1 else None,
                     )
                     for t in tasks
                 },
@@ -140,6 +140,11 @@ def _suite_order(records: Iterable[dict[str, Any]]) -> Any:
     return lambda task: (suite.index(task) if task in suite else len(suite), task)
 
 
+def _pm(std: float | None) -> str:
+    """`` ±0.012``, or blanks where one seed measured no spread (``±0.000`` would claim none)."""
+    return f" ±{std:.3f}" if std is not None else "       "
+
+
 def format_summary(
     rows: Sequence[dict[str, Any]],
     entropy: dict[str, dict[str, float]] | None = None,
@@ -148,8 +153,8 @@ def format_summary(
     tasks = list(rows[0]["tasks"]) if rows else []
     lines = [f"{'schedule':<44}{'seeds':>6}{'mean':>15}" + "".join(f"{t:>15}" for t in tasks)]
     for r in rows:
-        cells = "".join(f"{m:>8.3f} ±{s:.3f}" for m, s in r["tasks"].values())
-        lines.append(f"{r['schedule'][:43]:<44}{len(r['seeds']):>6}{r['mean']:>8.3f} ±{r['std']:.3f}{cells}")
+        cells = "".join(f"{m:>8.3f}{_pm(s)}" for m, s in r["tasks"].values())
+        lines.append(f"{r['schedule'][:43]:<44}{len(r['seeds']):>6}{r['mean']:>8.3f}{_pm(r['std'])}{cells}")
     eff = order_effect(rows)
     if eff:
         lines.append(
@@ -188,15 +193,15 @@ def plot_summary(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
     ax.barh(
         range(len(ordered)),
         [r["mean"] for r in ordered],
-        xerr=[r["std"] for r in ordered],
+        xerr=[r["std"] or 0.0 for r in ordered],
         capsize=3,
         color=["tab:orange" if r["kind"] == "baseline" else "tab:blue" for r in ordered],
     )
     ax.set_yticks(range(len(ordered)), [r["schedule"][:40] for r in ordered], fontsize=7)
     ax.set_xlabel("mean final score over tasks (± seed std)")
     ax.set_title(f"{len(ordered)} schedules, best on top (blue: trained schedules, orange: baselines)", fontsize=9)
-    lo = min(r["mean"] - r["std"] for r in ordered)
-    ax.set_xlim(max(0.0, lo - 0.05), min(1.0, max(r["mean"] + r["std"] for r in ordered) + 0.05))
+    lo = min(r["mean"] - (r["std"] or 0.0) for r in ordered)
+    ax.set_xlim(max(0.0, lo - 0.05), min(1.0, max(r["mean"] + (r["std"] or 0.0) for r in ordered) + 0.05))
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)

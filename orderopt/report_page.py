@@ -463,7 +463,7 @@ def _leaderboard_section(
             [
                 _esc(label) + mark,
                 f"{pred[0]:.3f} ± {pred[1]:.3f}" if pred else "–",
-                f"{mean:.3f} ± {std:.3f}",
+                f"{mean:.3f} ± {std:.3f}" if n > 1 else f"{mean:.3f} (one seed)",
                 str(n),
                 f"{wall:.0f} s",
             ]

@@ -73,3 +73,5 @@ def test_stage_transfer_is_the_mean_score_change_a_stage_causes() -> None:
     assert transfer["qa"]["qa"] == pytest.approx(0.25) and transfer["qa"]["names"] == 0.0
     text = format_summary(summarize(_records(0.0, 0.01)), None, transfer)
     assert "score change during a stage of" in text and "-0.150" in text
+    one_seed = summarize(_records(0.05, 0.01, seeds=1))
+    assert all(r["std"] is None for r in one_seed) and "±" not in format_summary(one_seed)  # not "±0.000"
