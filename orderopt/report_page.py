@@ -139,6 +139,10 @@ def _label_key(label: str) -> str:
     return label.split(":", 1)[1] if label.startswith(("joint:", "merge:")) else label
 
 
+#: schedules needed for a bootstrap interval of ρ
+MIN_CI = 6
+
+
 def _spearman_ci(x: list[float], y: list[float], seed: int = 0) -> tuple[float, float, float]:
     """Spearman ρ of ``x`` and ``y`` and its 95% bootstrap interval (schedules resampled, all draws at once).
 
@@ -150,7 +154,11 @@ def _spearman_ci(x: list[float], y: list[float], seed: int = 0) -> tuple[float, 
     import numpy as np
     from scipy.stats import rankdata, spearmanr
 
+    # means equal but for float rounding (0.7600000000000001 and 0.76) are ties, not a ranking
+    x, y = np.round(np.asarray(x, dtype=float), 9).tolist(), np.round(np.asarray(y, dtype=float), 9).tolist()
     rho = float(spearmanr(x, y).statistic)
+    if len(x) < MIN_CI:  # resampling three or four schedules gives an interval of nothing but repeats
+        return rho, float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(x), size=(N_BOOTSTRAP, len(x)))
     rx, ry = rankdata(np.asarray(x)[idx], axis=1), rankdata(np.asarray(y)[idx], axis=1)
@@ -315,7 +323,8 @@ def _prediction_section(trained: list[dict[str, Any]], predicted: dict[str, tupl
     span = [min(x + y) - 0.01, max(x + y) + 0.01]
     fig.add_trace(go.Scatter(x=span, y=span, mode="lines", line={"dash": "dot", "color": "grey"}, showlegend=False))
     fig.update_layout(
-        title=f"Predicted vs measured mean final score: Spearman ρ {rho:.2f} (95% CI {lo:.2f} – {hi:.2f})",
+        title=f"Predicted vs measured mean final score: Spearman ρ {rho:.2f} over {len(rows)} schedules "
+        + (f"(95% CI {lo:.2f} – {hi:.2f})" if lo == lo else f"(fewer than {MIN_CI}: no interval)"),
         xaxis_title="predicted (± std)",
         yaxis_title="measured (± seed std)",
         showlegend=False,

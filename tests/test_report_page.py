@@ -239,3 +239,12 @@ def test_a_study_name_shared_by_two_suites_reports_the_config_s_suite(tmp_path: 
     with pytest.warns(RuntimeWarning, match="1 run records .* of another base model than tiny-y"):
         page = write_report(tmp_path, png=False, model="tiny-y").read_text()
     assert "a:1&gt;c:1" in page or "a:1>c:1" in page
+
+
+def test_the_rank_correlation_of_few_schedules_claims_no_interval() -> None:
+    from orderopt.report_page import _spearman_ci
+
+    rho, lo, hi = _spearman_ci([0.70, 0.71, 0.72], [0.7600000000000001, 0.76, 0.80])  # a float-rounding tie
+    assert rho == pytest.approx(0.866, abs=1e-3) and lo != lo and hi != hi  # no bootstrap of three schedules
+    rho, lo, hi = _spearman_ci([1, 2, 3, 4, 5, 6], [1, 3, 2, 4, 6, 5])
+    assert lo < rho <= hi  # six schedules: an interval
