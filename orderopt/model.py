@@ -122,10 +122,10 @@ def base_model_path(cfg: ModelConfig, tasks: Sequence[Task], *, study_dir: str |
     path = root / "models" / f"tiny-{key[:16]}"
     if cfg.shipped and study_dir is not None:  # say so: another machine's build of these settings has other weights
         log.info(
-            "no base model with these settings is shipped next to %s: using the one %s this machine's cache (%s); "
-            "a committed study's model is used with model.name_or_path=<study>/base_model",
+            "no base model with these settings is shipped next to %s: using the one %s (%s); a committed "
+            "study's model is used with model.name_or_path=<study>/base_model",
             study_dir,
-            "in" if (path / "build.json").exists() else "built into",
+            "in this machine's cache" if (path / "build.json").exists() else "built now, into this machine's cache",
             path,
         )
     if (path / "build.json").exists():

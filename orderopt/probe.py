@@ -94,10 +94,12 @@ class ProbeCost:
         text += f"{self.full_steps}), {self.wall_s:.0f}s of run wall time"
         if self.full_wall_s is None:
             return text + (
-                f" (single-task probes {self.single_wall_s:.0f}s); no full run in the study yet to compare with"
+                f" (single-task probes {self.single_wall_s:.0f}s); no full run of {self.full_steps} steps in the study "
+                "yet to compare with"
             )
         full = (
-            f"estimated {self.full_wall_s:.0f}s from the probes' step times: no full run in the study yet"
+            f"estimated {self.full_wall_s:.0f}s from the probes' step times: no full run of {self.full_steps} steps "
+            "in the study yet"
             if self.full_wall_estimated
             else f"median of the study's full runs, {self.full_wall_s:.0f}s"
         )

@@ -33,7 +33,7 @@ def test_orderopt_base_prints_every_task(base: tuple[str, list], cache_dir: str,
 def test_unknown_task_on_the_command_line(tmp_path: Path, cache_dir: str) -> None:
     proc = _run(["suite.tasks=[arith,arithm]"], tmp_path, cache_dir)
     assert proc.returncode != 0
-    assert "unknown task 'arithm' in suite; known tasks:" in proc.stderr
+    assert "unknown task 'arithm' in suite (did you mean 'arith'?); known tasks:" in proc.stderr
 
 
 def test_unknown_model_path_on_the_command_line(tmp_path: Path, cache_dir: str) -> None:

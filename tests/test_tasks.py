@@ -145,8 +145,10 @@ def test_qa_chosen_option_parses_letter_or_text() -> None:
 
 
 def test_unknown_task_names_the_value_and_lists_known() -> None:
-    with pytest.raises(ValueError, match=r"unknown task 'arithm' in suite; known tasks: .*arith"):
+    with pytest.raises(ValueError, match=r"unknown task 'arithm' in suite \(did you mean 'arith'\?\); known tasks: "):
         build_suite(["arithm", "qa"])
+    with pytest.raises(ValueError, match=r"known tasks: arith, caps, .*strings \(.* the types dataset, judged_dataset"):
+        build_suite(["arith", "dataset"])  # a type that needs a source is not a task by its name alone
 
 
 def test_duplicated_task_in_suite() -> None:

@@ -161,7 +161,8 @@ def test_the_readme_example_runs_verbatim(base: tuple[str, list], cache_dir: str
         ["bash", "-e", "-c", commands[0]], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (record,) = load_records(tmp_path / "studies" / "default")
+    (record,) = load_records(tmp_path / "studies" / "mine")  # suite.name=mine: not beside the built-in suite
     assert record["schedule_key"] == "echo:20>sums:20" and set(record["final"]) == {"sums", "echo"}
     assert record["config"]["tasks"]["sums"]["reward"] == "math"
+    assert set(record["config"]["tasks"]["sums"]["data_sha256"]) == {"source"}  # its data, by content
     assert all(0.0 <= v <= 1.0 for v in record["final"].values())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Mapping, Sequence
 from importlib.metadata import entry_points
 from typing import Any
@@ -149,12 +150,18 @@ def build_suite(names: Sequence[str], configs: Mapping[str, Any] | None = None) 
             f"task(s) {', '.join(map(repr, dupes))} listed more than once in suite {names}; "
             "list each task once (use a second config under another name to train a variant)"
         )
-    known = sorted(set(configs) | set(TASK_TYPES) | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
+    # a type whose config has mandatory settings (a dataset's source) is not a task by its name alone
+    bare = {k for k, cls in TASK_TYPES.items() if not OmegaConf.missing_keys(OmegaConf.structured(cls.config_class))}
+    known = sorted(set(configs) | bare | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
     for n in names:
         if n not in known:
+            needs = sorted(set(TASK_TYPES) - bare)
+            close = difflib.get_close_matches(n, known, n=1)
             raise ValueError(
-                f"unknown task {n!r} in suite; known tasks: {', '.join(known)} (a task of your own: "
-                f"tasks.{n}.type=pkg.module:Class, or an entry point name of group {ENTRY_POINT_GROUP!r})"
+                f"unknown task {n!r} in suite{f' (did you mean {close[0]!r}?)' if close else ''}; known tasks: "
+                f"{', '.join(known)} (a task of your own: "
+                f"tasks.{n}.type=pkg.module:Class, or an entry point name of group {ENTRY_POINT_GROUP!r}; the types "
+                f"{', '.join(needs)} need settings: +tasks.<name>.type=dataset +tasks.<name>.source=<file>)"
             )
     return [build_task(n, configs.get(n)) for n in names]
 
