@@ -167,6 +167,12 @@ def test_the_active_loop_trains_joint_then_the_most_promising_and_records_trials
     assert {t.user_attrs["schedule"] for t in trials} == set(result.measured)
     again, _ = _replay_loop(reference, tmp_path / "again", full_runs=4, batch_size=2)
     assert again.run().rounds[0].trained == result.rounds[0].trained  # the same data give the same decisions
+    # a run another command trained with the loop's seed counts toward the budget: it is a trial too (round -1)
+    seen = {t.user_attrs["schedule"] for t in trials}
+    outside = next(r for r in reference if r["kind"] == "full" and r["seed"] == 0 and r["schedule_key"] not in seen)
+    loop._sync_trials([], [outside])
+    added = [t for t in loop.full_run_study().trials if t.user_attrs["run_id"] == outside["run_id"]]
+    assert len(added) == 1 and added[0].user_attrs["round"] == -1 and added[0].values == [outside["mean_final"]]
 
 
 def test_each_round_hedges_the_best_estimate_against_the_acquisition(tmp_path: Path) -> None:

@@ -206,9 +206,10 @@ class ActiveSearch:
         rec = self._recommend(measured, predicted)
         self._last = (predictor, predicted)
         log.info(
-            "[active loop] round %d: %d full runs measured (%d of the budget of %d) | recommendation %s",
+            "[active loop] round %d: %d full run%s measured (%d of the budget of %d) | recommendation %s",
             len(history),
             len(data),
+            "s" * (len(data) != 1),
             trained,
             self.cfg.full_runs,
             f"{rec} (measured {measured[rec]['mean']:.3f}, predicted {predicted.get(rec, (math.nan,))[0]:.3f})"
@@ -221,7 +222,7 @@ class ActiveSearch:
         repeat = self._repeat(measured, predicted)
         settled = repeat is None  # a recommendation short of its replicates is not
         if rec is not None and settled and len(recent) > self.cfg.patience and len(set(recent)) == 1:
-            return f"recommendation unchanged for {self.cfg.patience} rounds"
+            return f"recommendation unchanged for {self.cfg.patience} round{'s' * (self.cfg.patience != 1)}"
         if budget <= 0 and in_flight:
             return None
         picks = self._acquire(pool, predicted, measured, budget=budget, repeat=repeat)
@@ -246,14 +247,15 @@ class ActiveSearch:
         return picks, predicted, len(history) - 1
 
     def _sync_trials(self, history: list[dict[str, Any]], data: list[dict[str, Any]]) -> None:
-        """A trial for every run the loop picked that has a record but no trial yet (a process killed after the
-        run finished, before its batch did)."""
+        """A trial for every measurement the loop counts that has a record but no trial yet: its picks (a process
+        killed after the run finished, before its batch did) and runs of the space with the loop's seed another
+        command trained (``round`` -1: they count toward the budget, so they are trials too)."""
         picked = {p: n for n, r in enumerate(history) for p in _picks(r, self.seed)}
         for record in data:
             pick = (record["schedule_key"], record["seed"])
-            if pick in picked:
+            if pick in picked or record["seed"] == self.seed:
                 plan = self._plan(Schedule.parse(pick[0]), pick[1])
-                self._add_trial(plan, record, (math.nan, math.nan), picked[pick])
+                self._add_trial(plan, record, (math.nan, math.nan), picked.get(pick, -1))
 
     def _result(self, stopped: str) -> SearchResult:
         with self._lock():

@@ -83,7 +83,7 @@ class Outcome:
             )
             return f"  {name:<20} {p}   {m:<22} {key}"
 
-        lines.append(f"recommended schedule ({r.stopped}; {len(r.rounds)} rounds):")
+        lines.append(f"recommended schedule ({r.stopped}; {len(r.rounds)} round{'s' * (len(r.rounds) != 1)}):")
         lines.append(row("recommended", rec))
         lines.append(row("joint training", joint))
         if self.merge:
