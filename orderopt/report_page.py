@@ -495,7 +495,9 @@ def _stages_section(trained: list[dict[str, Any]], search: dict[str, Any] | None
     recommended = _recommended(trained, search)
     groups = _by_schedule(trained)
     shown = [(label, runs) for label, runs in groups.items() if _label_key(label) == recommended]
-    shown += [(label, runs) for label, runs in groups.items() if label.startswith("joint:")][:1]
+    shown += [
+        (label, runs) for label, runs in groups.items() if label.startswith("joint:") and (label, runs) not in shown
+    ][:1]
     if not shown:
         return Section("stages", "Across stages")
     fig = make_subplots(rows=1, cols=2, subplot_titles=("eval score", "entropy (nats/token)"))
