@@ -168,3 +168,5 @@ def test_a_data_file_edited_in_place_is_other_data(tmp_path: Path) -> None:
     assert before.identity != after.identity and before.identity["source"] == after.identity["source"]
     assert key != settings_key(ModelConfig(), [after])
     assert "data_sha256" not in build_task("arith", {"type": "arith"}).identity  # built-in tasks: ids unchanged
+    path.write_text("".join(json.dumps(r) + "\n" for r in [*ROWS, {"q": "What is 99 plus 1?", "a": "100"}]))
+    assert build_task("sums", cfg).identity != after.identity  # a row more reshuffles the splits: other examples

@@ -14,7 +14,9 @@ verifiable reward (built in, or any function with TRL's reward signature by impo
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import random
 import re
 from collections.abc import Callable, Sequence
@@ -88,13 +90,12 @@ class DatasetTask(Task):
 
     @cached_property
     def identity(self) -> dict[str, Any]:
-        """The config and the SHA-256 of each local data file (``source``, ``eval_source``): a file edited under the
-        same path is other data, so other run ids and another base model (a hub dataset is named by its
-        ``revision``)."""
-        files = {f: getattr(self.cfg, f) for f in ("source", "eval_source") if getattr(self.cfg, f)}
-        local = {f: Path(p).expanduser() for f, p in files.items() if Path(p).suffix in _LOCAL}
-        digests = {f: _sha256(p) for f, p in local.items() if p.is_file()}
-        return {**super().identity, "data_sha256": digests} if digests else super().identity
+        """The config and the SHA-256 of the examples the task uses (its train and eval splits as drawn): data edited
+        under the same path or a hub dataset that moved on is other data — other run ids, another base model —
+        while rows the splits never draw change nothing."""
+        used = [dataclasses.astuple(e) for e in (*self.eval, *self.train)]
+        digest = hashlib.sha256(json.dumps(used, ensure_ascii=False).encode()).hexdigest()[:16]
+        return {**super().identity, "data_sha256": digest}
 
     def _make_reward(self) -> Callable[..., list[float | None]] | None:
         """The reward ``cfg.reward`` names: a built-in one or a function by import path."""
@@ -234,14 +235,6 @@ class JudgedDatasetTask(DatasetTask):
 
 def _no_rubric(prompt: str, completion: str) -> float:
     raise RuntimeError("no rubric_function for the offline judge")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
 
 
 def _load(cfg: DatasetConfig, name: str, split: str, task: str) -> Any:
