@@ -95,10 +95,15 @@ def _reported(command: Callable[[DictConfig], Any]) -> Callable[[DictConfig], An
             sys.exit(1)
         if hydra_cfg.mode == RunMode.MULTIRUN:
             return command(cfg)
-        with user_errors(shlex.join([_invoked[0], *sys.argv[1:]])):
+        with user_errors(command_line()):
             return command(cfg)
 
     return reported
+
+
+def command_line() -> str:
+    """The command as the user typed it (``orderopt-train …``, also under ``python -m orderopt.cli train``)."""
+    return shlex.join([_invoked[0], *sys.argv[1:]])
 
 
 @contextlib.contextmanager
@@ -307,11 +312,19 @@ def report_from_config(cfg: Config, *, png: bool = True) -> tuple[str, Path]:
     (``report.html``; with ``png``, PNGs of its figures in ``figures/``); returns the table and the report's path."""
     from orderopt.report import entropy_table, format_summary, order_effect, plot_summary, stage_transfer, summarize
     from orderopt.report_page import write_report
-    from orderopt.store import load_records, study_dir, suite_model, write_json_atomic
+    from orderopt.store import MixedModels, load_records, study_dir, write_json_atomic
 
     where = study_dir(cfg.studies_dir, cfg.study)
-    model = suite_model(where, list(cfg.suite.tasks))  # a study name shared by two suites: this config's suite
-    records = [r for r in load_records(where, model=model) if r["kind"] != "probe"]  # probes: orderopt-probe's
+    model = None
+    try:
+        records = load_records(where)
+    except MixedModels:  # a study name shared by two suites, or data edited in place: this config's model
+        from orderopt.model import model_id
+        from orderopt.study import Study
+
+        model = model_id(Study.from_config(cfg).model)
+        records = load_records(where, model=model)
+    records = [r for r in records if r["kind"] != "probe"]  # probes: orderopt-probe reports them
     if not records:
         raise ValueError(f"{where} has probe records only; train full runs first (orderopt-train, orderopt-study)")
     rows = summarize(records)
@@ -431,4 +444,7 @@ if __name__ == "__main__":  # python -m orderopt.cli [main|base|train|study|repo
     mains = {script.removeprefix("orderopt-") if "-" in script else "main": script for script in _COMMANDS}
     command = sys.argv.pop(1) if len(sys.argv) > 1 and sys.argv[1] in mains else "base"
     _invoked[0] = mains[command]
+    import orderopt.cli  # the module the sweeper imports is not this __main__: it names the command too
+
+    orderopt.cli._invoked[0] = _invoked[0]
     globals()[_COMMANDS[_invoked[0]]]()

@@ -333,8 +333,8 @@ def _prediction_section(trained: list[dict[str, Any]], predicted: dict[str, tupl
         "prediction",
         "Predicted vs measured",
         f"{len(rows)} schedules trained (joint training in red), predicted by the learned predictor fitted on the "
-        "study's probes only (no full run in the fit); the interval resamples schedules "
-        f"({N_BOOTSTRAP} draws).",
+        "study's probes only (no full run in the fit)"
+        + (f"; the interval resamples schedules ({N_BOOTSTRAP} draws)." if len(rows) >= MIN_CI else "."),
         [fig],
     )
 
@@ -384,7 +384,8 @@ def _search_section(search: dict[str, Any]) -> Section:
     caption = (
         f"Stopped: {_esc(str(search.get('stopped')))}. Recommendation {_esc(str(search.get('recommendation')))}"
         + (
-            f", confirmed over seeds {conf.get('seeds')}: {rec.get('mean', float('nan')):.3f} ± {rec.get('std', 0):.3f}"
+            f", confirmed over seeds {conf.get('seeds')}: {rec.get('mean', float('nan')):.3f}"
+            + (f" ± {rec.get('std', 0):.3f}" if len(rec.get("scores", [])) > 1 else " (one seed)")
             if rec
             else ""
         )

@@ -20,8 +20,8 @@ __all__ = [
     "claim_run",
     "is_claimed",
     "export_records",
+    "MixedModels",
     "load_records",
-    "suite_model",
     "own_run",
     "read_json",
     "read_record",
@@ -189,6 +189,10 @@ def read_record(path: str | Path) -> RunRecord:
     return check_record(read_json(path), str(path))
 
 
+class MixedModels(ValueError):
+    """A study's records come from more than one base model (and no model was named to keep)."""
+
+
 def load_records(study_dir: str | Path, *, model: str | None = None) -> list[dict[str, Any]]:
     """Every finished run record under ``<study_dir>/runs`` — of one base model.
 
@@ -203,7 +207,7 @@ def load_records(study_dir: str | Path, *, model: str | None = None) -> list[dic
     listed = ", ".join(f"{m} ({n} runs)" for m, n in sorted(counts.items()))
     if model is None:
         if len(counts) > 1:
-            raise ValueError(
+            raise MixedModels(
                 f"the records under {Path(study_dir) / 'runs'} come from {len(counts)} base models: {listed}. A study "
                 "compares runs of one model: give each suite or model a study of its own (study=<name>; the study is "
                 "named after suite.name unless set) and move one model's runs there, or from Python pass the model to "
@@ -225,17 +229,6 @@ def load_records(study_dir: str | Path, *, model: str | None = None) -> list[dic
             stacklevel=2,
         )
     return kept
-
-
-def suite_model(study_dir: str | Path, suite: list[str]) -> str | None:
-    """The base model of ``study_dir``'s records of ``suite`` when the study holds records of several base models
-    and that suite's are of one (a study name reused for another suite: each suite's embedded model is its own);
-    None when the study holds one model's records (or none), or when ``suite``'s records are not of one model."""
-    records = [dict(read_record(p)) for p in sorted(Path(study_dir).glob("runs/*/result.json"))]
-    if len({record_model(r) for r in records}) < 2:
-        return None
-    models = {record_model(r) for r in records if r["suite"] == list(suite)}
-    return models.pop() if len(models) == 1 else None
 
 
 def record_label(record: dict[str, Any]) -> str:

@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING, Any
 from orderopt.backends import Backend, TrainBackend
 from orderopt.config import Config, ExperimentConfig, ProbeConfig, TrainerConfig
 from orderopt.merge import MERGE_METHODS
-from orderopt.model import LoadOptions
+from orderopt.model import LoadOptions, model_id
 from orderopt.probe import PAIR_SELECT, ProbeCost, TransferMatrix, picked_pairs, probe_cost, probe_jobs
 from orderopt.records import measurements
 from orderopt.schedule import Schedule
-from orderopt.store import RunBusy, load_records, read_record, run_state, study_dir
+from orderopt.store import MixedModels, RunBusy, load_records, read_record, run_state, study_dir
 from orderopt.tracking import WandbConfig
 from orderopt.train import RunSpec, fmt_duration
 
@@ -203,10 +203,14 @@ class Study:
         return run_plans(plans, n_jobs=n_jobs, name=name or f"study {self.name}")
 
     def records(self) -> list[dict[str, Any]]:
-        """Every run record of the study so far (none if it has not run anything)."""
+        """Every run record of the study so far (none if it has not run anything) — of its base model, where the
+        directory holds runs of several (a dataset edited under the same path gives the suite another model)."""
         if not any(self.directory.glob("runs/*/result.json")):
             return []
-        return load_records(self.directory)
+        try:
+            return load_records(self.directory)
+        except MixedModels:
+            return load_records(self.directory, model=model_id(self.model))
 
     def full_runs(self) -> list[dict[str, Any]]:
         """The study's runs that measure a schedule — full runs and joint training (not probes, not merges) — of this
@@ -496,10 +500,10 @@ def run_plans(plans: list[RunPlan], *, n_jobs: int, name: str) -> list[dict[str,
         raise ValueError(f"n_jobs={n_jobs!r} must be at least 1")
     todo = list({p.run_dir: p for p in plans if not p.done}.values())  # a run planned twice is trained once
     states = [p.state for p in todo]
-    n_jobs = min(n_jobs, max(len(todo), 1))
-    threads = max(1, (os.cpu_count() or 1) // n_jobs)  # a worker's torch threads
     busy: list[RunPlan] = [p for p in todo if p.state == "running"]  # another process trains them: wait for it
     todo = [p for p in todo if p.run_dir not in {b.run_dir for b in busy}]
+    n_jobs = min(n_jobs, max(len(todo), 1))
+    threads = max(1, (os.cpu_count() or 1) // n_jobs)  # a worker's torch threads
     # a lone run (orderopt-train) trains here, its progress on this console, with this process's threads; many go
     # to worker processes
     alone = len(todo) == 1 and n_jobs == 1

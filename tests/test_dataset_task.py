@@ -141,7 +141,7 @@ def test_a_row_without_its_prompt_or_answer_is_refused_by_number(tmp_path: Path)
     rows = [*ROWS[:30], {"q": "What is 1 plus 1?"}, *ROWS[30:60]]
     cfg = {"type": "dataset", "source": str(_write(tmp_path, "jsonl", rows)), "prompt_field": "q",
            "answer_field": "a", "n_train": 40, "n_eval": 10}  # fmt: skip
-    with pytest.raises(ValueError, match=r"row 30 of .*data.jsonl' \(split 'train', counted from 0\) has no 'a'"):
+    with pytest.raises(ValueError, match=r"row 31 of .*data.jsonl' \(split 'train'; counted from 1, .*\) has no 'a'"):
         assert build_task("sums", cfg).train
     judged = [{"topic": f"Name a potion of {w}.", "answer": "x"} for w in ("fire", "ice", "rain", "dusk")]
     judged.append({"topic": "Name a potion of gold."})  # a judged task's reference is optional: no "None" text

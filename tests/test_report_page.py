@@ -216,12 +216,13 @@ def test_the_wandb_workspace_definition_builds_offline() -> None:
         module.build_workspace("me", "orderopt", "x", [])
 
 
-def test_a_study_name_shared_by_two_suites_reports_the_config_s_suite(tmp_path: Path) -> None:
-    """Two suites trained under one study name (each suite warm-starts its own embedded model): loading every record
-    is refused with what to do on the command line; the report keeps the records of its config's suite."""
+def test_a_study_of_two_base_models_is_refused_unless_one_is_named(tmp_path: Path) -> None:
+    """Two suites trained under one study name (each suite warm-starts its own embedded model), or a dataset edited
+    in place: loading every record is refused with what to do on the command line; named, one model's records are
+    reported (orderopt-report names its config's model)."""
     from support import toy_record
 
-    from orderopt.store import suite_model, write_json_atomic
+    from orderopt.store import MixedModels, write_json_atomic
 
     ac = {"a": 0.4, "c": 0.6}
     other = toy_record(
@@ -230,12 +231,9 @@ def test_a_study_name_shared_by_two_suites_reports_the_config_s_suite(tmp_path: 
         evals=[{"after": "base", "scores": ac, "entropy": {"a": 1.0, "c": 1.0}}] * 3, final=ac,
     )  # fmt: skip
     write_json_atomic(tmp_path / "runs" / "full-x-s0" / "result.json", toy_record())
-    assert suite_model(tmp_path, ["a", "b"]) is None  # one model: nothing to choose
     write_json_atomic(tmp_path / "runs" / "full-y-s0" / "result.json", other)
-    with pytest.raises(ValueError, match=r"come from 2 base models: .*give each suite or model a study of its own"):
+    with pytest.raises(MixedModels, match=r"come from 2 base models: .*give each suite or model a study of its own"):
         load_records(tmp_path)
-    assert suite_model(tmp_path, ["a", "b"]) == "tiny-x" and suite_model(tmp_path, ["a", "c"]) == "tiny-y"
-    assert suite_model(tmp_path, ["b", "c"]) is None
     with pytest.warns(RuntimeWarning, match="1 run records .* of another base model than tiny-y"):
         page = write_report(tmp_path, png=False, model="tiny-y").read_text()
     assert "a:1&gt;c:1" in page or "a:1>c:1" in page

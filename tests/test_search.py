@@ -86,8 +86,14 @@ def test_switches_and_bad_input_name_the_value() -> None:
     with pytest.raises(ValueError, match="search.storage='optuna.db'"):
         storage_url("optuna.db", Path("/tmp"))
     unset = SearchConfig(step_unit=25)  # total_steps unset: 4 tasks × schedule.steps=5, which the user did write
-    with pytest.raises(ValueError, match=r"total_steps=20 cannot give .* \(search.total_steps is unset: 20, joint"):
-        SearchSpace.from_config(unset, REF, 20)
+    for total in (20, 0):  # 4 tasks × schedule.steps=5, or 0: named, not a recursion
+        with pytest.raises(ValueError, match=f"search.total_steps is unset, so {total} \\(joint training's budget"):
+            SearchSpace.from_config(unset, REF, total)
+    with pytest.raises(ValueError, match=r"search.task_steps names \['x'\], not in the suite"):  # no "unset" note
+        SearchSpace.from_config(SearchConfig(task_steps={"x": [1, 2]}), REF, 800)
+    varying = SearchSpace(REF, total_steps=800, vary_total=True, min_total=400)
+    assert varying.params(varying.joint())["total_steps"] == 800  # always a parameter where the total varies
+    assert not varying.contains(Schedule.joint(REF, 300)) and varying.contains(Schedule.joint(REF, 400))
     assert SearchSpace.from_config(SearchConfig(), REF, 800).total_steps == 800
 
 

@@ -13,6 +13,7 @@ from support import toy_record
 
 from orderopt.backends import TrainBackend
 from orderopt.config import ExperimentConfig, ProbeConfig
+from orderopt.model import model_id
 from orderopt.records import RECORD_FORMAT, check_record
 from orderopt.replay import ReplayBackend
 from orderopt.schedule import Schedule
@@ -278,3 +279,14 @@ def test_settings_a_run_would_fail_on_after_it_started_are_refused_before(tmp_pa
         with pytest.raises(ValueError, match=match):  # before any run starts: nothing is written
             bad.run([bad.plan(key, 0)])
         assert not (tmp_path / "mine").exists()
+
+
+def test_a_study_directory_of_two_base_models_gives_the_study_its_own(tmp_path: Path) -> None:
+    """A dataset edited in place (or a study name two suites share) leaves runs of two base models in one directory:
+    the study reads its own model's, with a warning, instead of refusing every command."""
+    study = _study(tmp_path)
+    own = model_id(study.model)
+    write_json_atomic(study.directory / "runs" / "full-x-s0" / "result.json", toy_record(model_id=own))
+    write_json_atomic(study.directory / "runs" / "full-y-s0" / "result.json", toy_record(run_id="full-y-s0"))
+    with pytest.warns(RuntimeWarning, match=f"1 run records .* of another base model than {own}"):
+        assert [r["run_id"] for r in study.records()] == ["full-x-s0"]

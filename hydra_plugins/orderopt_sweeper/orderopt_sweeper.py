@@ -14,8 +14,6 @@ Probes run in the sweeper's process (they are short and share a base evaluation)
 # no ``from __future__ import annotations``: Hydra imports plugin modules before they are in sys.modules, and a
 # dataclass with string annotations then fails to build
 import logging
-import shlex
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,9 +55,9 @@ class OrderoptSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> Any:
         """The search; a bad setting or a failed run ends it with one message (as the orderopt commands do)."""
-        from orderopt.cli import user_errors
+        from orderopt.cli import command_line, user_errors
 
-        with user_errors(shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])):
+        with user_errors(command_line()):
             return self._sweep(arguments)
 
     def _sweep(self, arguments: list[str]) -> Any:

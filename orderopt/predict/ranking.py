@@ -24,24 +24,12 @@ __all__ = [
 ]
 
 
-#: ``PredictorConfig`` fields only the learned predictor reads
-LEARNED_ONLY = (
-    "gain_exponent",
-    "spill_exponent",
-    "score_weight",
-    "score_gain_exponent",
-    "prior_scale",
-    "co_training",
-    "n_boot",
-    "random_state",
-)
-
-
 def make_predictor(cfg: Any) -> AdditiveBWTPredictor | TransferPredictor:
     """The unfitted predictor a ``PredictorConfig`` (``conf/predictor/``) names."""
     if cfg.name == "additive":
-        default = type(cfg)()
-        ignored = [name for name in LEARNED_ONLY if getattr(cfg, name) != getattr(default, name)]
+        default = type(cfg)()  # the learned predictor's own parameters, set to other than their defaults
+        learned = [k for k in TransferPredictor().get_params() if k != "use_pairs" and hasattr(cfg, k)]
+        ignored = [name for name in learned if getattr(cfg, name) != getattr(default, name)]
         if ignored:  # one schema serves both predictors: a learned setting would be accepted and never read
             raise ValueError(
                 f"predictor.{ignored[0]}={getattr(cfg, ignored[0])!r} is a setting of the learned predictor; the "

@@ -539,7 +539,8 @@ class ActiveSearch:
         )
 
     def full_run_study(self) -> optuna.Study:
-        """The Optuna study of the full runs (``<study>:full-runs``): one trial per run the loop trained."""
+        """The Optuna study of the full runs (``<study>:full-runs``): one trial per run the loop counts (round -1: a
+        run of the space with the loop's seed that another command trained)."""
         if self._full_run_study is None:
             self._full_run_study = optuna.create_study(
                 study_name=f"{self.study.name}:full-runs",

@@ -126,7 +126,8 @@ class Outcome:
                         else ""
                     )
                     what = confirmation["best_other_schedule"] if name == "best other" else ""
-                    lines.append(f"  {name:<20} {c['mean']:.3f} ± {c['std']:.3f}{test}  {what}".rstrip())
+                    spread = f" ± {c['std']:.3f}" if len(c["scores"]) > 1 else " (one seed)"
+                    lines.append(f"  {name:<20} {c['mean']:.3f}{spread}{test}  {what}".rstrip())
         probes = f"{self.probe_cost:.2f}" if self.probe_cost is not None else "?"
         lines.append(
             f"compute: {self.n_probes} probes = {probes} full runs + {self.full_runs:.2f} full runs "

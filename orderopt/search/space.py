@@ -18,7 +18,6 @@ breaks one is evaluated and marked infeasible (``constraints`` user attribute), 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -92,17 +91,18 @@ class SearchSpace:
     @classmethod
     def from_config(cls, cfg: Any, tasks: Sequence[str], default_total: int) -> SearchSpace:
         """The space a ``SearchConfig`` describes for ``tasks`` (``default_total``: its total when it sets none)."""
-        if not cfg.total_steps:  # a total the user never wrote: say where it came from
-            try:
-                return cls.from_config(dataclasses.replace(cfg, total_steps=default_total), tasks, default_total)
-            except ValueError as err:
-                raise ValueError(
-                    f"{err} (search.total_steps is unset: {default_total}, joint training's budget, one stage per "
-                    "task at schedule.steps; set search.total_steps or schedule.steps)"
-                ) from None
+        total = cfg.total_steps or default_total
+        if not cfg.total_steps and not (isinstance(total, int) and 1 <= cfg.step_unit * len(tasks) <= total):
+            # a total the user never wrote: say where it came from
+            raise ValueError(
+                f"search.total_steps is unset, so {total} (joint training's budget: one stage per task at "
+                f"schedule.steps), which cannot give each of {len(tasks)} tasks one unit of "
+                f"search.step_unit={cfg.step_unit} steps; set search.total_steps, raise schedule.steps or lower the "
+                "unit"
+            )
         return cls(
             list(tasks),
-            total_steps=cfg.total_steps,
+            total_steps=total,
             step_unit=cfg.step_unit,
             min_steps=cfg.min_steps,
             max_steps=cfg.max_steps,
@@ -202,12 +202,15 @@ class SearchSpace:
         if self.mixing:
             params |= {f"join_{i}": joins[i] for i in range(k - 1)}
         total = schedule.total_steps
-        if total != self.total_steps:
-            if not self.vary_total:
+        if self.vary_total:  # always a parameter then (a trial without it would draw one), within its bounds
+            lo = self.min_total or self.step_unit * k
+            if not lo <= total <= self.total_steps:
                 raise ValueError(
-                    f"schedule {schedule.key!r} trains {total} steps; the space's total is {self.total_steps}"
+                    f"schedule {schedule.key!r} trains {total} steps; the space's totals: {lo}..{self.total_steps}"
                 )
             params["total_steps"] = total
+        elif total != self.total_steps:
+            raise ValueError(f"schedule {schedule.key!r} trains {total} steps; the space's total is {self.total_steps}")
         if not self.equal_budgets:
             params |= {f"share_{t}": budgets[t] / max(budgets.values()) for t in self.tasks}
         if self.schedule(params) != schedule:

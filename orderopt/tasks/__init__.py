@@ -161,7 +161,8 @@ def build_suite(names: Sequence[str], configs: Mapping[str, Any] | None = None) 
                 f"unknown task {n!r} in suite{f' (did you mean {close[0]!r}?)' if close else ''}; known tasks: "
                 f"{', '.join(known)} (a task of your own: "
                 f"tasks.{n}.type=pkg.module:Class, or an entry point name of group {ENTRY_POINT_GROUP!r}; the types "
-                f"{', '.join(needs)} need settings: +tasks.<name>.type=dataset +tasks.<name>.source=<file>)"
+                f"{', '.join(needs)} need settings: +tasks.<name>.type=dataset +tasks.<name>.source=<file>, and a "
+                "judged_dataset a rubric too)"
             )
     return [build_task(n, configs.get(n)) for n in names]
 

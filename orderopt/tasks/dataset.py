@@ -138,7 +138,8 @@ class DatasetTask(Task):
             empty = [f for f in needed if f and row[f] is None]  # a field a JSONL row lacks is None in its column
             if empty:
                 raise ValueError(
-                    f"task {self.name!r}: row {n} of {source!r} (split {split!r}, counted from 0) has no "
+                    f"task {self.name!r}: row {n + 1} of {source!r} (split {split!r}; counted from 1, a JSONL file's "
+                    f"line) has no "
                     f"{' or '.join(map(repr, empty))}; give every row one, or drop the row"
                 )
             example = self._example_of(row)
