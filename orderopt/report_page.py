@@ -83,6 +83,12 @@ def build_sections(study_dir: str | Path, *, model: str | None = None) -> list[S
     trained = [r for r in records if r["kind"] != "probe"]
     search = _read(study_dir / "search.json")
     transfer = _read(study_dir / "transfer.json")
+    if model is not None:  # a directory of several models' runs: its last probes or search may be another's
+        suites = {tuple(r["suite"]) for r in records}
+        if transfer is not None and transfer.get("model") != model:
+            transfer = None
+        if search is not None and tuple(search.get("space", {}).get("tasks", ())) not in suites:
+            search = None
     predicted = _predictions(probes, trained)
     sections: list[Section] = []
     if transfer is not None:

@@ -234,6 +234,13 @@ def test_a_study_of_two_base_models_is_refused_unless_one_is_named(tmp_path: Pat
     write_json_atomic(tmp_path / "runs" / "full-y-s0" / "result.json", other)
     with pytest.raises(MixedModels, match=r"come from 2 base models: .*give each suite or model a study of its own"):
         load_records(tmp_path)
+    transfer = json.loads((STUDIES / "reference" / "transfer.json").read_text())
+    write_json_atomic(tmp_path / "transfer.json", {**transfer, "model": "tiny-x"})  # the other model's probes
+    with pytest.warns(RuntimeWarning, match="1 run records .* of another base model than tiny-y"):
+        sections = build_sections(tmp_path, model="tiny-y")
+    assert "transfer" not in {s.key for s in sections}
+    with pytest.warns(RuntimeWarning, match="1 run records .* of another base model than tiny-x"):
+        assert "transfer" in {s.key for s in build_sections(tmp_path, model="tiny-x")}  # its own probes' matrix
     with pytest.warns(RuntimeWarning, match="1 run records .* of another base model than tiny-y"):
         page = write_report(tmp_path, png=False, model="tiny-y").read_text()
     assert "a:1&gt;c:1" in page or "a:1>c:1" in page
