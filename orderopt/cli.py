@@ -322,8 +322,8 @@ def report_from_config(cfg: Config, *, png: bool = True) -> tuple[str, Path]:
         from orderopt.model import model_id
         from orderopt.study import Study
 
-        model = model_id(Study.from_config(cfg).model)
-        records = load_records(where, model=model)
+        study = Study.from_config(cfg)
+        model, records = model_id(study.model), study.records()
     records = [r for r in records if r["kind"] != "probe"]  # probes: orderopt-probe reports them
     if not records:
         raise ValueError(f"{where} has probe records only; train full runs first (orderopt-train, orderopt-study)")

@@ -314,6 +314,7 @@ def _prediction_section(trained: list[dict[str, Any]], predicted: dict[str, tupl
     x = [r[1][0] for r in rows]
     y = [r[2] for r in rows]
     rho, lo, hi = _spearman_ci(x, y)
+    interval = lo == lo  # NaN: too few schedules, or no draw with a ranking
     fig = go.Figure(
         go.Scatter(
             x=x,
@@ -330,7 +331,7 @@ def _prediction_section(trained: list[dict[str, Any]], predicted: dict[str, tupl
     fig.add_trace(go.Scatter(x=span, y=span, mode="lines", line={"dash": "dot", "color": "grey"}, showlegend=False))
     fig.update_layout(
         title=f"Predicted vs measured mean final score: Spearman ρ {rho:.2f} over {len(rows)} schedules "
-        + (f"(95% CI {lo:.2f} – {hi:.2f})" if lo == lo else f"(fewer than {MIN_CI}: no interval)"),
+        + (f"(95% CI {lo:.2f} – {hi:.2f})" if interval else f"(fewer than {MIN_CI}: no interval)"),
         xaxis_title="predicted (± std)",
         yaxis_title="measured (± seed std)",
         showlegend=False,
@@ -340,7 +341,7 @@ def _prediction_section(trained: list[dict[str, Any]], predicted: dict[str, tupl
         "Predicted vs measured",
         f"{len(rows)} schedules trained (joint training in red), predicted by the learned predictor fitted on the "
         "study's probes only (no full run in the fit)"
-        + (f"; the interval resamples schedules ({N_BOOTSTRAP} draws)." if len(rows) >= MIN_CI else "."),
+        + (f"; the interval resamples schedules ({N_BOOTSTRAP} draws)." if interval else "."),
         [fig],
     )
 
@@ -502,9 +503,8 @@ def _stages_section(trained: list[dict[str, Any]], search: dict[str, Any] | None
     recommended = _recommended(trained, search)
     groups = _by_schedule(trained)
     shown = [(label, runs) for label, runs in groups.items() if _label_key(label) == recommended]
-    shown += [
-        (label, runs) for label, runs in groups.items() if label.startswith("joint:") and (label, runs) not in shown
-    ][:1]
+    joint = [(label, runs) for label, runs in groups.items() if label.startswith("joint:")][:1]
+    shown += [(label, runs) for label, runs in joint if label not in dict(shown)]
     if not shown:
         return Section("stages", "Across stages")
     fig = make_subplots(rows=1, cols=2, subplot_titles=("eval score", "entropy (nats/token)"))

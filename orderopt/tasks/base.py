@@ -63,7 +63,7 @@ class Task(ABC):
     @property
     def identity(self) -> dict[str, Any]:
         """What the task's numbers depend on, for run ids and the base model's build key: its config (a dataset
-        task adds its data files' content)."""
+        task adds a digest of the examples it draws)."""
         return dataclasses.asdict(self.cfg)
 
     @abstractmethod

@@ -139,8 +139,7 @@ class DatasetTask(Task):
             if empty:
                 raise ValueError(
                     f"task {self.name!r}: row {n + 1} of {source!r} (split {split!r}; counted from 1, a JSONL file's "
-                    f"line) has no "
-                    f"{' or '.join(map(repr, empty))}; give every row one, or drop the row"
+                    f"line) has no {' or '.join(map(repr, empty))}; give every row one, or drop the row"
                 )
             example = self._example_of(row)
             if example.prompt not in seen:
