@@ -383,3 +383,17 @@ def test_a_loop_resumed_with_another_space_or_predictor_is_refused(reference: li
     )
     assert more._history() == same._history()
     assert len(more.run().rounds) > len(first.rounds)
+
+
+def test_the_printed_outcome_lists_each_trained_schedule_once(reference: list[dict], tmp_path: Path) -> None:
+    """A heuristic order the loop trained is shown on its own row, not again as "also trained"."""
+    from orderopt.search.pipeline import Outcome
+
+    loop, _ = _replay_loop(reference, tmp_path, full_runs=4, batch_size=2)
+    result = loop.run()
+    trained = [k for k in result.measured if k not in (result.recommendation, loop.space.joint().key)]
+    known = {"joint": loop.space.joint().key, "greedy_bwt": trained[0], "graph": trained[0]}
+    text = Outcome(result, loop.space, known, 0.6, 16, 4.0, "sqlite://", 1.0).format()
+    rows = [line for line in text.splitlines() if "measured" in line and "vs joint" not in line]
+    assert sum(line.endswith(trained[0]) for line in rows) == 2  # its two names, no "also trained" row
+    assert sum(line.startswith("  also trained") for line in rows) == len(trained) - 1

@@ -91,7 +91,8 @@ class Outcome:
         for name, key in self.known.items():
             if name != "joint":
                 lines.append(row(name, key))
-        others = sorted((k for k in r.measured if k not in (rec, joint)), key=lambda k: -r.measured[k]["mean"])
+        shown = {rec, joint, *self.known.values()}  # a schedule trained once is listed once
+        others = sorted((k for k in r.measured if k not in shown), key=lambda k: -r.measured[k]["mean"])
         for key in others:
             lines.append(row("also trained", key))
         if rec and joint in r.measured and rec != joint:
