@@ -527,6 +527,7 @@ def run_plans(plans: list[RunPlan], *, n_jobs: int, name: str) -> list[dict[str,
         f"; {len(busy)} being trained by another process, waited for" if busy else "",
     )
     failures: list[str] = []
+    errors: list[Exception] = []
     walls: list[float] = []
     answers: dict[Path, dict[str, Any]] = {}
     start = time.perf_counter()
@@ -553,6 +554,7 @@ def run_plans(plans: list[RunPlan], *, n_jobs: int, name: str) -> list[dict[str,
             busy.append(plan)
             return
         failures.append(f"{plan.label} seed {plan.seed}: {type(err).__name__}: {err}")
+        errors.append(err)
         log.error("[%s] run %s seed %d failed: %s", name, plan.label, plan.seed, err)
 
     parallel = [p for p in todo if p.study.backend.parallel and not alone]
@@ -591,7 +593,7 @@ def run_plans(plans: list[RunPlan], *, n_jobs: int, name: str) -> list[dict[str,
         raise RuntimeError(
             f"{len(failures)} of {len(todo)} runs of {name} failed (the others are recorded; run the same command "
             "again to retry only these):\n  " + "\n  ".join(failures)
-        )
+        ) from errors[0]  # its traceback (a worker's included) is the first failure's: HYDRA_FULL_ERROR=1 shows it
     # a backend that stores nothing (replay) answered in memory; the others wrote the records
     return [answers.get(p.run_dir) or dict(read_record(p.run_dir / "result.json")) for p in plans]
 

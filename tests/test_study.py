@@ -71,8 +71,9 @@ def test_a_replay_backend_answers_the_study_s_plans_with_recorded_runs(tmp_path:
     assert records[0]["final"] == recorded[(key, 0)]["final"] and records[1]["seed"] == 1
     assert records[2]["baseline"] == "joint"
     assert not (tmp_path / "mine").exists()  # a replay trains nothing and writes nothing
-    with pytest.raises(RuntimeError, match="(?s)1 of 1 runs of study mine failed.*never run in"):
+    with pytest.raises(RuntimeError, match="(?s)1 of 1 runs of study mine failed.*never run in") as failed:
         study.run([study.plan("qa:200>names:200>arith:200>strings:50", 0)])
+    assert isinstance(failed.value.__cause__, ValueError)  # the run's own error and traceback, not only its text
 
 
 def test_replay_returns_the_recorded_numbers_and_refuses_unrun_schedules(tmp_path: Path) -> None:
