@@ -26,6 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from orderopt.probe import TransferMatrix
 from orderopt.store import load_records, record_label
 
 __all__ = ["Section", "build_sections", "write_report"]
@@ -157,7 +160,6 @@ def _spearman_ci(x: list[float], y: list[float], seed: int = 0) -> tuple[float, 
         >>> round(rho, 2), lo <= rho <= hi
         (0.89, True)
     """
-    import numpy as np
     from scipy.stats import rankdata, spearmanr
 
     # means equal but for float rounding (0.7600000000000001 and 0.76) are ties, not a ranking
@@ -215,15 +217,18 @@ def _transfer_section(transfer: dict[str, Any]) -> Section:
         yaxis_title="task probed (i)",
         yaxis_autorange="reversed",
     )
-    bwt = transfer["derived"].get("bwt_matrix")
+    probes = TransferMatrix.from_dict(transfer)
+    # how training j after i moves i: the pair probe i→j where it ran, else how j's single probe moved i
+    backward = probes.backward
+    paired = np.isfinite(probes.bwt_matrix)
     graph = nx.DiGraph()
     graph.add_nodes_from(tasks)
     n = len(tasks)
     for i in range(n):
         for j in range(n):
-            value = bwt[i][j] if bwt is not None else matrix[i][j]
-            if i != j and value is not None and abs(value) >= 0.01:
-                graph.add_edge(tasks[j], tasks[i], weight=value)  # j trained after i changes i by value
+            value = float(backward[i][j])
+            if i != j and np.isfinite(value) and abs(value) >= 0.01:
+                graph.add_edge(tasks[j], tasks[i], weight=value, paired=bool(paired[i][j]))
     pos = nx.circular_layout(graph)
     fig = go.Figure()
     for a, b, data in graph.edges(data=True):
@@ -246,7 +251,7 @@ def _transfer_section(transfer: dict[str, Any]) -> Section:
             arrowhead=3,
             arrowwidth=1 + 30 * abs(data["weight"]),
             arrowcolor=color,
-            opacity=0.7,
+            opacity=0.7 if data["paired"] else 0.35,  # faint: estimated from the single-task probes
             standoff=18,
             startstandoff=18,
         )
@@ -284,9 +289,16 @@ def _transfer_section(transfer: dict[str, Any]) -> Section:
             showlegend=False,
         )
     )
-    kind = "BWT" if bwt is not None else "transfer"
+    off = ~np.eye(n, dtype=bool)
+    kind = (
+        "BWT (pair probes)"
+        if paired[off].all()
+        else "change of i by j's single-task probe"
+        if not paired.any()
+        else "BWT (pair probes; faint: j's single-task probe, where no pair was probed)"
+    )
     fig.update_layout(
-        title=f"Transfer graph: an arrow j → i is the {kind} of training j after i (|value| ≥ 0.01)",
+        title=f"Transfer graph: an arrow j → i is how training j after i moves i, {kind} (|value| ≥ 0.01)",
         xaxis={"visible": False},
         yaxis={"visible": False, "scaleanchor": "x"},
     )
@@ -632,7 +644,6 @@ def _json(obj: Any) -> str:
 
 
 def _plain_json(obj: Any) -> Any:
-    import numpy as np
 
     if isinstance(obj, np.ndarray):
         return obj.tolist()

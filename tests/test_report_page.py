@@ -253,3 +253,34 @@ def test_the_rank_correlation_of_few_schedules_claims_no_interval() -> None:
     assert rho == pytest.approx(0.866, abs=1e-3) and lo != lo and hi != hi  # no bootstrap of three schedules
     rho, lo, hi = _spearman_ci([1, 2, 3, 4, 5, 6], [1, 3, 2, 4, 6, 5])
     assert lo < rho <= hi  # six schedules: an interval
+
+
+@pytest.mark.parametrize("pairs", ["all", "some", "none"])
+def test_the_transfer_graph_draws_what_the_probes_measured(pairs: str) -> None:
+    """An arrow j → i is how training j after i moves i: the pair probe i→j where it ran, else how j's single-task
+    probe moved i (``probe=single``, ``probe.pair_select=harm``), never left out nor turned around."""
+    from orderopt.probe import TransferMatrix
+    from orderopt.report_page import _transfer_section
+
+    tm = TransferMatrix.from_dict(json.loads((STUDIES / "reference" / "transfer.json").read_text()))
+    if pairs != "all":
+        tm.pair[:, 1:] = float("nan")  # pair probes i→j of every j but arith (index 0) not run
+        if pairs == "none":
+            tm.pair[:] = float("nan")
+    graph = _transfer_section(tm.to_dict()).figures[1]
+    tasks = tm.tasks
+    xy = {t: (x, y) for t, x, y in zip(graph.data[-1].text, graph.data[-1].x, graph.data[-1].y, strict=True)}
+    drawn = {}
+    for arrow in graph.layout.annotations:  # from (ax, ay) to (x, y), shifted off the centres: nearest nodes
+        tail = min(tasks, key=lambda t: (xy[t][0] - arrow.ax) ** 2 + (xy[t][1] - arrow.ay) ** 2)
+        head = min(tasks, key=lambda t: (xy[t][0] - arrow.x) ** 2 + (xy[t][1] - arrow.y) ** 2)
+        drawn[(tail, head)] = arrow.opacity
+    expected = {}
+    for i, a in enumerate(tasks):
+        for j, b in enumerate(tasks):
+            measured = tm.bwt_matrix[i, j] if pairs == "all" or (pairs == "some" and j == 0) else None
+            value = measured if measured is not None else tm.transfer[j, i]
+            if i != j and abs(value) >= 0.01:
+                expected[(b, a)] = 0.7 if measured is not None else 0.35
+    assert drawn == expected and expected
+    assert ("faint" in graph.layout.title.text) == (pairs == "some")
