@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from orderopt.probe import TransferMatrix
-from orderopt.store import load_records, record_label
+from orderopt.store import load_records, record_label, split_label
 
 __all__ = ["Section", "build_sections", "write_report"]
 
@@ -143,9 +143,11 @@ def _predictions(probes: list[dict[str, Any]], trained: list[dict[str, Any]]) ->
     return {k: (float(m), float(s)) for k, m, s in zip(keys, means, stds, strict=True)}
 
 
-def _label_key(label: str) -> str:
-    """A record label's schedule key (``joint:a+b:800`` → ``a+b:800``; merges have none)."""
-    return label.split(":", 1)[1] if label.startswith(("joint:", "merge:")) else label
+def _label_key(label: str) -> str | None:
+    """A record label's schedule key (``joint:a+b:800`` → ``a+b:800``); None for a merge: it trains no schedule (its
+    record's key is the curriculum of its parts, which is another run's)."""
+    baseline, key = split_label(label)
+    return None if baseline == "merge" else key
 
 
 #: schedules needed for a bootstrap interval of ρ
@@ -318,7 +320,7 @@ def _prediction_section(trained: list[dict[str, Any]], predicted: dict[str, tupl
     rows = []
     for label, runs in _by_schedule(trained).items():
         key = _label_key(label)
-        if key in predicted and not label.startswith("merge:"):
+        if key in predicted:
             means = [r["mean_final"] for r in runs]
             rows.append((label, predicted[key], statistics.fmean(means), _std(means), len(means)))
     if len(rows) < 3:
@@ -473,7 +475,8 @@ def _leaderboard_section(
     rows = []
     for label, runs in groups.items():
         means = [r["mean_final"] for r in runs]
-        pred = predicted.get(_label_key(label))
+        key = _label_key(label)
+        pred = predicted.get(key) if key else None
         rows.append(
             (
                 statistics.fmean(means),
@@ -487,7 +490,7 @@ def _leaderboard_section(
     rows.sort(key=lambda row: -row[0])
     cells = []
     for mean, label, pred, std, n, wall in rows:
-        mark = " ★" if _label_key(label) == recommended else ""
+        mark = " ★" if recommended and _label_key(label) == recommended else ""
         cells.append(
             [
                 _esc(label) + mark,
@@ -514,7 +517,7 @@ def _stages_section(trained: list[dict[str, Any]], search: dict[str, Any] | None
 
     recommended = _recommended(trained, search)
     groups = _by_schedule(trained)
-    shown = [(label, runs) for label, runs in groups.items() if _label_key(label) == recommended]
+    shown = [(label, runs) for label, runs in groups.items() if recommended and _label_key(label) == recommended]
     joint = [(label, runs) for label, runs in groups.items() if label.startswith("joint:")][:1]
     shown += [(label, runs) for label, runs in joint if label not in dict(shown)]
     if not shown:
@@ -546,7 +549,7 @@ def _stages_section(trained: list[dict[str, Any]], search: dict[str, Any] | None
 
 def _examples_section(trained: list[dict[str, Any]], search: dict[str, Any] | None) -> Section:
     recommended = _recommended(trained, search)
-    runs = [r for r in trained if _label_key(record_label(r)) == recommended]
+    runs = [r for r in trained if recommended and _label_key(record_label(r)) == recommended]
     if not runs:
         return Section("examples", "Sample completions")
     record = min(runs, key=lambda r: r["seed"])

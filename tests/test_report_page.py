@@ -284,3 +284,25 @@ def test_the_transfer_graph_draws_what_the_probes_measured(pairs: str) -> None:
                 expected[(b, a)] = 0.7 if measured is not None else 0.35
     assert drawn == expected and expected
     assert ("faint" in graph.layout.title.text) == (pairs == "some")
+
+
+def test_a_merge_is_not_taken_for_the_curriculum_its_record_names() -> None:
+    """A merge record's schedule key is the suite-order curriculum of its parts, trained as a run of its own in the
+    reference study: the merge gets neither that curriculum's prediction nor its star as the recommendation."""
+    import re
+
+    from orderopt.report_page import _leaderboard_section, _predictions, _stages_section
+
+    records = load_records(STUDIES / "reference")
+    probes = [r for r in records if r["kind"] == "probe"]
+    trained = [r for r in records if r["kind"] != "probe"]
+    curriculum = "arith:200>strings:200>qa:200>names:200"
+    assert {r.get("baseline") for r in trained if r["schedule_key"] == curriculum} == {None, "merge"}
+    search = {"recommendation": curriculum}
+    table = _leaderboard_section(trained, _predictions(probes, trained), search).table
+    rows = {re.sub("<.*?>", "|", row).strip("|").split("||")[0]: row for row in re.findall("<tr>(.*?)</tr>", table)}
+    merge = rows["merge:arith:200&gt;strings:200&gt;qa:200&gt;names:200"]
+    assert "<td>–</td>" in merge and "★" not in merge
+    assert "★" in rows["arith:200&gt;strings:200&gt;qa:200&gt;names:200 ★"]
+    lines = [trace.name for trace in _stages_section(trained, search).figures[0].data]
+    assert not any("merge" in (name or "") for name in lines)
