@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from orderopt.tasks import Task
 from orderopt.tracking import WandbConfig
 from orderopt.train import RunSpec, evaluate_all, run_schedule, versions, warn_truncated
 
-__all__ = ["joint_spec", "run_merge"]
+__all__ = ["joint_spec", "merge_spec", "run_merge"]
 
 log = logging.getLogger(__name__)
 
@@ -45,60 +46,75 @@ def joint_spec(
     )
 
 
-def run_merge(
+def merge_spec(
     tasks: Sequence[Task],
     model: str,
     total_steps: int,
-    run_dir: str | Path,
     *,
     seed: int,
     trainer: TrainerConfig,
     method: str = "ties",
+    load: LoadOptions | None = None,
+) -> RunSpec:
+    """Model merging: one model per task trained from the base for an even share of ``total_steps``, merged with
+    ``method``. Its schedule lists those per-task runs (side by side, not in sequence) in suite order; whatever
+    schedule it was asked with, a merge is this one run."""
+    return RunSpec(
+        Schedule.from_stages([t.name for t in tasks], max(total_steps // len(tasks), 1)),
+        tasks,
+        model,
+        seed=seed,
+        kind="baseline",
+        trainer=trainer,
+        baseline="merge",
+        load=load or LoadOptions(),
+        merge=method,
+    )
+
+
+def run_merge(
+    spec: RunSpec,
+    run_dir: str | Path,
+    *,
     density: float = 0.2,
     scale: float = 1.0,
     wandb: WandbConfig | None = None,
     group: str = "default",
-    load: LoadOptions | None = None,
 ) -> dict[str, Any]:
-    """Model merging: one model per task trained from the base (``total_steps`` split evenly), merged, evaluated.
+    """Train the per-task runs of the merge ``spec`` (:func:`merge_spec`), merge them, evaluate the merged model.
 
     Each per-task run is itself a resumable run under ``run_dir/parts``; the record's stages list those runs (they
     ran side by side from the base, not in sequence) and ``"baseline": "merge"`` says so.
     """
-    run_dir = Path(run_dir)
+    if spec.merge is None:
+        raise ValueError(f"run_merge needs a merge's spec (baselines.merge_spec), not the run of {spec.schedule.key!r}")
+    run_dir, tasks, schedule, method = Path(run_dir), spec.tasks, spec.schedule, spec.merge
     with own_run(run_dir):  # one process trains a run at a time
         result_path = run_dir / "result.json"
         if result_path.exists():
             return dict(read_record(result_path))
-        steps = max(total_steps // len(tasks), 1)
         start = time.perf_counter()
 
-        def part(task: Task) -> RunSpec:  # one task's run from the base model
-            return RunSpec(
-                Schedule.curriculum([task.name], steps),
-                tasks,
-                model,
-                seed=seed,
-                kind="baseline",
-                trainer=trainer,
-                load=load or LoadOptions(),
+        def part(stage: int) -> RunSpec:  # one task's run from the base model
+            return dataclasses.replace(
+                spec, schedule=Schedule(schedule.stages[stage : stage + 1]), baseline=None, merge=None
             )
 
         parts = []
-        for task in tasks:
-            part_dir = run_dir / "parts" / task.name
+        for index, stage in enumerate(schedule.stages):
+            (name,) = stage.tasks
+            part_dir = run_dir / "parts" / name
             rec = run_schedule(
-                part(task), part_dir, run_id=f"{run_dir.name}-{task.name}", group=group, wandb=wandb, keep_model=True
+                part(index), part_dir, run_id=f"{run_dir.name}-{name}", group=group, wandb=wandb, keep_model=True
             )
             parts.append((part_dir / "model", rec))
-        schedule = Schedule.from_stages([t.name for t in tasks], steps)  # the per-task runs, side by side
-        opener = part(tasks[0])  # every part loads and evaluates its model the same way
+        opener = part(0)  # every part loads and evaluates its model the same way
         base_model, tokenizer = opener.open_model()
         tuned = [opener.open_model(path)[0].state_dict() for path, _ in parts]
         base_model.load_state_dict(
             merge_state_dicts(base_model.state_dict(), tuned, method=method, density=density, scale=scale)
         )
-        merged: dict[str, Any] = {"after": "merged", **evaluate_all(base_model, tokenizer, tasks, seed)}
+        merged: dict[str, Any] = {"after": "merged", **evaluate_all(base_model, tokenizer, tasks, spec.seed)}
         final = merged["scores"]
         record = {
             "format": RECORD_FORMAT,
@@ -106,16 +122,16 @@ def run_merge(
             "kind": "baseline",
             "baseline": "merge",
             "merge": {"method": method, "density": density, "scale": scale},
-            "seed": seed,
+            "seed": spec.seed,
             "schedule": schedule.to_dict(),
             "schedule_key": schedule.key,
-            "model": model,
-            "model_id": model_id(model),
+            "model": spec.model,
+            "model_id": model_id(spec.model),
             "suite": [t.name for t in tasks],
             "evals": [parts[0][1]["evals"][0], merged],
             "final": final,
             "mean_final": sum(final.values()) / len(final),
-            "steps": steps * len(tasks),
+            "steps": schedule.total_steps,
             "wall_s": round(sum(r["wall_s"] for _, r in parts) + time.perf_counter() - start, 2),
             "train_log": [row for _, r in parts for row in r["train_log"]],
             "parts": {t.name: r["run_id"] for t, (_, r) in zip(tasks, parts, strict=True)},

@@ -56,10 +56,11 @@ def run_identity(config: dict[str, Any], versions: dict[str, str]) -> dict[str, 
     return identity
 
 
-def run_id(kind: str, identity: dict[str, Any], seed: int) -> str:
-    """``<kind>-<hash of the identity>-s<seed>``: the same run has the same id anywhere."""
+def run_id(kind: str, identity: dict[str, Any], seed: int, *, merge: str | None = None) -> str:
+    """``<kind>-<hash of the identity>-s<seed>`` (a merge with method ``merge``: ``merge-<method>-…``): the same run
+    has the same id anywhere."""
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    return f"{kind}-{digest}-s{seed}"
+    return f"{f'merge-{merge}' if merge else kind}-{digest}-s{seed}"
 
 
 def record_run_id(record: dict[str, Any]) -> str:
@@ -71,8 +72,8 @@ def record_run_id(record: dict[str, Any]) -> str:
         "tasks": record["config"]["tasks"],
         "load": record["config"].get("load"),
     }
-    kind = f"merge-{record['merge']['method']}" if record.get("baseline") == "merge" else record["kind"]
-    return run_id(kind, run_identity(config, record["versions"]), record["seed"])
+    merge = record["merge"]["method"] if record.get("baseline") == "merge" else None
+    return run_id(record["kind"], run_identity(config, record["versions"]), record["seed"], merge=merge)
 
 
 def migrate_run_ids(study_dir: str | Path) -> dict[str, str]:

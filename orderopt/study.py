@@ -413,12 +413,22 @@ class RunPlan:
     @property
     def spec(self) -> RunSpec:
         """What the run is, for the trainer (its identity gives the run id)."""
-        from orderopt.baselines import joint_spec
+        from orderopt.baselines import joint_spec, merge_spec
 
         study, trainer = self.study, self.trainer or self.study.trainer
         if self.baseline == "joint":
             return joint_spec(
                 study.tasks, study.model, self.schedule.total_steps, seed=self.seed, trainer=trainer, load=study.load
+            )
+        if self.baseline == "merge":
+            return merge_spec(
+                study.tasks,
+                study.model,
+                self.schedule.total_steps,
+                seed=self.seed,
+                trainer=trainer,
+                method=self.merge_method,
+                load=study.load,
             )
         kind = "baseline" if self.baseline else self.kind
         return RunSpec(
@@ -434,8 +444,7 @@ class RunPlan:
 
     @functools.cached_property
     def run_id(self) -> str:  # cached: the run directory is asked for often, and the spec hashes the whole config
-        run_id = self.spec.run_id
-        return f"merge-{self.merge_method}-{run_id.split('-', 1)[1]}" if self.baseline == "merge" else run_id
+        return self.spec.run_id
 
     @property
     def label(self) -> str:
@@ -464,18 +473,7 @@ class RunPlan:
 
         study, spec = self.study, self.spec
         if self.baseline == "merge":
-            return run_merge(
-                spec.tasks,
-                spec.model,
-                spec.schedule.total_steps,
-                self.run_dir,
-                seed=self.seed,
-                trainer=spec.trainer,
-                method=self.merge_method,
-                wandb=study.wandb,
-                group=study.name,
-                load=spec.load,
-            )
+            return run_merge(spec, self.run_dir, wandb=study.wandb, group=study.name)
         with own_run(self.run_dir):  # from the prefix's checkpoint to the record: one process
             if self.prefix is not None and start_from_prefix(self.run_dir, self.prefix, spec):
                 log.info("run %s starts from the finished run %s", self.run_dir.name, self.prefix.name)

@@ -57,6 +57,8 @@ class RunSpec:
     #: is: not in the run id, and a record that scored more tasks answers the run too. Pair probes score only the
     #: task trained first, the one number of theirs the predictors read.
     scored: tuple[str, ...] | None = None
+    #: a merge's method: the run is the merge of one run per stage's task from the base model (``baselines.merge_spec``)
+    merge: str | None = None
 
     @property
     def config(self) -> dict[str, Any]:
@@ -85,7 +87,7 @@ class RunSpec:
     def run_id(self) -> str:
         """``<kind>-<hash of the run's identity>-s<seed>`` (:mod:`orderopt.identity`: what its numbers depend on, not
         how it is operated): the same run has the same id anywhere."""
-        return identity.run_id(self.kind, identity.run_identity(self.config, versions()), self.seed)
+        return identity.run_id(self.kind, identity.run_identity(self.config, versions()), self.seed, merge=self.merge)
 
     def __post_init__(self) -> None:
         if self.kind not in ("probe", "full", "baseline"):

@@ -51,6 +51,10 @@ def test_a_study_travels_to_workers_without_its_tasks_and_plans_the_same_runs(tm
     merge = study.plan("arith:200>strings:200>qa:200>names:200", 0, baseline="merge")
     assert joint.label.startswith("joint:") and joint.spec.schedule.key == "arith+strings+qa+names:800"
     assert merge.run_id.startswith("merge-ties-") and len({plan.run_id, joint.run_id, merge.run_id}) == 3
+    # a merge trains one model per task on an even share of the total, whatever schedule it is asked with
+    uneven = study.plan("names:100>arith:300>strings:200>qa:200", 0, baseline="merge")
+    assert uneven.run_id == merge.run_id
+    assert uneven.label == merge.label == "merge:arith:200>strings:200>qa:200>names:200"
     with pytest.raises(ValueError, match="schedule.baseline='ensemble'; use joint, merge or null"):
         study.plan("arith:1>strings:1>qa:1>names:1", baseline="ensemble")
     with pytest.raises(ValueError, match="code"):

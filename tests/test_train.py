@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from support import SMALL_EVAL, small_eval, small_eval_args
 
-from orderopt.baselines import joint_spec, run_merge
+from orderopt.baselines import joint_spec, merge_spec, run_merge
 from orderopt.config import Config, ExperimentConfig, ScheduleConfig, TrainerConfig
 from orderopt.schedule import Schedule
 from orderopt.tasks import build_suite
@@ -145,7 +145,7 @@ def test_baselines(base: tuple[str, list], tmp_path: Path) -> None:
     assert len(joint["schedule"]["stages"]) == 1 and joint["steps"] == 8
     rewards = {k for row in joint["train_log"] for k in row if k.startswith("rewards/") and k.endswith("/mean")}
     assert rewards == {f"rewards/{t}_reward/mean" for t in ["arith", "strings", "qa", "names"]}
-    merged = run_merge(tasks, path, 8, tmp_path / "merge", seed=0, trainer=TRAINER)
+    merged = run_merge(merge_spec(tasks, path, 8, seed=0, trainer=TRAINER), tmp_path / "merge")
     assert merged["baseline"] == "merge" and merged["steps"] == 8
     assert RECORD_KEYS <= set(merged) and RECORD_KEYS <= set(joint)
     assert [e["after"] for e in merged["evals"]] == ["base", "merged"]
