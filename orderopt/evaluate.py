@@ -156,11 +156,15 @@ def evaluate_task(
     rep_prompts = [p for p in prompts for _ in range(samples)]
     rep_answers = [e.answer for e in examples for _ in range(samples)]
     scores = task.score(rep_prompts, completions, rep_answers)
-    unscored = sum(s is None for s in scores)
+    unscored = [i for i, s in enumerate(scores) if s is None]
     if unscored:
+        first = unscored[0]
         raise RuntimeError(
-            f"task {task.name!r}: {unscored} of {len(scores)} eval completions could not be scored "
-            "(judge failure); an eval score would be biased, fix the judge and evaluate again"
+            f"task {task.name!r}: {len(unscored)} of {len(scores)} eval completions got no score (None) from its "
+            f"reward or judge, the first for prompt {rep_prompts[first][:80]!r} with answer "
+            f"{str(rep_answers[first])[:80]!r}: a judge that failed, or a reference answer the reward cannot read "
+            "(e.g. reward=math on an answer math-verify cannot parse). An eval score would be biased: fix the judge "
+            "or those examples and evaluate again"
         )
     frac_trunc = sum(truncated) / max(len(truncated), 1)
     if frac_trunc > 0 and warn:

@@ -170,3 +170,21 @@ def test_a_data_file_edited_in_place_is_other_data(tmp_path: Path) -> None:
     assert "data_sha256" not in build_task("arith", {"type": "arith"}).identity  # built-in tasks: ids unchanged
     path.write_text("".join(json.dumps(r) + "\n" for r in [*ROWS, {"q": "What is 99 plus 1?", "a": "100"}]))
     assert build_task("sums", cfg).identity != after.identity  # a row more reshuffles the splits: other examples
+
+
+def test_an_answer_the_reward_cannot_read_stops_the_evaluation_naming_it(
+    tmp_path: Path, base: tuple[str, list]
+) -> None:
+    """math-verify reads no number in a reference like ``\\frac{``: the evaluation says which example and why, not
+    "judge failure" (the task has no judge)."""
+    from orderopt.evaluate import evaluate_task
+    from orderopt.model import load_model
+
+    rows = [{"q": f"What is {a} plus 1?", "a": "\\frac{"} for a in range(30)]
+    cfg = {"source": str(_write(tmp_path, "jsonl", rows)), "prompt_field": "q", "answer_field": "a", "reward": "math"}
+    task = build_task("sums", {"type": "dataset", "n_train": 10, "n_eval": 5, "max_new_tokens": 4, **cfg})
+    model, tok = load_model(base[0])
+    with pytest.raises(
+        RuntimeError, match=r"task 'sums': 5 of 5 .*prompt 'What is \d+ plus 1\?' with answer '\\\\frac\{'.*reward=math"
+    ):
+        evaluate_task(model, tok, task)
