@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from orderopt.probe import TransferMatrix
-from orderopt.store import load_records, record_label, split_label
+from orderopt.store import load_records, read_json, record_label, split_label
 
 __all__ = ["Section", "build_sections", "write_report"]
 
@@ -115,7 +115,7 @@ def build_sections(study_dir: str | Path, *, model: str | None = None) -> list[S
 
 
 def _read(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json(path) if path.is_file() else None
 
 
 def _by_schedule(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

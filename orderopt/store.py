@@ -181,7 +181,14 @@ def write_json_atomic(path: str | Path, data: Any, *, compact: bool = False) -> 
 
 
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+    """The JSON file at ``path``; one that is not JSON (edited by hand, a merge conflict) is refused naming it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"{path} is not valid JSON ({err}): restore it (e.g. from git) or remove it (a run whose result.json is "
+            "removed is trained again)"
+        ) from err
 
 
 def read_record(path: str | Path) -> RunRecord:

@@ -1,10 +1,15 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from pathlib import Path
 
-from orderopt.store import read_json, write_json_atomic
+import pytest
+
+from orderopt.store import load_records, read_json, write_json_atomic
+
+STUDIES = Path(__file__).resolve().parent.parent / "studies"
 
 
 def test_atomic_json_is_readable_like_any_file_and_leaves_no_temp(tmp_path: Path) -> None:
@@ -82,3 +87,13 @@ def test_a_run_has_one_owner_at_a_time(tmp_path: Path) -> None:
         assert second.returncode != 0
         assert f"run r is being trained by another process (pid {os.getpid()})" in second.stderr
     assert subprocess.run(take, capture_output=True, text=True).stdout.strip() == "ok"
+
+
+def test_a_record_that_is_not_json_is_named(tmp_path: Path) -> None:
+    """A run record broken by hand or by a merge conflict: the error names its file and what to do."""
+    study = tmp_path / "structured"
+    shutil.copytree(STUDIES / "structured" / "runs", study / "runs")
+    broken = sorted((study / "runs").glob("*/result.json"))[3]
+    broken.write_text(broken.read_text()[:-40])
+    with pytest.raises(ValueError, match=rf"{broken} is not valid JSON \(.*\): restore it .* or remove it"):
+        load_records(study)

@@ -35,7 +35,7 @@ from orderopt.schedule import Schedule
 from orderopt.search.optimize import Objective, best_trials, make_sampler, open_storage, predicted_search
 from orderopt.search.space import SearchSpace, schedule_features
 from orderopt.search.surrogate import Surrogate
-from orderopt.store import claim_run, is_claimed, write_json_atomic
+from orderopt.store import claim_run, is_claimed, read_json, write_json_atomic
 
 __all__ = ["ActiveSearch", "Round", "SearchResult", "check_search_config", "runs_in_order", "search_lock"]
 
@@ -284,7 +284,7 @@ class ActiveSearch:
         path = self.study.directory / "loop.json"
         if not path.exists():
             return []
-        state = json.loads(path.read_text())
+        state = read_json(path)
         # the budget and the stopping rule decide when the loop stops, not what it picks: a loop resumed with a
         # larger search.full_runs or patience goes on (saved identities named them before)
         saved = {k: v for k, v in (state.get("identity") or {}).items() if k not in _WHEN_TO_STOP}
