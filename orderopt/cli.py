@@ -11,7 +11,7 @@ import shlex
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -20,6 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 from orderopt.config import Config, register_configs
 from orderopt.report import format_record, format_table
 from orderopt.schedule import Schedule
+
+if TYPE_CHECKING:
+    from orderopt.search.pipeline import Outcome
 
 __all__ = [
     "base_main",
@@ -35,6 +38,7 @@ __all__ = [
     "study_main",
     "train_from_config",
     "train_main",
+    "typed_config",
 ]
 
 _HERE = Path(__file__).resolve().parent
@@ -168,8 +172,9 @@ def probe_from_config(cfg: Config) -> str:
     from orderopt.report import plot_transfer
     from orderopt.study import Study
 
+    full_steps = _full_steps(cfg)  # a bad schedule.steps fails before the base model is built
     study = Study.from_config(cfg)
-    tm, cost = study.probe(cfg.probe, full_steps=_full_steps(cfg))
+    tm, cost = study.probe(cfg.probe, full_steps=full_steps)
     figure = plot_transfer(tm, study.directory / "transfer.png")
     orders = "\n".join(f"  {name:<17}{' > '.join(order)}" for name, order in heuristic_orders(tm).items())
     _log_probes(cfg, tm, cost, figure)
@@ -180,9 +185,12 @@ def probe_from_config(cfg: Config) -> str:
 
 
 def _full_steps(cfg: Config) -> int:
-    """Steps of one full run of the study's default schedule (one stage per task at ``schedule.steps``)."""
-    steps = cfg.schedule.steps
-    return int(sum(steps) if isinstance(steps, list) else len(cfg.suite.tasks) * steps)
+    """Steps of one full run of the study's schedule (``schedule.order``, else one stage per task, at
+    ``schedule.steps``: a list of budgets is checked against the stages)."""
+    try:
+        return Schedule.from_stages(cfg.schedule.order or cfg.suite.tasks, cfg.schedule.steps).total_steps
+    except ValueError as err:
+        raise ValueError(f"schedule.steps={cfg.schedule.steps!r}: {err}") from err
 
 
 def _log_probes(cfg: Config, tm: Any, cost: Any, figure: Path) -> None:
@@ -275,15 +283,18 @@ def predict_from_config(cfg: Config) -> str:
     return "\n".join(lines)
 
 
-def main_from_config(cfg: Config) -> tuple[str, float | None]:
-    """The main job: probes, fit, predicted search and active loop on the study of ``cfg``; writes
-    ``search.json`` into the study directory and returns the printed summary and the recommendation's measured mean
-    score (None when nothing was measured)."""
+def main_from_config(
+    cfg: Config, *, launch: Callable[[list[Any], str], list[dict[str, Any]]] | None = None
+) -> tuple[str, Outcome]:
+    """The main job: probes, fit, predicted search and active loop on the study of ``cfg``; writes ``search.json``
+    and the report into the study directory and returns the printed summary and the outcome. ``launch`` trains the
+    loop's full runs (the Hydra sweeper: as Hydra jobs); default: the study's backend."""
     from orderopt.report_page import write_report
     from orderopt.search import optimize
     from orderopt.store import write_json_atomic
     from orderopt.study import Study
 
+    total = _full_steps(cfg)  # a bad schedule.steps fails before the base model is built
     study = Study.from_config(cfg)
     outcome = optimize(
         study,
@@ -291,20 +302,19 @@ def main_from_config(cfg: Config) -> tuple[str, float | None]:
         predictor=cfg.predictor,
         search=cfg.search,
         seed=cfg.seed,
-        default_total=_full_steps(cfg),
+        default_total=total,
+        launch=launch,
     )
     out = study.directory / "search.json"
     write_json_atomic(out, outcome.as_dict())
     page = write_report(study.directory, png=False)  # PNGs for papers: orderopt-report
-    result = outcome.result
-    score = result.measured[result.recommendation]["mean"] if result.recommendation is not None else None
     text = (
         f"{outcome.format()}\n"
         f"written: {out} (the outcome), {page} (the report: open it in a browser; PNGs of its figures: orderopt-report "
         f"study={cfg.study}), {study.directory / 'runs'} (run "
         f"records), {outcome.storage} (Optuna studies: optuna-dashboard {outcome.storage})"
     )
-    return text, score
+    return text, outcome
 
 
 def report_from_config(cfg: Config, *, png: bool = True) -> tuple[str, Path]:
@@ -346,9 +356,10 @@ def main(cfg: DictConfig) -> float | None:
     """``orderopt``: probes → predictor → Optuna search → active loop of full runs (joint as the bar); prints the
     recommended schedule; returns its measured score (for sweepers)."""
     _quiet_transformers()
-    text, score = main_from_config(_typed(cfg))
+    text, outcome = main_from_config(typed_config(cfg))
     print(text)
-    return score
+    result = outcome.result
+    return result.measured[result.recommendation]["mean"] if result.recommendation is not None else None
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
@@ -356,7 +367,7 @@ def main(cfg: DictConfig) -> float | None:
 def train_main(cfg: DictConfig) -> float:
     """``orderopt-train``: train one schedule (or a baseline); returns the mean final score (for sweepers)."""
     _quiet_transformers()
-    record = train_from_config(_typed(cfg))
+    record = train_from_config(typed_config(cfg))
     print(format_record(record))
     return float(record["mean_final"])
 
@@ -366,7 +377,7 @@ def train_main(cfg: DictConfig) -> float:
 def study_main(cfg: DictConfig) -> None:
     """``orderopt-study +experiment=<name>``: train an experiment's runs in parallel (resumable), then summarise."""
     _quiet_transformers()
-    typed = _typed(cfg)
+    typed = typed_config(cfg)
     _, text = study_from_config(typed)
     print(text)
     print(f"written: {Path(typed.studies_dir) / typed.study}/summary.{{txt,json,png}}")
@@ -377,7 +388,7 @@ def study_main(cfg: DictConfig) -> None:
 def probe_main(cfg: DictConfig) -> None:
     """``orderopt-probe``: run the study's probes (cached, resumable, parallel) and print the transfer matrix."""
     _quiet_transformers()
-    print(probe_from_config(_typed(cfg)))
+    print(probe_from_config(typed_config(cfg)))
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
@@ -385,14 +396,14 @@ def probe_main(cfg: DictConfig) -> None:
 def predict_main(cfg: DictConfig) -> None:
     """``orderopt-predict``: fit a predictor on the study's probes (and full runs) and rank candidate schedules."""
     _quiet_transformers()
-    print(predict_from_config(_typed(cfg)))
+    print(predict_from_config(typed_config(cfg)))
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 @_reported
 def report_main(cfg: DictConfig) -> None:
     """``orderopt-report``: summarise a study's runs (table, order effect, entropy per stage) and write its report."""
-    text, page = report_from_config(_typed(cfg))
+    text, page = report_from_config(typed_config(cfg))
     print(text)
     print(f"written: {page.parent}/summary.{{txt,json,png}}, {page} (open it in a browser), {page.parent / 'figures'}")
 
@@ -402,14 +413,14 @@ def report_main(cfg: DictConfig) -> None:
 def base_main(cfg: DictConfig) -> None:
     """``orderopt-base``: build the base model and print the evaluation of every task."""
     _quiet_transformers()
-    report = evaluate_base(_typed(cfg))
+    report = evaluate_base(typed_config(cfg))
     out = Path(HydraConfig.get().runtime.output_dir) / "base_eval.json"
     out.write_text(json.dumps(report, indent=1))
     print(format_table(report))
     print(f"written: {out}")
 
 
-def _typed(cfg: DictConfig) -> Config:
+def typed_config(cfg: DictConfig) -> Config:
     """The composed config as the typed ``Config``, refusing keys no schema has: Hydra lets ``+key=value`` add a key
     to a typed node, so a misspelt ``+search.fulruns=3`` would be kept and silently ignored."""
     unknown = _unknown_keys(cfg)

@@ -42,6 +42,14 @@ def test_unknown_model_path_on_the_command_line(tmp_path: Path, cache_dir: str) 
     assert "cannot load model '/nonexistent/model'" in proc.stderr
 
 
+def test_step_budgets_that_do_not_fit_the_suite_are_refused(tmp_path: Path, cache_dir: str) -> None:
+    """Two budgets for a suite of four: refused before anything trains (the search's total was their sum)."""
+    proc = _run(["main", "schedule.steps=[100,200]", "wandb.enabled=false"], tmp_path, cache_dir)
+    assert proc.returncode == 1, proc.stderr
+    assert "error: schedule.steps=[100, 200]: 2 step budgets [100, 200] for 4 stages" in proc.stderr
+    assert not list(tmp_path.glob("studies/*/runs"))
+
+
 def test_a_plain_install_has_working_commands(tmp_path: Path) -> None:
     """``pip install .`` (a wheel, not editable) carries the Hydra configs and every subpackage: its console script
     composes any config group from another directory, away from the checkout."""

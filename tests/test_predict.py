@@ -19,6 +19,7 @@ from orderopt.predict import (
     make_predictor,
     rank_correlation,
     rank_schedules,
+    ranking_quality,
 )
 from orderopt.store import load_records
 
@@ -148,6 +149,13 @@ def test_cross_validation_never_sees_the_schedule_it_predicts(probes: list[dict]
     assert any(r["predicted"] != next(x for x in rows if x["schedule"] == r["schedule"])["predicted"] for r in others)
     ranked = rank_schedules(TransferPredictor(n_boot=0).fit(probes), some, subset)
     assert [r["predicted"] for r in ranked] == sorted((r["predicted"] for r in ranked), reverse=True)
+
+
+def test_validation_of_fewer_than_three_measured_schedules_says_what_to_do() -> None:
+    """``orderopt-predict predictor.validate=true`` on a study with full runs of two schedules."""
+    rows = [{"schedule": k, "predicted": 0.5, "measured": 0.4} for k in ("a:1>b:1", "b:1>a:1")]
+    with pytest.raises(ValueError, match=r"at least 3; the study has 2: train some .* or set predictor.validate=false"):
+        ranking_quality([*rows, {"schedule": "a+b:2", "predicted": 0.6}])
 
 
 @pytest.mark.slow

@@ -61,22 +61,17 @@ class OrderoptSweeper(Sweeper):
             return self._sweep(arguments)
 
     def _sweep(self, arguments: list[str]) -> Any:
-        from orderopt.cli import _full_steps, _typed
-        from orderopt.report_page import write_report
-        from orderopt.search import optimize
-        from orderopt.store import write_json_atomic
-        from orderopt.study import Study
+        from orderopt.cli import main_from_config, typed_config
 
         assert self.config is not None and self.hydra_context is not None
         _check_plain(arguments, self.hydra_context)
         cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(arguments))
         with open_dict(cfg):
             del cfg["hydra"]
-        typed = _typed(cfg)
+        typed = typed_config(cfg)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        study = Study.from_config(typed)  # type: ignore[arg-type]
 
         def launch(plans: list[Any], name: str) -> list[dict[str, Any]]:
             batch = [[*arguments, *_job_overrides(plan)] for plan in plans]
@@ -93,23 +88,8 @@ class OrderoptSweeper(Sweeper):
                 _ = r.return_value  # raises the job's error if it failed
             return [_record(plan) for plan in plans]
 
-        outcome = optimize(
-            study,
-            probe=typed.probe,  # type: ignore[attr-defined]
-            predictor=typed.predictor,  # type: ignore[attr-defined]
-            search=typed.search,  # type: ignore[attr-defined]
-            seed=typed.seed,  # type: ignore[attr-defined]
-            default_total=_full_steps(typed),  # type: ignore[arg-type]
-            launch=launch,
-        )
-        out = study.directory / "search.json"
-        write_json_atomic(out, outcome.as_dict())
-        page = write_report(study.directory, png=False)
-        print(outcome.format())
-        print(
-            f"written: {out}, {page} (the study report), {sweep_dir} (the Hydra jobs), "
-            f"{outcome.storage} (Optuna studies)"
-        )
+        text, outcome = main_from_config(typed, launch=launch)  # the main command's job, its full runs Hydra's
+        print(f"{text}\nthe Hydra jobs: {sweep_dir}")
         return outcome
 
 

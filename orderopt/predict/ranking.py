@@ -86,11 +86,7 @@ def cross_validate(
     from sklearn.base import clone
 
     measured = _measured(full_runs)
-    if len(measured) < 3:
-        raise ValueError(
-            f"validation needs full runs of at least 3 schedules; the study has {len(measured)}: train some "
-            "(orderopt-train, orderopt-study)"
-        )
+    _check_measured(len(measured))
     rows = []
     for key in measured:
         own = [r for r in full_runs if r["schedule_key"] == key]
@@ -102,9 +98,18 @@ def cross_validate(
 def ranking_quality(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
     """Spearman ρ, Kendall τ and mean absolute error of ``predicted`` vs ``measured`` over rows that have both."""
     pairs = [(r["predicted"], r["measured"]) for r in rows if "measured" in r]
+    _check_measured(len(pairs))
     stats = rank_correlation([p for p, _ in pairs], [m for _, m in pairs])
     stats["mae"] = float(np.mean([abs(p - m) for p, m in pairs]))
     return stats
+
+
+def _check_measured(n: int) -> None:
+    if n < 3:
+        raise ValueError(
+            f"validation ranks the schedules with full runs, and needs at least 3; the study has {n}: train some "
+            "(orderopt-train, orderopt-study), or set predictor.validate=false"
+        )
 
 
 def candidate_schedules(tasks: Sequence[str], steps: Any, extra: Iterable[str] = ()) -> list[str]:
