@@ -91,10 +91,12 @@ def test_the_main_command_killed_and_resumed_reaches_the_sweeper_s_recommendatio
     its first full run and started again, must take the same decisions and train the same runs."""
     model = base[0]
     log = tmp_path / "whole.log"
-    whole = _finish(_start(model, tmp_path / "whole", cache_dir, log, sweeper=True), log)
-    assert "recommended schedule" in whole and "compute:" in whole
+    confirm = ["search.confirm_seeds=[1]", "search.confirm_merge=false"]
+    whole = _finish(_start(model, tmp_path / "whole", cache_dir, log, sweeper=True, extra=confirm), log)
+    assert "recommended schedule" in whole and "compute:" in whole and "confirmation with seeds [0, 1]" in whole
     jobs = sorted(p.name for p in (tmp_path / "whole-hydra").iterdir() if p.is_dir() and p.name.isdigit())
-    assert jobs == ["0", "1", "2"]  # joint training and the budget of two full runs, each a Hydra job
+    # joint training and the budget of two full runs, then the confirmation's two runs of seed 1: each a Hydra job
+    assert jobs == ["0", "1", "2", "3", "4"]
     expected = _outcome(tmp_path / "whole")
     assert expected["recommendation"] in expected["measured"]
     assert sum(len(m["scores"]) for m in expected["measured"].values()) == 3

@@ -191,7 +191,7 @@ def optimize(
     walls = [r["wall_s"] for r in data if r.get("wall_s")]
     median = statistics.median(walls) if walls else None
     merge = _merge(study, space, seed)
-    confirmation = _confirm(study, result, space, search, seed) if search.confirm_seeds else None
+    confirmation = _confirm(study, result, space, search, seed, launch) if search.confirm_seeds else None
     outcome = Outcome(
         result=result,
         space=space,
@@ -265,11 +265,18 @@ def log_search(outcome: Outcome, study: Any, *, seed: int) -> None:
         tracker.finish()
 
 
-def _confirm(study: Any, result: SearchResult, space: SearchSpace, search: Any, seed: int) -> dict[str, Any]:
+def _confirm(
+    study: Any,
+    result: SearchResult,
+    space: SearchSpace,
+    search: Any,
+    seed: int,
+    launch: Callable[[list[Any], str], list[dict[str, Any]]] | None = None,
+) -> dict[str, Any]:
     """The recommendation, joint training and (``confirm_merge``) merging with the loop's seed and
     ``confirm_seeds``: each one's scores, mean ± std, and Welch's t-test of the recommendation against the others.
     When joint training is the recommendation, the best other schedule measured is confirmed too: is it really
-    worse, or was its one run unlucky?"""
+    worse, or was its one run unlucky? ``launch`` trains the runs not done yet, as it trains the loop's."""
     from scipy.stats import ttest_ind
 
     seeds = list(dict.fromkeys([seed, *search.confirm_seeds]))
@@ -291,7 +298,10 @@ def _confirm(study: Any, result: SearchResult, space: SearchSpace, search: Any, 
         arms["merge"] = [study.plan(merge_of, s, baseline="merge") for s in seeds]
     log.info("[orderopt] confirmation: %s with seeds %s", ", ".join(arms), seeds)
     plans = [p for arm in arms.values() for p in arm]
-    records = study.run(plans, n_jobs=max(1, search.batch_size), name="confirmation")
+    todo = list({p.run_dir: p for p in plans if not p.done}.values())
+    if launch is not None and todo:
+        launch(todo, "confirmation")
+    records = study.run(plans, n_jobs=max(1, search.batch_size), name="confirmation")  # what launch left: none
     by_dir = {p.run_dir: r for p, r in zip(plans, records, strict=True)}
     out: dict[str, Any] = {"seeds": seeds, "schedule": result.recommendation}
     if "best other" in arms:
