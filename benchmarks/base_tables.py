@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from orderopt.cli import CONF_DIR, _typed, evaluate_base
+from orderopt.cli import CONF_DIR, evaluate_base, typed_config
 
 ROOT = Path(__file__).resolve().parents[1]
 #: committed study -> the suite its base model was built for
@@ -31,7 +31,7 @@ STUDIES = {"default": "default", "rich": "rich"}
 
 def check(study: str, suite: str) -> dict:
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = _typed(compose(config_name="config", overrides=[f"suite={suite}", f"study={study}"]))
+        cfg = typed_config(compose(config_name="config", overrides=[f"suite={suite}", f"study={study}"]))
     start = time.perf_counter()
     got = evaluate_base(cfg)
     ref = json.loads((ROOT / "studies" / study / "base_eval.json").read_text())

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from orderopt.tracking import WandbConfig
 
@@ -380,12 +380,28 @@ def register_configs() -> None:
     """Register the schemas so Hydra validates ``conf/`` against them (a group's configs extend theirs with
     ``defaults: [/<group>_schema@_here_]``: stored outside the groups, they are not listed as options in ``--help``)."""
     cs = ConfigStore.instance()
-    cs.store(name="base_config", node=Config)
-    cs.store(name="model_schema", node=ModelConfig)
-    cs.store(name="suite_schema", node=SuiteConfig)
-    cs.store(name="trainer_schema", node=TrainerConfig)
-    cs.store(name="probe_schema", node=ProbeConfig)
-    cs.store(name="predictor_schema", node=PredictorConfig)
-    cs.store(name="search_schema", node=SearchConfig)
+    cs.store(name="base_config", node=_schema(Config))
+    cs.store(name="model_schema", node=_schema(ModelConfig))
+    cs.store(name="suite_schema", node=_schema(SuiteConfig))
+    cs.store(name="trainer_schema", node=_schema(TrainerConfig))
+    cs.store(name="probe_schema", node=_schema(ProbeConfig))
+    cs.store(name="predictor_schema", node=_schema(PredictorConfig))
+    cs.store(name="search_schema", node=_schema(SearchConfig))
     if not OmegaConf.has_resolver("orderopt.help"):  # conf/config.yaml's --help header; the entry points name theirs
         OmegaConf.register_new_resolver("orderopt.help", lambda: "orderopt: multi-task RL schedules (README.md)")
+
+
+def _schema(cls: type) -> DictConfig:
+    """``cls`` as Hydra's schema with its free-form dicts open: ``search.task_weights={qa:2}`` adds keys on the
+    command line (in Hydra's struct mode such a dict refuses a key it does not have, asking for ``+``)."""
+    node = OmegaConf.structured(cls)
+    _open_dicts(node, cls)
+    return node
+
+
+def _open_dicts(node: DictConfig, cls: type) -> None:
+    for f in fields(cls):
+        if f.default_factory is dict:
+            OmegaConf.set_struct(node[f.name], False)
+        elif is_dataclass(f.default_factory):
+            _open_dicts(node[f.name], f.default_factory)  # type: ignore[arg-type]

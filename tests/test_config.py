@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from support import save_random_lm
 
-from orderopt.cli import CONF_DIR, _typed
+from orderopt.cli import CONF_DIR, typed_config
 from orderopt.config import Config
 from orderopt.model import build_tokenizer
 from orderopt.predict import make_predictor
@@ -47,7 +47,7 @@ def test_compose_and_build(group: str, option: str, judge_model: str, tmp_path: 
         overrides.append(f"tasks.names.judge.name_or_path={judge_model}")
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         raw = compose(config_name="config", overrides=overrides)
-    cfg = _typed(raw)
+    cfg = typed_config(raw)
     assert isinstance(cfg, Config)
     tasks = build_suite(cfg.suite.tasks, cfg.tasks)
     assert [t.name for t in tasks] == cfg.suite.tasks
@@ -75,16 +75,21 @@ def test_overrides_reach_objects() -> None:
                 "tasks.arith.n_train=100",
                 "tasks.arith.n_eval=100",
                 "tasks.qa.n_options=3",
-                "+trainer.extra.top_k=5",
+                "trainer.extra={top_k:5}",  # a free-form dict takes new keys without Hydra's '+'
+                "search.task_weights={qa:2}",
+                "search.task_steps={arith:[50,300]}",
+                "probe.trainer={learning_rate:0.1}",
             ],
         )
-    cfg = _typed(raw)
+    cfg = typed_config(raw)
     tasks = build_suite(cfg.suite.tasks, cfg.tasks)
     assert [t.name for t in tasks] == ["qa", "arith"]
     assert tasks[1].cfg.max_operand == 12  # type: ignore[attr-defined]
     assert len(tasks[1].eval) == 100
     assert tasks[0].cfg.n_options == 3  # type: ignore[attr-defined]
     assert cfg.trainer.grpo_config("unused", max_steps=1, seed=0).top_k == 5
+    assert cfg.search.task_weights == {"qa": 2.0} and cfg.search.task_steps == {"arith": [50, 300]}
+    assert cfg.probe.trainer == {"learning_rate": 0.1}
 
 
 def test_unknown_key_is_rejected() -> None:

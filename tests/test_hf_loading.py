@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file
 from transformers import GenerationConfig
 
-from orderopt.cli import CONF_DIR, _typed
+from orderopt.cli import CONF_DIR, typed_config
 from orderopt.config import TrainerConfig
 from orderopt.evaluate import eos_token_ids, generate
 from orderopt.model import LoadOptions, LoraOptions, ModelConfig, base_model_path, load_model, model_id
@@ -25,7 +25,7 @@ TRAINER = TrainerConfig(per_device_train_batch_size=8, num_generations=4, learni
 def test_model_options_come_from_the_command_line() -> None:
     overrides = ["model.dtype=bfloat16", "model.lora.r=8", "model.lora.target_modules=[q_proj,v_proj]"]
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
-        cfg = _typed(compose("config", overrides=overrides))
+        cfg = typed_config(compose("config", overrides=overrides))
     options = cfg.model.load_options()
     assert options.dtype == "bfloat16" and options.lora.r == 8
     assert options.lora.peft_config().target_modules == {"q_proj", "v_proj"}

@@ -251,11 +251,11 @@ def test_wandb_offline_run_is_syncable(base: tuple[str, list], tmp_path: Path, m
 def test_study_plans_the_reference_experiment() -> None:
     from hydra import compose, initialize_config_dir
 
-    from orderopt.cli import CONF_DIR, _typed
+    from orderopt.cli import CONF_DIR, typed_config
     from orderopt.study import Study
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = _typed(compose(config_name="config", overrides=["+experiment=reference", "model.name_or_path=m"]))
+        cfg = typed_config(compose(config_name="config", overrides=["+experiment=reference", "model.name_or_path=m"]))
     study = Study.from_config(cfg)
 
     def plan_experiment(cfg: Config) -> list:
@@ -281,12 +281,12 @@ def test_study_plans_the_rich_experiment_from_a_fixed_latin_design() -> None:
 
     from hydra import compose, initialize_config_dir
 
-    from orderopt.cli import CONF_DIR, _typed
+    from orderopt.cli import CONF_DIR, typed_config
     from orderopt.schedule import Schedule, latin_orders
     from orderopt.study import Study
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = _typed(compose(config_name="config", overrides=["+experiment=rich", "model.name_or_path=m"]))
+        cfg = typed_config(compose(config_name="config", overrides=["+experiment=rich", "model.name_or_path=m"]))
     plans = Study.from_config(cfg).plan_experiment(cfg.experiment, steps=cfg.schedule.steps)
     assert len(plans) == (42 + 20 + 2) * 2 and len({p.run_dir for p in plans}) == len(plans)
     orders = [Schedule.parse(p.label) for p in plans if p.seed == 0][:42]
