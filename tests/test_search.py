@@ -99,7 +99,8 @@ def test_switches_and_bad_input_name_the_value() -> None:
 
 @pytest.mark.parametrize("storage", ["sqlite", "journal"])
 def test_predicted_search_stores_its_trials_and_resumes(reference: list[dict], tmp_path: Path, storage: str) -> None:
-    url = storage_url(None if storage == "sqlite" else str(tmp_path / "search.log"), tmp_path)
+    url = storage_url(None if storage == "sqlite" else "search.log", tmp_path)
+    assert url == (f"sqlite:///{tmp_path / 'optuna.db'}" if storage == "sqlite" else str(tmp_path / "search.log"))
     space = SearchSpace(REF, total_steps=800)
     objective = Objective.of(TransferPredictor(n_boot=5).fit(_probes(reference)))
     known = {"joint": space.joint(), "open first": space.curriculum(["names", "qa", "strings", "arith"])}

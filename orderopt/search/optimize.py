@@ -30,13 +30,16 @@ SAMPLERS = ("tpe", "gp", "random", "brute")
 
 
 def storage_url(storage: str | None, directory: Path) -> str:
-    """Where a study's Optuna studies live: ``storage`` as given (an RDB URL, or a journal file path ending in
-    ``.log``/``.journal``), else ``sqlite:///<directory>/optuna.db``."""
+    """Where a study's Optuna studies live: ``storage`` as given (an RDB URL), a journal file (a path ending in
+    ``.log``/``.journal``; a relative one is in ``directory``, wherever the command runs), else
+    ``sqlite:///<directory>/optuna.db``."""
     if storage is None:
         directory.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{(directory / 'optuna.db').resolve()}"
-    if "://" in storage or storage.endswith((".log", ".journal")):
+    if "://" in storage:
         return storage
+    if storage.endswith((".log", ".journal")):
+        return str((directory / Path(storage).expanduser()).resolve())  # an absolute path stays itself
     raise ValueError(
         f"search.storage={storage!r} is neither an RDB URL (sqlite:///path.db, postgresql://...) nor a journal file "
         "(a path ending in .log or .journal); leave it null for <study dir>/optuna.db"
