@@ -271,6 +271,11 @@ def test_bad_search_settings_fail_before_anything_trains(tmp_path: Path) -> None
         ({"objectives": ["steps"]}, "search.objectives"),
         ({"acquisition": "best"}, "search.acquisition='best'"),
         ({"total_steps": 810}, "total_steps=810"),
+        ({"step_unit": 0}, "search.step_unit=0 must be a whole number of steps ≥ 1"),
+        ({"task_steps": {"qa": [30, 10]}}, "task 'qa': min steps 30 > max steps 10; fix search.task_steps.qa"),
+        ({"min_steps": 250}, "no schedule of at most search.total_steps=800 steps meets .*1000–3200 in all"),
+        ({"max_steps": 150}, "no schedule of at most search.total_steps=800 steps meets .*100–600 in all"),
+        ({"equal_budgets": True, "max_steps": 190, "task_steps": {"qa": [25, 800]}}, "gives each task 200 steps"),
         ({"storage": "sqlte:///x.db"}, "cannot open the Optuna storage 'sqlte:///x.db' \\(search.storage\\)"),
         ({"storage": "sqlite:////proc/nope/x.db"}, "OperationalError"),
     ]:

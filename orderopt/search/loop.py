@@ -140,7 +140,12 @@ class ActiveSearch:
         self.known = {name: s for name, s in (known or {}).items() if space.feasible(s)}
         left_out = [name for name in known or {} if name not in self.known]
         if left_out:
-            log.info("known points outside the space's bounds, not trained: %s", ", ".join(left_out))
+            bar = "joint" in left_out and cfg.train_joint
+            log.info(
+                "known points outside the space's bounds, not trained as picks: %s%s",
+                ", ".join(left_out),
+                " (joint training is trained all the same: it is the bar, search.train_joint)" if bar else "",
+            )
         if cfg.train_joint:
             self.known = {"joint": space.joint(), **self.known}
         self.n_jobs = n_jobs or cfg.batch_size

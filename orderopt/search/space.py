@@ -64,7 +64,9 @@ class SearchSpace:
         tasks = list(self.tasks)
         if len(tasks) < 2 or len(set(tasks)) != len(tasks):
             raise ValueError(f"search space over tasks {tasks}: give at least two distinct tasks")
-        if self.step_unit < 1 or self.total_steps < self.step_unit * len(tasks):
+        if isinstance(self.step_unit, bool) or not isinstance(self.step_unit, int) or self.step_unit < 1:
+            raise ValueError(f"search.step_unit={self.step_unit!r} must be a whole number of steps ≥ 1, e.g. 25")
+        if self.total_steps < self.step_unit * len(tasks):
             raise ValueError(
                 f"search.total_steps={self.total_steps} cannot give each of {len(tasks)} tasks one unit of "
                 f"search.step_unit={self.step_unit} steps; raise the total or lower the unit"
@@ -76,10 +78,29 @@ class SearchSpace:
         unknown = [t for t in self.task_steps if t not in tasks]
         if unknown:
             raise ValueError(f"search.task_steps names {unknown}, not in the suite {tasks}")
-        for t in tasks:
-            lo, hi = self.bounds(t)
+        bounds = {t: self.bounds(t) for t in tasks}
+        for t, (lo, hi) in bounds.items():
             if lo > hi:
-                raise ValueError(f"task {t!r}: min steps {lo} > max steps {hi}; fix search.min_steps/max_steps")
+                where = f"search.task_steps.{t}" if t in self.task_steps else "search.min_steps/max_steps"
+                raise ValueError(f"task {t!r}: min steps {lo} > max steps {hi}; fix {where}")
+        # no point of the space could meet the bounds: refused here, not found out after the probes
+        lows, highs = sum(lo for lo, _ in bounds.values()), sum(hi for _, hi in bounds.values())
+        each = ", ".join(f"{t} {lo}–{hi}" for t, (lo, hi) in bounds.items())
+        least = (self.min_total or self.step_unit * len(tasks)) if self.vary_total else self.total_steps
+        if lows > self.total_steps or highs < least:
+            raise ValueError(
+                f"no schedule of {'at least ' + str(least) + ' and ' if least < self.total_steps else ''}at most "
+                f"search.total_steps={self.total_steps} steps meets the tasks' bounds ({each}: {lows}–{highs} in "
+                "all); widen search.min_steps/max_steps (or search.task_steps) or change the total"
+            )
+        if self.equal_budgets and not self.vary_total:
+            share = self.total_steps / len(tasks)
+            outside = [t for t, (lo, hi) in bounds.items() if not lo <= share <= hi]
+            if outside:
+                raise ValueError(
+                    f"search.equal_budgets gives each task {share:g} steps, outside the bounds of "
+                    f"{', '.join(outside)} ({each}); widen the bounds or change search.total_steps"
+                )
         if self.vary_total and self.min_total is not None:
             lowest = self.step_unit * len(tasks)
             if not lowest <= self.min_total <= self.total_steps or self.min_total % self.step_unit:
@@ -92,7 +113,8 @@ class SearchSpace:
     def from_config(cls, cfg: Any, tasks: Sequence[str], default_total: int) -> SearchSpace:
         """The space a ``SearchConfig`` describes for ``tasks`` (``default_total``: its total when it sets none)."""
         total = cfg.total_steps or default_total
-        if not cfg.total_steps and not (isinstance(total, int) and 1 <= cfg.step_unit * len(tasks) <= total):
+        unit_ok = isinstance(cfg.step_unit, int) and cfg.step_unit >= 1  # else refused below, naming the unit
+        if not cfg.total_steps and unit_ok and not (isinstance(total, int) and cfg.step_unit * len(tasks) <= total):
             # a total the user never wrote: say where it came from
             raise ValueError(
                 f"search.total_steps is unset, so {total} (joint training's budget: one stage per task at "
