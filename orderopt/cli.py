@@ -308,10 +308,11 @@ def main_from_config(
     out = study.directory / "search.json"
     write_json_atomic(out, outcome.as_dict())
     page = write_report(study.directory, png=False)  # PNGs for papers: orderopt-report
+    where = f" studies_dir={shlex.quote(str(cfg.studies_dir))}" if cfg.studies_dir != "studies" else ""
     text = (
         f"{outcome.format()}\n"
         f"written: {out} (the outcome), {page} (the report: open it in a browser; PNGs of its figures: orderopt-report "
-        f"study={cfg.study}), {study.directory / 'runs'} (run "
+        f"study={cfg.study}{where}), {study.directory / 'runs'} (run "
         f"records), {outcome.storage} (Optuna studies: optuna-dashboard {outcome.storage})"
     )
     return text, outcome
