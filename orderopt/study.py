@@ -512,10 +512,11 @@ def run_plans(plans: list[RunPlan], *, n_jobs: int, name: str) -> list[dict[str,
     else:
         shown = threads
     log.info(
-        "[%s] %d runs: %d finished before, %d to run (%d resume where they stopped), %d at a time (%d torch "
+        "[%s] %d run%s: %d finished before, %d to run (%d resume where they stopped), %d at a time (%d torch "
         "thread%s each)%s",
         name,
         len(plans),
+        "s" * (len(plans) != 1),
         len(plans) - len(todo) - len(busy),
         len(todo),
         states.count("interrupted"),

@@ -173,7 +173,11 @@ def optimize(
     tm, cost = study.probe(probe, full_steps=space.total_steps)
     probes = study.probe_records(probe)
     known = known_points(space, tm)
-    log.info("[orderopt] 2/3 predicted search and 3/3 active loop (up to %d full runs)", search.full_runs)
+    log.info(
+        "[orderopt] 2/3 predicted search and 3/3 active loop (up to %d full run%s)",
+        search.full_runs,
+        "s" * (search.full_runs != 1),
+    )
     template = make_predictor(predictor)
     loop = ActiveSearch(
         study,
