@@ -403,3 +403,16 @@ def test_the_printed_outcome_lists_each_trained_schedule_once(reference: list[di
     rows = [line for line in text.splitlines() if "measured" in line and "vs joint" not in line]
     assert sum(line.endswith(trained[0]) for line in rows) == 2  # its two names, no "also trained" row
     assert sum(line.startswith("  also trained") for line in rows) == len(trained) - 1
+
+
+def test_a_shared_storage_keeps_two_study_directories_of_one_name_apart(reference: list[dict], tmp_path: Path) -> None:
+    """Optuna names studies, not directories: a second directory's loop of the same study name is refused, not fed
+    the first one's searches and trials; the first goes on."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    first, _ = _replay_loop(reference, tmp_path / "a", full_runs=1, batch_size=1, storage=url)
+    first.run()
+    second, _ = _replay_loop(reference, tmp_path / "b", full_runs=1, batch_size=1, storage=url)
+    with pytest.raises(ValueError, match=r"holds study 'replayed:full-runs' of the study directory .*/a, not .*/b"):
+        second.run()
+    again, _ = _replay_loop(reference, tmp_path / "a", full_runs=1, batch_size=1, storage=url)
+    assert again.run().recommendation == first.run().recommendation

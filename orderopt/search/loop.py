@@ -32,7 +32,14 @@ import optuna
 
 from orderopt.records import measurements
 from orderopt.schedule import Schedule
-from orderopt.search.optimize import Objective, best_trials, make_sampler, open_storage, predicted_search
+from orderopt.search.optimize import (
+    Objective,
+    best_trials,
+    make_sampler,
+    open_storage,
+    predicted_search,
+    storage_url,
+)
 from orderopt.search.space import SearchSpace, schedule_features
 from orderopt.search.surrogate import Surrogate
 from orderopt.store import claim_run, is_claimed, read_json, write_json_atomic
@@ -164,6 +171,7 @@ class ActiveSearch:
         Each round's picks are written to ``<study dir>/loop.json`` before they train: a loop started again first
         trains the picks of its last round that have no record (and no other process is training), so it takes
         the decisions an uninterrupted loop would have taken from the same data."""
+        self.full_run_study()  # refused here if the storage holds another directory's study of this name
         while True:
             with contextlib.ExitStack() as held:
                 with self._lock():  # one worker decides at a time, and claims its picks before the next decides
@@ -547,19 +555,32 @@ class ActiveSearch:
         """The Optuna study of the full runs (``<study>:full-runs``): one trial per run the loop counts (round -1: a
         run of the space with the loop's seed that another command trained)."""
         if self._full_run_study is None:
-            self._full_run_study = optuna.create_study(
+            study = optuna.create_study(
                 study_name=f"{self.study.name}:full-runs",
                 storage=self.storage,
                 directions=list[Any](["maximize", "minimize"] if "steps" in self.cfg.objectives else ["maximize"]),
                 load_if_exists=True,
             )
+            # a storage shared by several study directories (an RDB server) keeps each study's own: Optuna names
+            # studies, not directories, so a second directory with the study's name would read the first's searches
+            # (the default storage is the directory's own file: a copied directory takes it along)
+            here, owner = str(self.study.directory.resolve()), study.user_attrs.get("directory")
+            if self.cfg.storage is None:
+                pass
+            elif owner is None:
+                study.set_user_attr("directory", here)
+            elif owner != here:
+                raise ValueError(
+                    f"the Optuna storage {storage_url(self.cfg.storage, self.study.directory)} holds study "
+                    f"{study.study_name!r} of the study directory {owner}, not {here}: give this study another name "
+                    "(study=...) or another search.storage (workers of one study must see its directory at one path)"
+                )
+            self._full_run_study = study
         return self._full_run_study
 
     @property
     def storage(self) -> optuna.storages.BaseStorage:
         if self._storage is None:
-            from orderopt.search.optimize import storage_url
-
             self._storage = open_storage(storage_url(self.cfg.storage, self.study.directory))
         return self._storage
 
