@@ -416,3 +416,19 @@ def test_a_shared_storage_keeps_two_study_directories_of_one_name_apart(referenc
         second.run()
     again, _ = _replay_loop(reference, tmp_path / "a", full_runs=1, batch_size=1, storage=url)
     assert again.run().recommendation == first.run().recommendation
+
+
+def test_a_resumed_loop_keeps_the_predictions_its_picks_were_made_with(reference: list[dict], tmp_path: Path) -> None:
+    """Killed after a round's picks were saved, before they trained: the loop started again trains them, and each
+    trial carries the predicted score the pick was made with (it read NaN)."""
+    import math
+
+    loop, _ = _replay_loop(reference, tmp_path, full_runs=3, batch_size=2, train_joint=False, replicates=1)
+    picks, predicted, _ = loop._next(loop._history())  # decided and saved, never trained
+    again, _ = _replay_loop(reference, tmp_path, full_runs=3, batch_size=2, train_joint=False, replicates=1)
+    again.run()
+    trials = {t.user_attrs["schedule"]: t.user_attrs for t in again.full_run_study().trials}
+    for schedule, _seed in picks:
+        assert trials[schedule.key]["round"] == 0
+        assert trials[schedule.key]["predicted"] == predicted[schedule.key][0]
+    assert all(math.isfinite(t["predicted"]) for t in trials.values())

@@ -207,7 +207,8 @@ class ActiveSearch:
                     len(history) - 1,
                     [k for k, _ in pending],
                 )
-                return [(Schedule.parse(k), seed) for k, seed in pending], {}, len(history) - 1
+                saved = {k: (float(m), float(v)) for k, (m, v) in history[-1].get("predicted", {}).items()}
+                return [(Schedule.parse(k), seed) for k, seed in pending], saved, len(history) - 1
         predictor = self.make_predictor().fit(self.probes + data)
         surrogate = self._surrogate(predictor, measured)
         trained = self._trained(data)
@@ -245,6 +246,8 @@ class ActiveSearch:
             "picks": [s.key for s, seed in picks if seed == self.seed],
             "recommendation": rec,
             "n_measured": len(data),
+            # what each pick was predicted when picked: its trial's predicted score, also when a resumed loop trains it
+            "predicted": {s.key: list(predicted[s.key]) for s, _ in picks if s.key in predicted},
         }
         repeats = [[s.key, seed] for s, seed in picks if seed != self.seed]
         if repeats:  # the recommendation trained again (saved only then, so older loop files read the same)
@@ -268,7 +271,9 @@ class ActiveSearch:
             pick = (record["schedule_key"], record["seed"])
             if pick in picked or record["seed"] == self.seed:
                 plan = self._plan(Schedule.parse(pick[0]), pick[1])
-                self._add_trial(plan, record, (math.nan, math.nan), picked.get(pick, -1))
+                saved = history[picked[pick]].get("predicted", {}) if pick in picked else {}
+                predicted = tuple(saved.get(pick[0], (math.nan, math.nan)))
+                self._add_trial(plan, record, (float(predicted[0]), float(predicted[1])), picked.get(pick, -1))
 
     def _result(self, stopped: str) -> SearchResult:
         with self._lock():
