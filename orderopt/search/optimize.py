@@ -131,9 +131,24 @@ def predicted_search(
     for name, schedule in (known or {}).items():
         study.enqueue_trial(space.params(schedule), user_attrs={"known": name}, skip_if_exists=True)
     start, done0 = time.perf_counter(), _finished(study)
+    shown = start
     while (done := _finished(study)) < n_trials:
         trials = [study.ask() for _ in range(min(batch, n_trials - done))]
-        schedules = [space.suggest(t) for t in trials]
+        schedules = []
+        for trial in trials:  # a sampler samples as a trial suggests its parameters
+            schedules.append(space.suggest(trial))
+            if time.perf_counter() - shown > 20:  # a slow sampler (GP: seconds a trial) shows it is alive
+                shown = time.perf_counter()
+                rate = (shown - start) / max(done + len(schedules) - done0, 1)
+                log.info(
+                    "[%s] %d/%d trials sampled (%s, %.1fs a trial) | ETA %s",
+                    label,
+                    done + len(schedules),
+                    n_trials,
+                    type(study.sampler).__name__,
+                    rate,
+                    fmt_duration(rate * (n_trials - done - len(schedules))),
+                )
         mean, std = objective(schedules)
         bad = [str(sch) for sch, m, s in zip(schedules, mean, std, strict=True) if not np.isfinite([m, s]).all()]
         if bad:  # Optuna would mark the trials failed and the search would never reach n_trials
@@ -151,7 +166,8 @@ def predicted_search(
                     raise
                 exhausted = True
         done += len(trials)
-        rate = (time.perf_counter() - start) / max(done - done0, 1)
+        shown = time.perf_counter()
+        rate = (shown - start) / max(done - done0, 1)
         best = best_trials(study, 1)
         log.info(
             "[%s] %d/%d trials | best predicted %s | ETA %s",
