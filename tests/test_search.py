@@ -16,7 +16,7 @@ from orderopt.predict import TransferPredictor
 from orderopt.replay import ReplayBackend
 from orderopt.schedule import Schedule
 from orderopt.search import ActiveSearch, Objective, SearchSpace, make_sampler, open_storage, predicted_search
-from orderopt.search.optimize import best_trials, storage_url
+from orderopt.search.optimize import best_trials, pareto_front, storage_url
 from orderopt.store import load_records
 from orderopt.study import Study
 
@@ -253,6 +253,11 @@ def test_score_and_steps_as_two_objectives(reference: list[dict]) -> None:
     assert len(totals) > 3 and min(totals) >= 400 and max(totals) <= 800
     assert all(t.values[1] == Schedule.parse(t.user_attrs["schedule"]).total_steps for t in study.trials)
     assert study.best_trials  # the Pareto front
+    front = pareto_front(study)
+    steps, scores = [t.values[1] for t in front], [t.values[0] for t in front]
+    assert len(front) >= 2 and steps == sorted(set(steps)) and scores == sorted(set(scores))
+    for t in study.trials:  # nothing feasible beats a point of the front on both objectives
+        assert not any(t.values[0] > f.values[0] and t.values[1] <= f.values[1] for f in front)
 
 
 def test_bad_search_settings_fail_before_anything_trains(tmp_path: Path) -> None:
@@ -432,3 +437,16 @@ def test_a_resumed_loop_keeps_the_predictions_its_picks_were_made_with(reference
         assert trials[schedule.key]["round"] == 0
         assert trials[schedule.key]["predicted"] == predicted[schedule.key][0]
     assert all(math.isfinite(t["predicted"]) for t in trials.values())
+
+
+def test_the_printed_outcome_shows_the_trade_off_of_two_objectives(reference: list[dict], tmp_path: Path) -> None:
+    from orderopt.search.pipeline import Outcome
+
+    loop, _ = _replay_loop(reference, tmp_path, full_runs=1, batch_size=1)
+    result = loop.run()
+    result.front = [(100 * i, 0.5 + 0.01 * i, 0.02, f"a+b@{i},1:{100 * i}") for i in range(1, 13)]
+    text = Outcome(result, loop.space, {"joint": loop.space.joint().key}, 0.6, 16, 4.0, "sqlite://", 1.0).format()
+    rows = [line for line in text.splitlines() if " steps   predicted " in line]
+    assert "the last predicted search's Pareto front" in text and len(rows) == 8
+    assert rows[0].split()[0] == "100" and rows[-1].split()[0] == "1200"  # both ends of the front
+    assert result.as_dict()["front"][0] == {"steps": 100, "mean": 0.51, "std": 0.02, "schedule": "a+b@1,1:100"}

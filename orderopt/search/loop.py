@@ -37,6 +37,7 @@ from orderopt.search.optimize import (
     best_trials,
     make_sampler,
     open_storage,
+    pareto_front,
     predicted_search,
     storage_url,
 )
@@ -85,6 +86,9 @@ class SearchResult:
     predictor: Any = None
     #: runs the recommendation was to have (``search.replicates``)
     replicates: int = 1
+    #: with ``search.objectives=[score,steps]``: the last predicted search's Pareto front, fewest steps first, as
+    #: ``(total steps, predicted mean, std, schedule key)``
+    front: list[tuple[int, float, float, str]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -94,6 +98,11 @@ class SearchResult:
             "rounds": [vars(r) for r in self.rounds],
             "trained": self.trained,
             "stopped": self.stopped,
+            **(
+                {"front": [dict(zip(("steps", "mean", "std", "schedule"), p, strict=True)) for p in self.front]}
+                if self.front
+                else {}
+            ),
         }
 
 
@@ -159,6 +168,8 @@ class ActiveSearch:
         self.launch = launch or (lambda plans, name: self.study.run(plans, n_jobs=self.n_jobs, name=name))
         self.weights = [float(cfg.task_weights.get(t, 1.0)) for t in space.tasks]
         self._answered: dict[str, dict[str, Any]] = {}  # run id → record: what the backend answered in memory
+        self._front: list[tuple[int, float, float, str]] = []  # the last predicted search's, with two objectives
+        self._front_study: str | None = None
         self._storage: optuna.storages.BaseStorage | None = None
         self._full_run_study: optuna.Study | None = None
         self._locked = False
@@ -215,8 +226,15 @@ class ActiveSearch:
         budget = self.cfg.full_runs - trained - len([p for p in in_flight if p != joint or not self.cfg.train_joint])
         spent = trained >= self.cfg.full_runs and not self._joint_missing(measured)
         pool = self._pool(surrogate, data, len(history), search=not spent and budget > 0)
+        searched = [r["front_study"] for r in history if "front_study" in r]
+        if not self._front and searched:  # a loop resumed with nothing left to search: its last search's front
+            self._front_of(optuna.load_study(study_name=searched[-1], storage=self.storage))
         mean, std = surrogate(pool)
         predicted = {s.key: (float(m), float(v)) for s, m, v in zip(pool, mean, std, strict=True)}
+        if self._front:  # estimated as the pool is, with every full run so far
+            keys = [key for *_, key in self._front]
+            fm, fs = surrogate([Schedule.parse(k) for k in keys])
+            self._front = [(p[0], float(m), float(v), p[3]) for p, m, v in zip(self._front, fm, fs, strict=True)]
         rec = self._recommend(measured, predicted)
         self._last = (predictor, predicted)
         log.info(
@@ -249,6 +267,8 @@ class ActiveSearch:
             # what each pick was predicted when picked: its trial's predicted score, also when a resumed loop trains it
             "predicted": {s.key: list(predicted[s.key]) for s, _ in picks if s.key in predicted},
         }
+        if self._front_study:  # two objectives: the predicted search whose Pareto front is shown
+            round_["front_study"] = self._front_study
         repeats = [[s.key, seed] for s, seed in picks if seed != self.seed]
         if repeats:  # the recommendation trained again (saved only then, so older loop files read the same)
             round_["repeats"] = repeats
@@ -295,7 +315,15 @@ class ActiveSearch:
             for n, r in enumerate(history)
         ]
         return SearchResult(
-            rec, measured, predicted, rounds, self._trained(data), stopped, predictor, replicates=self.cfg.replicates
+            rec,
+            measured,
+            predicted,
+            rounds,
+            self._trained(data),
+            stopped,
+            predictor,
+            replicates=self.cfg.replicates,
+            front=self._front,
         )
 
     def _history(self) -> list[dict[str, Any]]:
@@ -451,14 +479,24 @@ class ActiveSearch:
                 "finished": True,
             }.items():
                 study.set_user_attr(key, value)
+        if len(objective.directions) > 1:
+            self._front_of(study)
         return [Schedule.parse(t.user_attrs["schedule"]) for t in best_trials(study, cfg.pool_size)]
+
+    def _front_of(self, study: optuna.Study) -> None:
+        """Keep the Pareto front of a score-vs-steps predicted search (``SearchResult.front``)."""
+        self._front_study = study.study_name
+        self._front = [
+            (int(t.values[1]), float(t.values[0]), float(t.user_attrs["std"]), str(t.user_attrs["schedule"]))
+            for t in pareto_front(study)
+        ]
 
     def _kept(self, memory: optuna.Study) -> list[optuna.trial.FrozenTrial]:
         """The trials of a predicted search worth storing: all, or (default) the pool and the known points (an
         RDB stores a trial in ~60 ms; the search is deterministic, so the rest can be recomputed)."""
         if self.cfg.store_trials == "all":
             return memory.get_trials(deepcopy=False)
-        keep = {t.number for t in best_trials(memory, self.cfg.pool_size)}
+        keep = {t.number for t in [*best_trials(memory, self.cfg.pool_size), *pareto_front(memory)]}
         return [t for t in memory.get_trials(deepcopy=False) if t.number in keep or "known" in t.user_attrs]
 
     # --- acquisition -----------------------------------------------------------------------------------------

@@ -206,6 +206,24 @@ def best_trials(study: optuna.Study, n: int) -> list[optuna.trial.FrozenTrial]:
     return out
 
 
+def pareto_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The feasible trials of a score-vs-steps search no other beats on both (a higher predicted score in at most
+    as many steps), one per schedule, fewest steps first."""
+    trials = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if all(c <= 0 for c in _constraints(t)) and len(t.values) == 2
+    ]
+    trials.sort(key=lambda t: (t.values[1], -t.values[0], t.number))
+    front: list[optuna.trial.FrozenTrial] = []
+    for t in trials:
+        if not front or t.values[0] > front[-1].values[0]:
+            if front and front[-1].values[1] == t.values[1]:
+                continue  # the same steps: the first (best score) is kept
+            front.append(t)
+    return front
+
+
 def _finished(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
 

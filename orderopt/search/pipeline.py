@@ -108,6 +108,14 @@ class Outcome:
             lines.append(f"  recommended vs joint: {gain:+.3f} ({relative}, {each})")
         elif rec == joint:
             lines.append("  nothing trained beat joint training: it is the recommendation")
+        if r.front:
+            lines.append(
+                "  the trade-off (search.objectives=[score,steps]: the last predicted search's Pareto front, estimated "
+                "with every full run; the loop trains and recommends by score):"
+            )
+            evenly = sorted({round(i * (len(r.front) - 1) / 7) for i in range(8)})  # at most 8, ends included
+            for steps, mean, std, key in (r.front[i] for i in evenly):
+                lines.append(f"    {steps:>6} steps   predicted {mean:.3f} ± {std:.3f}   {key}")
         n_rec = len(r.measured[rec]["scores"]) if rec else 0
         if rec and n_rec < r.replicates and "confirmation" not in self.extra:
             lines.append(
