@@ -39,8 +39,8 @@ from orderopt.probe import PAIR_SELECT, ProbeCost, TransferMatrix, picked_pairs,
 from orderopt.records import measurements
 from orderopt.schedule import Schedule
 from orderopt.store import MixedModels, RunBusy, load_records, read_record, run_state, study_dir
-from orderopt.tracking import WandbConfig
-from orderopt.train import RunSpec, fmt_duration
+from orderopt.tracking import WandbConfig, fmt_duration
+from orderopt.train import RunSpec
 
 if TYPE_CHECKING:
     from orderopt.tasks import Task

@@ -102,3 +102,10 @@ class Tracker:
         if self._run is not None:
             self._run.finish()
             self._run = None
+
+
+def fmt_duration(seconds: float) -> str:
+    """``"4m05s"``, or ``"2h03m"`` from an hour on (progress lines and ETAs)."""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

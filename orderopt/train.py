@@ -31,7 +31,7 @@ from orderopt.records import RECORD_FORMAT
 from orderopt.schedule import Schedule, Stage
 from orderopt.store import own_run, read_json, read_record, record_model, write_json_atomic
 from orderopt.tasks import Task
-from orderopt.tracking import Tracker, WandbConfig
+from orderopt.tracking import Tracker, WandbConfig, fmt_duration
 
 __all__ = ["RunSpec", "evaluate_all", "run_schedule", "start_from_prefix", "versions", "warn_truncated"]
 
@@ -542,10 +542,3 @@ class _Progress:
                 )
 
         return _Callback()
-
-
-def fmt_duration(seconds: float) -> str:
-    """``"4m05s"``, or ``"2h03m"`` from an hour on (progress lines and ETAs)."""
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

@@ -450,3 +450,13 @@ def test_the_printed_outcome_shows_the_trade_off_of_two_objectives(reference: li
     assert "the last predicted search's Pareto front" in text and len(rows) == 8
     assert rows[0].split()[0] == "100" and rows[-1].split()[0] == "1200"  # both ends of the front
     assert result.as_dict()["front"][0] == {"steps": 100, "mean": 0.51, "std": 0.02, "schedule": "a+b@1,1:100"}
+
+
+def test_the_search_package_does_not_import_torch() -> None:
+    """A replay or a predicted search needs no deep-learning stack: importing it took ~4 s for a duration format."""
+    import subprocess
+    import sys
+
+    code = "import sys, orderopt.search; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]

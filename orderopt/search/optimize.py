@@ -20,7 +20,7 @@ import optuna
 
 from orderopt.schedule import Schedule
 from orderopt.search.space import CONSTRAINTS_ATTR, SearchSpace
-from orderopt.train import fmt_duration
+from orderopt.tracking import fmt_duration
 
 __all__ = ["Objective", "make_sampler", "open_storage", "predicted_search", "storage_url"]
 
