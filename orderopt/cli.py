@@ -237,7 +237,7 @@ def predict_from_config(cfg: Config) -> str:
     where = study.directory
     probes = study.probe_records(cfg.probe)
     full = study.full_runs()
-    model = make_predictor(cfg.predictor).fit(probes + full)
+    model = study.fit(make_predictor(cfg.predictor), cfg.probe)
     orders = heuristic_orders(model.transfer_)
     heuristics: dict[str, str] = {}  # schedule → the heuristics that give it (two may agree: both are named)
     for name, o in orders.items():

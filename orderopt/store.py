@@ -28,7 +28,6 @@ __all__ = [
     "record_label",
     "record_model",
     "split_label",
-    "run_dir",
     "run_state",
     "slim_record",
     "study_dir",
@@ -57,10 +56,6 @@ def study_dir(root: str | Path, study: str) -> Path:
     if not study or "/" in study or study.startswith("."):
         raise ValueError(f"study name {study!r} must be a plain directory name, e.g. study=reference")
     return Path(root) / study
-
-
-def run_dir(root: str | Path, study: str, run_id: str) -> Path:
-    return study_dir(root, study) / "runs" / run_id
 
 
 #: run directories this process holds (own_run is re-entrant within a process)

@@ -32,15 +32,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orderopt.backends import Backend, TrainBackend
+from orderopt.baselines import joint_spec, merge_spec, run_merge
 from orderopt.config import Config, ExperimentConfig, ProbeConfig, TrainerConfig
+from orderopt.evaluate import evaluate_task
 from orderopt.merge import MERGE_METHODS
-from orderopt.model import LoadOptions, model_id
+from orderopt.model import LoadOptions, base_model_path, load_model, model_id
 from orderopt.probe import PAIR_SELECT, ProbeCost, TransferMatrix, picked_pairs, probe_cost, probe_jobs
 from orderopt.records import measurements
-from orderopt.schedule import Schedule
-from orderopt.store import MixedModels, RunBusy, load_records, read_record, run_state, study_dir
+from orderopt.schedule import Schedule, latin_orders
+from orderopt.store import MixedModels, RunBusy, load_records, own_run, read_record, run_state, study_dir
+from orderopt.tasks import build_suite
 from orderopt.tracking import WandbConfig, fmt_duration
-from orderopt.train import RunSpec
+from orderopt.train import RunSpec, evaluate_all, run_schedule, start_from_prefix
 
 if TYPE_CHECKING:
     from orderopt.tasks import Task
@@ -90,9 +93,6 @@ class Study:
     def from_config(cls, cfg: Config, *, backend: Backend | None = None) -> Study:
         """The study ``cfg`` names: its suite built, its base model found (the model given, the one shipped with the
         study, or the embedded one, built and cached if needed)."""
-        from orderopt.model import base_model_path
-        from orderopt.tasks import build_suite
-
         tasks = build_suite(cfg.suite.tasks, cfg.tasks)
         directory = study_dir(cfg.studies_dir, cfg.study)
         study = cls(
@@ -111,8 +111,6 @@ class Study:
 
     def replace(self, **changes: Any) -> Study:
         """A copy with ``changes`` (e.g. another backend), sharing the tasks already built if the suite is the same."""
-        import dataclasses
-
         copy = dataclasses.replace(self, **changes)
         if copy.suite == self.suite and copy.task_configs == self.task_configs:
             copy._tasks = self._tasks  # the same tasks: no need to build them again
@@ -151,8 +149,6 @@ class Study:
     def plan_experiment(self, exp: ExperimentConfig, *, steps: Any, merge_method: str = "ties") -> list[RunPlan]:
         """Every run of ``exp``: its schedules (orders at ``steps`` per stage, keys, baselines) × its seeds, in that
         order; a run listed twice is planned once."""
-        from orderopt.schedule import latin_orders
-
         if exp.orders not in (None, "all", "latin"):
             raise ValueError(
                 f"experiment.orders={exp.orders!r}; use all (every order of the suite), latin (experiment.n_orders "
@@ -356,9 +352,6 @@ class Study:
 
     def evaluate_base(self, seed: int = 0) -> dict[str, Any]:
         """The base model's score, entropy and diversity on every task of the suite."""
-        from orderopt.evaluate import evaluate_task
-        from orderopt.model import load_model, model_id
-
         model, tokenizer = load_model(self.model, self.load, use_cpu=self.trainer.use_cpu)
         results: dict[str, dict[str, Any]] = {}
         for task in self.tasks:
@@ -380,8 +373,6 @@ def _selected_pairs(singles: list[RunPlan], select: str) -> set[tuple[str, str]]
 
 def _base_evals(plan: RunPlan, seeds: list[int]) -> dict[int, dict[str, Any]]:
     """``evaluate_all`` of the base model for every seed (what each single-task probe would evaluate first)."""
-    from orderopt.train import evaluate_all
-
     spec = plan.spec
     model, tokenizer = spec.open_model()
     return {seed: evaluate_all(model, tokenizer, spec.tasks, seed) for seed in seeds}
@@ -413,8 +404,6 @@ class RunPlan:
     @property
     def spec(self) -> RunSpec:
         """What the run is, for the trainer (its identity gives the run id)."""
-        from orderopt.baselines import joint_spec, merge_spec
-
         study, trainer = self.study, self.trainer or self.study.trainer
         if self.baseline == "joint":
             return joint_spec(
@@ -467,10 +456,6 @@ class RunPlan:
 
     def train(self) -> dict[str, Any]:
         """Train it for real (or return its record if it finished before; resume it if it was killed)."""
-        from orderopt.baselines import run_merge
-        from orderopt.store import own_run
-        from orderopt.train import run_schedule, start_from_prefix
-
         study, spec = self.study, self.spec
         if self.baseline == "merge":
             return run_merge(spec, self.run_dir, wandb=study.wandb, group=study.name)

@@ -8,7 +8,6 @@ default, any RDB URL, or an Optuna journal file (``*.log``, ``*.journal``); ``op
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -226,11 +225,3 @@ def pareto_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 def _finished(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
-
-
-def n_points(space: SearchSpace) -> float:
-    """How many schedules the space holds (inf when budgets are continuous shares)."""
-    k = len(space.tasks)
-    if not space.equal_budgets or space.vary_total:
-        return math.inf
-    return math.factorial(k) * (2 ** (k - 1) if space.mixing else 1)
