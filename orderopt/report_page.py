@@ -410,7 +410,8 @@ def _search_section(search: dict[str, Any]) -> Section:
             if rec
             else ""
         )
-        + ". Dotted lines: the free rules and joint training, where the study measured them."
+        + ". Dotted lines: joint training and the probes' heuristic orders (greedy BWT, structured first, the "
+        "transfer graph's order), where the study measured them."
     )
     return Section("search", "Search history", caption, [fig])
 

@@ -171,6 +171,7 @@ def test_the_active_loop_trains_joint_then_the_most_promising_and_records_trials
     assert result.recommendation == best and len(result.measured[best]["scores"]) == 2
     trials = loop.full_run_study().trials
     assert len(trials) == 5 and all(t.user_attrs["run_id"].startswith("replay-") for t in trials)
+    assert loop.full_run_study().user_attrs["recommendation"] == result.recommendation
     assert {t.user_attrs["schedule"] for t in trials} == set(result.measured)
     again, _ = _replay_loop(reference, tmp_path / "again", full_runs=4, batch_size=2)
     assert again.run().rounds[0].trained == result.rounds[0].trained  # the same data give the same decisions
@@ -277,6 +278,7 @@ def test_bad_search_settings_fail_before_anything_trains(tmp_path: Path) -> None
         ({"acquisition": "best"}, "search.acquisition='best'"),
         ({"total_steps": 810}, "total_steps=810"),
         ({"step_unit": 0}, "search.step_unit=0 must be a whole number of steps ≥ 1"),
+        ({"min_total": 400}, "search.min_total=400 bounds the total the second objective searches"),
         ({"task_steps": {"qa": [30, 10]}}, "task 'qa': min steps 30 > max steps 10; fix search.task_steps.qa"),
         ({"min_steps": 250}, "no schedule of at most search.total_steps=800 steps meets .*1000–3200 in all"),
         ({"max_steps": 150}, "no schedule of at most search.total_steps=800 steps meets .*100–600 in all"),

@@ -216,7 +216,7 @@ class ActiveSearch:
                 log.info(
                     "[active loop] round %d: training its unfinished picks %s",
                     len(history) - 1,
-                    [k for k, _ in pending],
+                    ", ".join(f"{k} seed {seed}" for k, seed in pending),
                 )
                 saved = {k: (float(m), float(v)) for k, (m, v) in history[-1].get("predicted", {}).items()}
                 return [(Schedule.parse(k), seed) for k, seed in pending], saved, len(history) - 1
@@ -303,6 +303,9 @@ class ActiveSearch:
         measured = self._measured(data)
         predictor, predicted = getattr(self, "_last", (None, {}))
         rec = self._recommend(measured, predicted)
+        if rec is not None:  # Optuna's best trial is the best single run; the recommendation is by mean over seeds
+            self.full_run_study().set_user_attr("recommendation", rec)
+            self.full_run_study().set_user_attr("recommendation_mean", measured[rec]["mean"])
         rounds = [
             Round(
                 n,

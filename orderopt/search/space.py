@@ -101,6 +101,12 @@ class SearchSpace:
                     f"search.equal_budgets gives each task {share:g} steps, outside the bounds of "
                     f"{', '.join(outside)} ({each}); widen the bounds or change search.total_steps"
                 )
+        if self.min_total is not None and not self.vary_total:
+            raise ValueError(
+                f"search.min_total={self.min_total} bounds the total the second objective searches; with "
+                "search.objectives=[score] the total is fixed: add steps (search.objectives=[score,steps]) or leave "
+                "search.min_total unset"
+            )
         if self.vary_total and self.min_total is not None:
             lowest = self.step_unit * len(tasks)
             if not lowest <= self.min_total <= self.total_steps or self.min_total % self.step_unit:
