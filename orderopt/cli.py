@@ -289,6 +289,7 @@ def main_from_config(
     """The main job: probes, fit, predicted search and active loop on the study of ``cfg``; writes ``search.json``
     and the report into the study directory and returns the printed summary and the outcome. ``launch`` trains the
     loop's full runs (the Hydra sweeper: as Hydra jobs); default: the study's backend."""
+    from orderopt.predict import make_predictor
     from orderopt.report_page import write_report
     from orderopt.search import optimize
     from orderopt.store import write_json_atomic
@@ -307,7 +308,7 @@ def main_from_config(
     )
     out = study.directory / "search.json"
     write_json_atomic(out, outcome.as_dict())
-    page = write_report(study.directory, png=False)  # PNGs for papers: orderopt-report
+    page = write_report(study.directory, png=False, predictor=make_predictor(cfg.predictor))  # PNGs: orderopt-report
     where = f" studies_dir={shlex.quote(str(cfg.studies_dir))}" if cfg.studies_dir != "studies" else ""
     text = (
         f"{outcome.format()}\n"
@@ -321,6 +322,7 @@ def main_from_config(
 def report_from_config(cfg: Config, *, png: bool = True) -> tuple[str, Path]:
     """Summarise the study's run records: a table (printed and saved, ``summary.{txt,json,png}``) and the study report
     (``report.html``; with ``png``, PNGs of its figures in ``figures/``); returns the table and the report's path."""
+    from orderopt.predict import make_predictor
     from orderopt.report import entropy_table, format_summary, order_effect, plot_summary, stage_transfer, summarize
     from orderopt.report_page import write_report
     from orderopt.store import MixedModels, load_records, study_dir, write_json_atomic
@@ -348,7 +350,7 @@ def report_from_config(cfg: Config, *, png: bool = True) -> tuple[str, Path]:
     )
     (where / "summary.txt").write_text(text + "\n")
     plot_summary(rows, where / "summary.png")
-    return text, write_report(where, png=png, model=model)
+    return text, write_report(where, png=png, model=model, predictor=make_predictor(cfg.predictor))
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")

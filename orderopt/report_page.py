@@ -56,13 +56,14 @@ class Section:
     table: str = ""
 
 
-def write_report(study_dir: str | Path, *, png: bool = True, model: str | None = None) -> Path:
+def write_report(study_dir: str | Path, *, png: bool = True, model: str | None = None, predictor: Any = None) -> Path:
     """Write ``<study_dir>/report.html`` (and ``<study_dir>/figures/<figure>.png`` when ``png`` and a Chromium is
     available for plotly's image export) from the study's files (``model``: of that base model's records only, when
-    the study holds several); returns the page's path."""
+    the study holds several; ``predictor``: the unfitted predictor the study is configured with, default the
+    learned one); returns the page's path."""
     start = time.perf_counter()
     study_dir = Path(study_dir)
-    sections = build_sections(study_dir, model=model)
+    sections = build_sections(study_dir, model=model, predictor=predictor)
     if not sections:
         raise ValueError(f"{study_dir} holds no run records: run probes or full runs first (orderopt, orderopt-study)")
     path = study_dir / "report.html"
@@ -75,9 +76,9 @@ def write_report(study_dir: str | Path, *, png: bool = True, model: str | None =
     return path
 
 
-def build_sections(study_dir: str | Path, *, model: str | None = None) -> list[Section]:
+def build_sections(study_dir: str | Path, *, model: str | None = None, predictor: Any = None) -> list[Section]:
     """The report's sections for what ``study_dir`` holds (a section needs its data: no probes, no transfer), of
-    ``model``'s records if given."""
+    ``model``'s records if given; predictions by ``predictor`` (unfitted; default the learned predictor)."""
     study_dir = Path(study_dir)
     records = load_records(study_dir, model=model) if (study_dir / "runs").is_dir() else []
     if not records:
@@ -92,12 +93,16 @@ def build_sections(study_dir: str | Path, *, model: str | None = None) -> list[S
             transfer = None
         if search is not None and tuple(search.get("space", {}).get("tasks", ())) not in suites:
             search = None
-    predicted = _predictions(probes, trained)
+    if predictor is None:
+        from orderopt.predict import TransferPredictor
+
+        predictor = TransferPredictor()
+    predicted = _predictions(probes, trained, predictor)
     sections: list[Section] = []
     if transfer is not None:
         sections.append(_transfer_section(transfer))
     if predicted and trained:
-        sections.append(_prediction_section(trained, predicted))
+        sections.append(_prediction_section(trained, predicted, _describe(predictor)))
     if search is not None:
         sections.append(_search_section(search))
     replay = _read(study_dir / "search_replay.json")
@@ -125,16 +130,19 @@ def _by_schedule(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]
     return groups
 
 
-def _predictions(probes: list[dict[str, Any]], trained: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
-    """Predicted mean final score ± std of every trained schedule, by the learned predictor fitted on the study's
-    probes only: no schedule's own runs are in its prediction (a search's final predictions have seen them)."""
+def _predictions(
+    probes: list[dict[str, Any]], trained: list[dict[str, Any]], predictor: Any
+) -> dict[str, tuple[float, float]]:
+    """Predicted mean final score ± std of every trained schedule, by ``predictor`` fitted on the study's probes
+    only: no schedule's own runs are in its prediction (a search's final predictions have seen them)."""
     if not probes:
         return {}
-    from orderopt.predict import TransferPredictor
+    from sklearn.base import clone
+
     from orderopt.schedule import Schedule
 
     try:
-        model = TransferPredictor().fit(probes)
+        model = clone(predictor).fit(probes)
     except ValueError as err:  # e.g. probes of two lengths: said on the page's log, the section left out
         log.warning("report: no predictions (the predictor could not be fitted on the probes: %s)", err)
         return {}
@@ -314,7 +322,20 @@ def _transfer_section(transfer: dict[str, Any]) -> Section:
     )
 
 
-def _prediction_section(trained: list[dict[str, Any]], predicted: dict[str, tuple[float, float]]) -> Section:
+def _describe(predictor: Any) -> str:
+    """``learned predictor``, ``additive predictor (gain_exponent=2)``: its kind and the settings not at default."""
+    kind = type(predictor)
+    name = {"TransferPredictor": "learned predictor", "AdditiveBWTPredictor": "additive predictor"}.get(
+        kind.__name__, kind.__name__
+    )
+    default = kind().get_params()
+    changed = {k: v for k, v in predictor.get_params().items() if default.get(k) != v}
+    return name + (f" ({', '.join(f'{k}={v}' for k, v in changed.items())})" if changed else "")
+
+
+def _prediction_section(
+    trained: list[dict[str, Any]], predicted: dict[str, tuple[float, float]], what: str = "learned predictor"
+) -> Section:
     import plotly.graph_objects as go
 
     rows = []
@@ -353,7 +374,7 @@ def _prediction_section(trained: list[dict[str, Any]], predicted: dict[str, tupl
     return Section(
         "prediction",
         "Predicted vs measured",
-        f"{len(rows)} schedules trained (joint training in red), predicted by the learned predictor fitted on the "
+        f"{len(rows)} schedules trained (joint training in red), predicted by the {what} fitted on the "
         "study's probes only (no full run in the fit)"
         + (f"; the interval resamples schedules ({N_BOOTSTRAP} draws)." if interval else "."),
         [fig],

@@ -306,3 +306,16 @@ def test_a_merge_is_not_taken_for_the_curriculum_its_record_names() -> None:
     assert "★" in rows["arith:200&gt;strings:200&gt;qa:200&gt;names:200 ★"]
     lines = [trace.name for trace in _stages_section(trained, search).figures[0].data]
     assert not any("merge" in (name or "") for name in lines)
+
+
+def test_the_report_predicts_with_the_study_s_own_predictor() -> None:
+    """A study configured with another predictor (or other settings) is shown that one's predictions, named."""
+    from orderopt.predict import AdditiveBWTPredictor, TransferPredictor
+
+    def prediction(predictor: object) -> object:
+        return next(s for s in build_sections(STUDIES / "reference", predictor=predictor) if s.key == "prediction")
+
+    learned, additive = prediction(None), prediction(AdditiveBWTPredictor())
+    assert "by the learned predictor fitted" in learned.caption and "by the additive predictor" in additive.caption
+    assert list(learned.figures[0].data[0].x) != list(additive.figures[0].data[0].x)
+    assert "(use_pairs=False)" in prediction(TransferPredictor(use_pairs=False)).caption
