@@ -291,6 +291,7 @@ def test_a_merge_is_not_taken_for_the_curriculum_its_record_names() -> None:
     reference study: the merge gets neither that curriculum's prediction nor its star as the recommendation."""
     import re
 
+    from orderopt.predict import TransferPredictor
     from orderopt.report_page import _leaderboard_section, _predictions, _stages_section
 
     records = load_records(STUDIES / "reference")
@@ -299,7 +300,7 @@ def test_a_merge_is_not_taken_for_the_curriculum_its_record_names() -> None:
     curriculum = "arith:200>strings:200>qa:200>names:200"
     assert {r.get("baseline") for r in trained if r["schedule_key"] == curriculum} == {None, "merge"}
     search = {"recommendation": curriculum}
-    table = _leaderboard_section(trained, _predictions(probes, trained), search).table
+    table = _leaderboard_section(trained, _predictions(probes, trained, TransferPredictor()), search).table
     rows = {re.sub("<.*?>", "|", row).strip("|").split("||")[0]: row for row in re.findall("<tr>(.*?)</tr>", table)}
     merge = rows["merge:arith:200&gt;strings:200&gt;qa:200&gt;names:200"]
     assert "<td>–</td>" in merge and "★" not in merge
