@@ -295,6 +295,7 @@ def main_from_config(
     from orderopt.store import write_json_atomic
     from orderopt.study import Study
 
+    _quiet_transformers()  # the sweeper's process loads models too
     total = _full_steps(cfg)  # a bad schedule.steps fails before the base model is built
     study = Study.from_config(cfg)
     outcome = optimize(
@@ -358,9 +359,8 @@ def report_from_config(cfg: Config, *, png: bool = True) -> tuple[str, Path]:
 def main(cfg: DictConfig) -> float | None:
     """``orderopt``: probes → predictor → Optuna search → active loop of full runs (joint as the bar); prints the
     recommended schedule; returns its measured score (for sweepers)."""
-    _quiet_transformers()
     text, outcome = main_from_config(typed_config(cfg))
-    print(text)
+    print(f"{text}\nthis command's Hydra config and log: {HydraConfig.get().runtime.output_dir}")
     result = outcome.result
     return result.measured[result.recommendation]["mean"] if result.recommendation is not None else None
 

@@ -123,6 +123,7 @@ def test_the_main_command_killed_and_resumed_reaches_the_sweeper_s_recommendatio
     assert all(after[run] == mtime for run, mtime in before.items()), "a finished run was trained again"
     assert "0 finished before, 4 to run" not in resumed  # the probes were not run again
     assert f"orderopt-report study=main-test studies_dir={killed})" in resumed  # a hint that finds the study
+    assert f"this command's Hydra config and log: {tmp_path / 'resumed-hydra'}" in resumed
     trials = _trials(killed)
     assert len(trials) == len({t for t in trials}) == 3
 
