@@ -6,10 +6,17 @@ same, so swapping training for replay changes nothing above it.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
+
+from orderopt.baselines import run_merge
+from orderopt.store import own_run
+from orderopt.train import run_schedule, start_from_prefix
 
 if TYPE_CHECKING:
     from orderopt.study import RunPlan
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Backend", "TrainBackend"]
 
@@ -35,4 +42,17 @@ class TrainBackend(Backend):
     parallel = True
 
     def run(self, plan: RunPlan) -> dict[str, Any]:
-        return plan.train()
+        study, spec = plan.study, plan.spec
+        if plan.baseline == "merge":
+            return run_merge(spec, plan.run_dir, wandb=study.wandb, group=study.name)
+        with own_run(plan.run_dir):  # from the prefix's checkpoint to the record: one process
+            if plan.prefix is not None and start_from_prefix(plan.run_dir, plan.prefix, spec):
+                log.info("run %s starts from the finished run %s", plan.run_dir.name, plan.prefix.name)
+            return run_schedule(
+                spec,
+                plan.run_dir,
+                group=study.name,
+                wandb=study.wandb,
+                keep_model=plan.keep_model,
+                base_eval=plan.base_eval,
+            )

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orderopt.backends import Backend, TrainBackend
-from orderopt.baselines import joint_spec, merge_spec, run_merge
+from orderopt.baselines import joint_spec, merge_spec
 from orderopt.config import Config, ExperimentConfig, ProbeConfig, TrainerConfig
 from orderopt.evaluate import evaluate_task
 from orderopt.merge import MERGE_METHODS
@@ -40,10 +40,10 @@ from orderopt.model import LoadOptions, base_model_path, load_model, model_id
 from orderopt.probe import PAIR_SELECT, ProbeCost, TransferMatrix, picked_pairs, probe_cost, probe_jobs
 from orderopt.records import measurements
 from orderopt.schedule import Schedule, latin_orders
-from orderopt.store import MixedModels, RunBusy, load_records, own_run, read_record, run_state, study_dir
+from orderopt.store import MixedModels, RunBusy, load_records, read_record, run_state, study_dir
 from orderopt.tasks import build_suite
 from orderopt.tracking import WandbConfig, fmt_duration
-from orderopt.train import RunSpec, evaluate_all, run_schedule, start_from_prefix
+from orderopt.train import RunSpec, evaluate_all
 
 if TYPE_CHECKING:
     from orderopt.tasks import Task
@@ -453,23 +453,6 @@ class RunPlan:
         """``done``, ``running`` (a process owns it now), ``interrupted`` (checkpoints left, nobody on it: resumes
         where it stopped) or ``new``."""
         return run_state(self.run_dir)
-
-    def train(self) -> dict[str, Any]:
-        """Train it for real (or return its record if it finished before; resume it if it was killed)."""
-        study, spec = self.study, self.spec
-        if self.baseline == "merge":
-            return run_merge(spec, self.run_dir, wandb=study.wandb, group=study.name)
-        with own_run(self.run_dir):  # from the prefix's checkpoint to the record: one process
-            if self.prefix is not None and start_from_prefix(self.run_dir, self.prefix, spec):
-                log.info("run %s starts from the finished run %s", self.run_dir.name, self.prefix.name)
-            return run_schedule(
-                spec,
-                self.run_dir,
-                group=study.name,
-                wandb=study.wandb,
-                keep_model=self.keep_model,
-                base_eval=self.base_eval,
-            )
 
 
 def run_plans(plans: list[RunPlan], *, n_jobs: int, name: str) -> list[dict[str, Any]]:
