@@ -87,7 +87,10 @@ def migrate_run_ids(study_dir: str | Path) -> dict[str, str]:
     taken = {r["run_id"] for r in records} - set(renames)
     clash = sorted(set(renames.values()) & taken)
     if clash or len(set(renames.values())) < len(renames):
-        raise RuntimeError(f"migrating {study_dir} would give two runs one id ({clash or 'among the renamed'}); stop")
+        raise RuntimeError(
+            f"migrating {study_dir} would give two runs one id ({clash or 'among the renamed'}): nothing was renamed; "
+            "the study holds two records of one run, keep one of them and migrate again"
+        )
     for old, new in renames.items():
         (runs / old).rename(runs / new)
     for r in records:

@@ -431,9 +431,12 @@ def _consistent_probes(records: Iterable[dict[str, Any]]) -> tuple[list[dict[str
         )
     trainers = {json.dumps(r.get("config", {}).get("trainer"), sort_keys=True) for r in probes}
     if len(trainers) > 1:
+        settings = [json.loads(t) or {} for t in trainers]
+        differ = sorted({k for a in settings for k in a if len({json.dumps(b.get(k)) for b in settings}) > 1})
         raise ValueError(
-            f"probe records were trained with {len(trainers)} different trainer settings; a transfer matrix "
-            "needs probes of one probe config: keep one set (e.g. a study directory per probe config)"
+            f"probe records were trained with {len(trainers)} different trainer settings (they differ in "
+            f"{', '.join(differ) or 'their presence'}); a transfer matrix needs probes of one probe config: keep one "
+            "set (e.g. a study directory per probe config)"
         )
     lengths = sorted({s["steps"] for r in probes for s in r["schedule"]["stages"]})
     if len(lengths) > 1:

@@ -111,7 +111,10 @@ def check_record(data: Any, source: str) -> RunRecord:
     if data["kind"] not in KINDS:
         raise ValueError(f"{source} has kind {data['kind']!r}; a run record's kind is one of {', '.join(KINDS)}")
     if not data["evals"] or data["evals"][-1].get("scores") != data["final"]:
-        raise ValueError(f"{source}: its final scores are not its last evaluation's; the record is corrupt")
+        raise ValueError(
+            f"{source}: its final scores are not its last evaluation's, so the record is corrupt; remove the file "
+            "(the run is then trained again) or restore it from the study's export"
+        )
     if version < RECORD_FORMAT:
         data = {**data, "format": RECORD_FORMAT}  # format 1 → 2: only the version field is new
     return data  # type: ignore[return-value]

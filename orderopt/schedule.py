@@ -263,8 +263,10 @@ def _parse_stage(part: str) -> Stage | None:
     if not sep or not steps.strip().isdigit():
         return None
     names, _, weights = mix.partition("@")
-    return Stage(
-        tuple(t.strip() for t in names.split("+")),
-        int(steps),
-        tuple(float(w) for w in weights.split(",")) if weights else None,
-    )
+    try:
+        mixed = tuple(float(w) for w in weights.split(",")) if weights else None
+    except ValueError:
+        raise ValueError(
+            f"stage {part!r}: mixing weights {weights!r} are not numbers; write them as @w,w,... e.g. qa+names@2,1:20"
+        ) from None
+    return Stage(tuple(t.strip() for t in names.split("+")), int(steps), mixed)

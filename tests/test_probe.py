@@ -279,7 +279,7 @@ def test_probe_command_writes_the_matrix_figure_graph_and_one_wandb_run(
         TransferMatrix.from_records([*records[1:], longer])
     other_trainer = json.loads(json.dumps(records[0]))
     other_trainer["config"]["trainer"]["learning_rate"] = 0.1
-    with pytest.raises(ValueError, match="2 different trainer settings"):
+    with pytest.raises(ValueError, match=r"2 different trainer settings \(they differ in learning_rate\)"):
         TransferMatrix.from_records([*records[1:], other_trainer])
     with pytest.raises(ValueError, match="no single-task probe of names"):
         TransferMatrix.from_records([r for r in records if r["schedule_key"] != "names:1"])

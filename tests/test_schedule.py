@@ -39,6 +39,7 @@ def test_joint_and_curriculum() -> None:
         (lambda: Schedule.parse("arith:x"), "bad stage 'arith:x'"),
         (lambda: Schedule(()), "at least one stage"),
         (lambda: Stage(("a", "b"), 3, (1.0,)), "one positive weight per task"),
+        (lambda: Schedule.parse("qa+names@2,x:20"), "stage 'qa\\+names@2,x:20': mixing weights '2,x' are not numbers"),
     ],
 )
 def test_bad_schedules(make: object, message: str) -> None:
