@@ -9,10 +9,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from orderopt.baselines import run_merge
-from orderopt.store import own_run
-from orderopt.train import run_schedule, start_from_prefix
-
 if TYPE_CHECKING:
     from orderopt.study import RunPlan
 
@@ -42,6 +38,11 @@ class TrainBackend(Backend):
     parallel = True
 
     def run(self, plan: RunPlan) -> dict[str, Any]:
+        # torch and transformers load here, where a run trains: a replay (orderopt.replay) needs neither
+        from orderopt.baselines import run_merge
+        from orderopt.store import own_run
+        from orderopt.train import run_schedule, start_from_prefix
+
         study, spec = plan.study, plan.spec
         if plan.baseline == "merge":
             return run_merge(spec, plan.run_dir, wandb=study.wandb, group=study.name)

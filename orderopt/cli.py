@@ -185,12 +185,15 @@ def probe_from_config(cfg: Config) -> str:
 
 
 def _full_steps(cfg: Config) -> int:
-    """Steps of one full run of the study's schedule (``schedule.order``, else one stage per task, at
-    ``schedule.steps``: a list of budgets is checked against the stages)."""
+    """Steps of one full run of the study's default schedule: one stage per task at ``schedule.steps``, or the sum
+    of a list of budgets, one per stage of ``schedule.order`` (else of the suite)."""
+    steps = cfg.schedule.steps
+    if not isinstance(steps, list):
+        return int(len(cfg.suite.tasks) * steps)
     try:
-        return Schedule.from_stages(cfg.schedule.order or cfg.suite.tasks, cfg.schedule.steps).total_steps
+        return Schedule.from_stages(cfg.schedule.order or cfg.suite.tasks, steps).total_steps
     except ValueError as err:
-        raise ValueError(f"schedule.steps={cfg.schedule.steps!r}: {err}") from err
+        raise ValueError(f"schedule.steps={steps!r}: {err}") from err
 
 
 def _log_probes(cfg: Config, tm: Any, cost: Any, figure: Path) -> None:
@@ -306,6 +309,7 @@ def main_from_config(
         seed=cfg.seed,
         default_total=total,
         launch=launch,
+        merge_method=cfg.schedule.merge_method,
     )
     out = study.directory / "search.json"
     write_json_atomic(out, outcome.as_dict())

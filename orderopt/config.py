@@ -401,7 +401,7 @@ def _schema(cls: type) -> DictConfig:
 
 def _open_dicts(node: DictConfig, cls: type) -> None:
     for f in fields(cls):
-        if f.default_factory is dict:
+        if f.default_factory is dict and not (cls is Config and f.name == "tasks"):  # a misspelt task stays refused
             OmegaConf.set_struct(node[f.name], False)
         elif is_dataclass(f.default_factory):
             _open_dicts(node[f.name], f.default_factory)  # type: ignore[arg-type]

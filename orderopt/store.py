@@ -181,8 +181,8 @@ def read_json(path: str | Path) -> Any:
         return json.loads(Path(path).read_text())
     except json.JSONDecodeError as err:
         raise ValueError(
-            f"{path} is not valid JSON ({err}): restore it (e.g. from git) or remove it (a run whose result.json is "
-            "removed is trained again)"
+            f"{path} is not valid JSON ({err}): restore it (e.g. from git or the study's export), or remove it and "
+            "let the command that wrote it write it again (a run whose result.json is removed is trained again)"
         ) from err
 
 

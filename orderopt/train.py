@@ -48,7 +48,7 @@ class RunSpec:
     seed: int = 0
     kind: str = "full"
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    #: which baseline this run is ("joint"), recorded as the record's ``baseline``
+    #: which baseline this run is ("joint", "merge"), recorded as the record's ``baseline``
     baseline: str | None = None
     #: how the base model is loaded and trained (dtype, LoRA, device): ``ModelConfig.load_options()``
     load: LoadOptions = field(default_factory=LoadOptions)
@@ -142,6 +142,11 @@ def run_schedule(
         >>> run_schedule(spec, "studies/demo/runs/r1")["final"]  # doctest: +SKIP
         {'arith': 0.61, 'qa': 0.7}
     """
+    if spec.merge is not None:
+        raise ValueError(
+            f"run_schedule trains a schedule in sequence; {spec.schedule.key!r} is a merge ({spec.merge}) of runs "
+            "side by side: train it with baselines.run_merge"
+        )
     run_dir = Path(run_dir)
     with own_run(run_dir):  # one process trains a run at a time
         return _run_schedule(

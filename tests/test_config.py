@@ -98,6 +98,11 @@ def test_unknown_key_is_rejected() -> None:
         pytest.raises(Exception, match="learning_rat"),
     ):
         compose(config_name="config", overrides=["trainer.learning_rat=0.1"])
+    with (  # free-form dicts take new keys, the tasks do not: a misspelt task is not a new one
+        initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"),
+        pytest.raises(Exception, match="tasks.name.judge.type"),
+    ):
+        compose(config_name="config", overrides=["tasks.name.judge.type=openai"])
 
 
 def test_judge_types_build(judge_model: str) -> None:
@@ -109,3 +114,18 @@ def test_judge_types_build(judge_model: str) -> None:
         JudgeConfig(type="openai"),
     ):
         assert make_judge(jc, rubric=lambda p, c: 1.0, rubric_text="x") is not None
+
+
+def test_the_default_search_total_is_a_stage_per_task() -> None:
+    """``schedule.steps`` per task of the suite (whatever ``schedule.order`` groups); a list of budgets is summed,
+    checked against the stages."""
+    from orderopt.cli import _full_steps
+
+    def total(*overrides: str) -> int:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            return _full_steps(typed_config(compose(config_name="config", overrides=list(overrides))))
+
+    assert total() == total("schedule.order=[qa,arith+strings,names]") == 800
+    assert total("schedule.steps=[100,200,300,400]") == 1000
+    with pytest.raises(ValueError, match=r"schedule.steps=\[100, 200\]: 2 step budgets"):
+        total("schedule.steps=[100,200]")

@@ -95,8 +95,9 @@ def test_the_main_command_killed_and_resumed_reaches_the_sweeper_s_recommendatio
     whole = _finish(_start(model, tmp_path / "whole", cache_dir, log, sweeper=True, extra=confirm), log)
     assert "recommended schedule" in whole and "compute:" in whole and "confirmation with seeds [0, 1]" in whole
     jobs = sorted(p.name for p in (tmp_path / "whole-hydra").iterdir() if p.is_dir() and p.name.isdigit())
-    # joint training and the budget of two full runs, then the confirmation's two runs of seed 1: each a Hydra job
-    assert jobs == ["0", "1", "2", "3", "4"]
+    # joint training, the budget of two full runs and the confirmation's runs the loop had not trained: every run
+    # but the probes was a Hydra job
+    assert len(jobs) == len(_full_records(tmp_path / "whole")) > 3
     expected = _outcome(tmp_path / "whole")
     assert expected["recommendation"] in expected["measured"]
     assert sum(len(m["scores"]) for m in expected["measured"].values()) == 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -283,6 +284,7 @@ def test_bad_search_settings_fail_before_anything_trains(tmp_path: Path) -> None
         ({"min_steps": 250}, "no schedule of at most search.total_steps=800 steps meets .*1000–3200 in all"),
         ({"max_steps": 150}, "no schedule of at most search.total_steps=800 steps meets .*100–600 in all"),
         ({"equal_budgets": True, "max_steps": 190, "task_steps": {"qa": [25, 800]}}, "gives each task 200 steps"),
+        ({"equal_budgets": True, "total_steps": 700, "step_unit": 50, "task_steps": {"qa": [210, 800]}}, "150 or 200"),
         ({"storage": "sqlte:///x.db"}, "cannot open the Optuna storage 'sqlte:///x.db' \\(search.storage\\)"),
         ({"storage": "sqlite:////proc/nope/x.db"}, "OperationalError"),
     ]:
@@ -423,6 +425,12 @@ def test_a_shared_storage_keeps_two_study_directories_of_one_name_apart(referenc
         second.run()
     again, _ = _replay_loop(reference, tmp_path / "a", full_runs=1, batch_size=1, storage=url)
     assert again.run().recommendation == first.run().recommendation
+    # a storage file in the study directory moves with it: a copied directory is its own study
+    inside, _ = _replay_loop(reference, tmp_path / "c", full_runs=1, batch_size=1, storage="optuna.log")
+    inside.run()
+    shutil.copytree(tmp_path / "c", tmp_path / "d")
+    copied, _ = _replay_loop(reference, tmp_path / "d", full_runs=1, batch_size=1, storage="optuna.log")
+    assert copied.run().recommendation == inside.run().recommendation
 
 
 def test_a_resumed_loop_keeps_the_predictions_its_picks_were_made_with(reference: list[dict], tmp_path: Path) -> None:
@@ -459,6 +467,6 @@ def test_the_search_package_does_not_import_torch() -> None:
     import subprocess
     import sys
 
-    code = "import sys, orderopt.search; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    code = "import sys, orderopt.search, orderopt.replay; print('torch' in sys.modules, 'transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]

@@ -95,5 +95,5 @@ def test_a_record_that_is_not_json_is_named(tmp_path: Path) -> None:
     shutil.copytree(STUDIES / "structured" / "runs", study / "runs")
     broken = sorted((study / "runs").glob("*/result.json"))[3]
     broken.write_text(broken.read_text()[:-40])
-    with pytest.raises(ValueError, match=rf"{broken} is not valid JSON \(.*\): restore it .* or remove it"):
+    with pytest.raises(ValueError, match=rf"{broken} is not valid JSON \(.*\): restore it .*, or remove it"):
         load_records(study)

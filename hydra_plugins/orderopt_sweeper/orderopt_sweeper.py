@@ -102,6 +102,7 @@ def _job_overrides(plan: Any) -> list[str]:
         f"schedule.order=[{order}]",
         f"schedule.steps=[{','.join(map(str, steps))}]",
         f"schedule.baseline={plan.baseline or 'null'}",
+        f"schedule.merge_method={plan.merge_method}",
         f"seed={plan.seed}",
     ]
 

@@ -228,7 +228,12 @@ class ActiveSearch:
         pool = self._pool(surrogate, data, len(history), search=not spent and budget > 0)
         searched = [r["front_study"] for r in history if "front_study" in r]
         if not self._front and searched:  # a loop resumed with nothing left to search: its last search's front
-            self._front_of(optuna.load_study(study_name=searched[-1], storage=self.storage))
+            try:
+                self._front_of(optuna.load_study(study_name=searched[-1], storage=self.storage))
+            except KeyError:  # the storage no longer holds it: the outcome shows no front
+                log.warning(
+                    "[active loop] the predicted search %s is not in the storage: no Pareto front", searched[-1]
+                )
         mean, std = surrogate(pool)
         predicted = {s.key: (float(m), float(v)) for s, m, v in zip(pool, mean, std, strict=True)}
         if self._front:  # estimated as the pool is, with every full run so far
@@ -611,7 +616,7 @@ class ActiveSearch:
             # studies, not directories, so a second directory with the study's name would read the first's searches
             # (the default storage is the directory's own file: a copied directory takes it along)
             here, owner = str(self.study.directory.resolve()), study.user_attrs.get("directory")
-            if self.cfg.storage is None:
+            if self._own_storage():
                 pass
             elif owner is None:
                 study.set_user_attr("directory", here)
@@ -623,6 +628,13 @@ class ActiveSearch:
                 )
             self._full_run_study = study
         return self._full_run_study
+
+    def _own_storage(self) -> bool:
+        """Whether the storage is a file in the study directory (the default, or a journal or SQLite file there):
+        it moves with the directory, so it holds no other directory's study."""
+        url = storage_url(self.cfg.storage, self.study.directory)
+        path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None if "://" in url else url
+        return path is not None and Path(path).resolve().is_relative_to(self.study.directory.resolve())
 
     @property
     def storage(self) -> optuna.storages.BaseStorage:

@@ -165,9 +165,11 @@ def optimize(
     seed: int,
     default_total: int,
     launch: Callable[[list[Any], str], list[dict[str, Any]]] | None = None,
+    merge_method: str = "ties",
 ) -> Outcome:
     """Probe (what is missing), fit, search and run the active loop on ``study``; the outcome. ``launch`` trains
-    the loop's full runs (default: the study's backend; the Hydra sweeper: Hydra jobs)."""
+    the loop's full runs (default: the study's backend; the Hydra sweeper: Hydra jobs); merging, shown and confirmed
+    against, merges with ``merge_method`` (``schedule.merge_method``)."""
     from sklearn.base import clone
 
     from orderopt.predict import make_predictor
@@ -202,8 +204,8 @@ def optimize(
     data = loop.measured_runs()
     walls = [r["wall_s"] for r in data if r.get("wall_s")]
     median = statistics.median(walls) if walls else None
-    merge = _merge(study, space, seed)
-    confirmation = _confirm(study, result, space, search, seed, launch) if search.confirm_seeds else None
+    merge = _merge(study, space, seed, merge_method)
+    confirmation = _confirm(study, result, space, search, seed, launch, merge_method) if search.confirm_seeds else None
     outcome = Outcome(
         result=result,
         space=space,
@@ -284,6 +286,7 @@ def _confirm(
     search: Any,
     seed: int,
     launch: Callable[[list[Any], str], list[dict[str, Any]]] | None = None,
+    merge_method: str = "ties",
 ) -> dict[str, Any]:
     """The recommendation, joint training and (``confirm_merge``) merging with the loop's seed and
     ``confirm_seeds``: each one's scores, mean ± std, and Welch's t-test of the recommendation against the others.
@@ -307,7 +310,7 @@ def _confirm(
         arms["joint"] = [study.plan(joint, s, baseline="joint") for s in seeds]
     if search.confirm_merge:
         merge_of = space.curriculum(list(space.tasks))  # a merge's schedule only sets the per-task budget
-        arms["merge"] = [study.plan(merge_of, s, baseline="merge") for s in seeds]
+        arms["merge"] = [study.plan(merge_of, s, baseline="merge", merge_method=merge_method) for s in seeds]
     log.info("[orderopt] confirmation: %s with seeds %s", ", ".join(arms), seeds)
     plans = [p for arm in arms.values() for p in arm]
     todo = list({p.run_dir: p for p in plans if not p.done}.values())
@@ -338,10 +341,10 @@ def _confirm(
     return out
 
 
-def _merge(study: Any, space: SearchSpace, seed: int) -> dict[str, Any] | None:
+def _merge(study: Any, space: SearchSpace, seed: int, merge_method: str = "ties") -> dict[str, Any] | None:
     """Merging's record with the loop's seed, when it was run: the run the confirmation plans (the space's per-task
-    budget, TIES), not any merge in the study directory (another budget, method or setting)."""
-    plan = study.plan(space.curriculum(list(space.tasks)), seed, baseline="merge")
+    budget, schedule.merge_method), not any merge in the study directory (another budget, method or setting)."""
+    plan = study.plan(space.curriculum(list(space.tasks)), seed, baseline="merge", merge_method=merge_method)
     if not plan.done:
         return None
     record = read_record(plan.run_dir / "result.json")

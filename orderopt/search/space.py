@@ -94,12 +94,12 @@ class SearchSpace:
                 "all); widen search.min_steps/max_steps (or search.task_steps) or change the total"
             )
         if self.equal_budgets and not self.vary_total:
-            share = self.total_steps / len(tasks)
-            outside = [t for t, (lo, hi) in bounds.items() if not lo <= share <= hi]
+            budgets = sorted(set(_apportion([1.0] * len(tasks), self.total_steps, self.step_unit)))
+            outside = [t for t, (lo, hi) in bounds.items() if not any(lo <= b <= hi for b in budgets)]
             if outside:
                 raise ValueError(
-                    f"search.equal_budgets gives each task {share:g} steps, outside the bounds of "
-                    f"{', '.join(outside)} ({each}); widen the bounds or change search.total_steps"
+                    f"search.equal_budgets gives each task {' or '.join(map(str, budgets))} steps, outside the "
+                    f"bounds of {', '.join(outside)} ({each}); widen the bounds or change search.total_steps"
                 )
         if self.min_total is not None and not self.vary_total:
             raise ValueError(
