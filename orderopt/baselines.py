@@ -34,16 +34,8 @@ def joint_spec(
     load: LoadOptions | None = None,
 ) -> RunSpec:
     """Joint training: one stage mixing every task uniformly for ``total_steps``."""
-    return RunSpec(
-        Schedule.joint([t.name for t in tasks], total_steps),
-        tasks,
-        model,
-        seed=seed,
-        kind="baseline",
-        trainer=trainer,
-        baseline="joint",
-        load=load or LoadOptions(),
-    )
+    schedule = Schedule.joint([t.name for t in tasks], total_steps)
+    return _baseline(schedule, tasks, model, seed=seed, trainer=trainer, load=load, baseline="joint")
 
 
 def merge_spec(
@@ -59,16 +51,31 @@ def merge_spec(
     """Model merging: one model per task trained from the base for an even share of ``total_steps``, merged with
     ``method``. Its schedule lists those per-task runs (side by side, not in sequence) in suite order; whatever
     schedule it was asked with, a merge is this one run."""
+    schedule = Schedule.from_stages([t.name for t in tasks], max(total_steps // len(tasks), 1))
+    return _baseline(schedule, tasks, model, seed=seed, trainer=trainer, load=load, baseline="merge", merge=method)
+
+
+def _baseline(
+    schedule: Schedule,
+    tasks: Sequence[Task],
+    model: str,
+    *,
+    seed: int,
+    trainer: TrainerConfig,
+    load: LoadOptions | None,
+    baseline: str,
+    merge: str | None = None,
+) -> RunSpec:
     return RunSpec(
-        Schedule.from_stages([t.name for t in tasks], max(total_steps // len(tasks), 1)),
+        schedule,
         tasks,
         model,
         seed=seed,
         kind="baseline",
         trainer=trainer,
-        baseline="merge",
+        baseline=baseline,
         load=load or LoadOptions(),
-        merge=method,
+        merge=merge,
     )
 
 

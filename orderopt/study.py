@@ -52,10 +52,13 @@ __all__ = ["RunPlan", "Study", "check_baseline", "run_plans"]
 
 log = logging.getLogger(__name__)
 
+#: what a run can be besides a schedule: joint training (every task in one stage), merging (a model per task, merged)
+BASELINES = ("joint", "merge")
+
 
 def check_baseline(baseline: str | None) -> None:
     """A schedule's baseline is none, joint (every task in one stage) or merge (one model per task, merged)."""
-    if baseline not in (None, "joint", "merge"):
+    if baseline is not None and baseline not in BASELINES:
         raise ValueError(f"schedule.baseline={baseline!r}; use joint, merge or null")
 
 
@@ -166,8 +169,8 @@ class Study:
             schedules += [(Schedule.from_stages(order, steps), None) for order in design]
         schedules += [(Schedule.parse(key), None) for key in exp.schedules]
         for name in exp.baselines:
-            if name not in ("joint", "merge"):
-                raise ValueError(f"experiment.baselines lists {name!r}; use joint and/or merge")
+            if name is None or name not in BASELINES:
+                raise ValueError(f"experiment.baselines lists {name!r}; use {' and/or '.join(BASELINES)}")
             schedules.append((Schedule.from_stages(self.suite, steps), name))
         if not schedules:
             raise ValueError(
@@ -465,8 +468,8 @@ def run_plans(plans: list[RunPlan], *, n_jobs: int, name: str) -> list[dict[str,
     if n_jobs < 1:
         raise ValueError(f"n_jobs={n_jobs!r} must be at least 1")
     todo = list({p.run_dir: p for p in plans if not p.done}.values())  # a run planned twice is trained once
-    states = [p.state for p in todo]
-    busy: list[RunPlan] = [p for p in todo if p.state == "running"]  # another process trains them: wait for it
+    states = [p.state for p in todo]  # read once: a run's state can change while we look
+    busy: list[RunPlan] = [p for p, state in zip(todo, states, strict=True) if state == "running"]  # wait for them
     todo = [p for p in todo if p.run_dir not in {b.run_dir for b in busy}]
     n_jobs = min(n_jobs, max(len(todo), 1))
     threads = max(1, (os.cpu_count() or 1) // n_jobs)  # a worker's torch threads

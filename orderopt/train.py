@@ -27,7 +27,7 @@ from orderopt import identity
 from orderopt.config import TrainerConfig
 from orderopt.evaluate import evaluate_task
 from orderopt.model import LoadOptions, _plain, load_model, model_id
-from orderopt.records import RECORD_FORMAT
+from orderopt.records import KINDS, RECORD_FORMAT
 from orderopt.schedule import Schedule, Stage
 from orderopt.store import own_run, read_json, read_record, record_model, write_json_atomic
 from orderopt.tasks import Task
@@ -90,7 +90,7 @@ class RunSpec:
         return identity.run_id(self.kind, identity.run_identity(self.config, versions()), self.seed, merge=self.merge)
 
     def __post_init__(self) -> None:
-        if self.kind not in ("probe", "full", "baseline"):
+        if self.kind not in KINDS:
             raise ValueError(f"run kind {self.kind!r}; use probe, full or baseline")
         self.schedule.validate([t.name for t in self.tasks], require_all=self.kind == "full")
         unknown = sorted(set(self.scored or ()) - {t.name for t in self.tasks})
