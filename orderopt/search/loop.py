@@ -218,8 +218,7 @@ class ActiveSearch:
                     len(history) - 1,
                     ", ".join(f"{k} seed {seed}" for k, seed in pending),
                 )
-                saved = {k: (float(m), float(v)) for k, (m, v) in history[-1].get("predicted", {}).items()}
-                return [(Schedule.parse(k), seed) for k, seed in pending], saved, len(history) - 1
+                return [(Schedule.parse(k), seed) for k, seed in pending], _predicted(history[-1]), len(history) - 1
         predictor = self.make_predictor().fit(self.probes + data)
         surrogate = self._surrogate(predictor, measured)
         trained = self._trained(data)
@@ -296,9 +295,8 @@ class ActiveSearch:
             pick = (record["schedule_key"], record["seed"])
             if pick in picked or record["seed"] == self.seed:
                 plan = self._plan(Schedule.parse(pick[0]), pick[1])
-                saved = history[picked[pick]].get("predicted", {}) if pick in picked else {}
-                predicted = tuple(saved.get(pick[0], (math.nan, math.nan)))
-                self._add_trial(plan, record, (float(predicted[0]), float(predicted[1])), picked.get(pick, -1))
+                saved = _predicted(history[picked[pick]]) if pick in picked else {}
+                self._add_trial(plan, record, saved.get(pick[0], (math.nan, math.nan)), picked.get(pick, -1))
 
     def _result(self, stopped: str) -> SearchResult:
         with self._lock():
@@ -617,7 +615,7 @@ class ActiveSearch:
             # (the default storage is the directory's own file: a copied directory takes it along)
             here, owner = str(self.study.directory.resolve()), study.user_attrs.get("directory")
             if self._own_storage():
-                pass
+                pass  # its own file: a copied directory's storage is the copy's
             elif owner is None:
                 study.set_user_attr("directory", here)
             elif owner != here:
@@ -744,6 +742,11 @@ def check_search_config(cfg: Any, space: SearchSpace) -> None:
     if bad:
         raise ValueError(f"search.objectives={list(cfg.objectives)}; use [score] or [score, steps]")
     make_sampler(cfg.sampler, seed=cfg.seed, space=space, n_objectives=len(cfg.objectives))
+
+
+def _predicted(round_: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """What a saved round's picks were predicted when picked (mean, std), by schedule key (older loop files: none)."""
+    return {k: (float(m), float(v)) for k, (m, v) in round_.get("predicted", {}).items()}
 
 
 def _picks(round_: dict[str, Any], seed: int) -> list[tuple[str, int]]:

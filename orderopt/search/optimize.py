@@ -186,12 +186,7 @@ def predicted_search(
 
 def best_trials(study: optuna.Study, n: int) -> list[optuna.trial.FrozenTrial]:
     """The ``n`` feasible finished trials of distinct schedules with the highest predicted score."""
-    trials = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        if all(c <= 0 for c in _constraints(t))
-    ]
-    trials.sort(key=lambda t: (-t.values[0], t.number))
+    trials = sorted(_feasible(study), key=lambda t: (-t.values[0], t.number))
     seen: set[str] = set()
     out = []
     for t in trials:
@@ -208,19 +203,23 @@ def best_trials(study: optuna.Study, n: int) -> list[optuna.trial.FrozenTrial]:
 def pareto_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """The feasible trials of a score-vs-steps search no other beats on both (a higher predicted score in at most
     as many steps), one per schedule, fewest steps first."""
-    trials = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        if all(c <= 0 for c in _constraints(t)) and len(t.values) == 2
-    ]
-    trials.sort(key=lambda t: (t.values[1], -t.values[0], t.number))
+    trials = sorted(
+        (t for t in _feasible(study) if len(t.values) == 2), key=lambda t: (t.values[1], -t.values[0], t.number)
+    )
     front: list[optuna.trial.FrozenTrial] = []
-    for t in trials:
+    for t in trials:  # fewest steps first, the best score first among equal steps: a point must beat the last kept
         if not front or t.values[0] > front[-1].values[0]:
-            if front and front[-1].values[1] == t.values[1]:
-                continue  # the same steps: the first (best score) is kept
             front.append(t)
     return front
+
+
+def _feasible(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The finished trials that meet the space's constraints."""
+    return [
+        t
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if all(c <= 0 for c in _constraints(t))
+    ]
 
 
 def _finished(study: optuna.Study) -> int:

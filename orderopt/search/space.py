@@ -86,7 +86,7 @@ class SearchSpace:
         # no point of the space could meet the bounds: refused here, not found out after the probes
         lows, highs = sum(lo for lo, _ in bounds.values()), sum(hi for _, hi in bounds.values())
         each = ", ".join(f"{t} {lo}–{hi}" for t, (lo, hi) in bounds.items())
-        least = (self.min_total or self.step_unit * len(tasks)) if self.vary_total else self.total_steps
+        least = self._lowest_total if self.vary_total else self.total_steps
         if lows > self.total_steps or highs < least:
             raise ValueError(
                 f"no schedule of {'at least ' + str(least) + ' and ' if least < self.total_steps else ''}at most "
@@ -153,9 +153,13 @@ class SearchSpace:
         if not self.equal_budgets:
             out |= {f"share_{t}": FloatDistribution(self._share_low, 1.0, log=True) for t in self.tasks}
         if self.vary_total:
-            lo = self.min_total or self.step_unit * k
-            out["total_steps"] = IntDistribution(lo, self.total_steps, step=self.step_unit)
+            out["total_steps"] = IntDistribution(self._lowest_total, self.total_steps, step=self.step_unit)
         return out
+
+    @property
+    def _lowest_total(self) -> int:
+        """The smallest total the second objective searches: ``min_total``, else one unit per task."""
+        return self.min_total or self.step_unit * len(self.tasks)
 
     @property
     def _share_low(self) -> float:
@@ -178,8 +182,9 @@ class SearchSpace:
                 f"share_{t}": trial.suggest_float(f"share_{t}", self._share_low, 1.0, log=True) for t in self.tasks
             }
         if self.vary_total:
-            lo = self.min_total or self.step_unit * k
-            params["total_steps"] = trial.suggest_int("total_steps", lo, self.total_steps, step=self.step_unit)
+            params["total_steps"] = trial.suggest_int(
+                "total_steps", self._lowest_total, self.total_steps, step=self.step_unit
+            )
         schedule = self.schedule(params)
         constraints = self.constraints(schedule)
         trial.set_user_attr(CONSTRAINTS_ATTR, constraints)
@@ -231,7 +236,7 @@ class SearchSpace:
             params |= {f"join_{i}": joins[i] for i in range(k - 1)}
         total = schedule.total_steps
         if self.vary_total:  # always a parameter then (a trial without it would draw one), within its bounds
-            lo = self.min_total or self.step_unit * k
+            lo = self._lowest_total
             if not lo <= total <= self.total_steps:
                 raise ValueError(
                     f"schedule {schedule.key!r} trains {total} steps; the space's totals: {lo}..{self.total_steps}"
