@@ -18,10 +18,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from orderopt.config import Config, register_configs
-from orderopt.report import format_record, format_table
+from orderopt.report import format_record, format_table, plot_transfer
 from orderopt.schedule import Schedule
 
 if TYPE_CHECKING:
+    from orderopt.probe import ProbeCost, TransferMatrix
     from orderopt.search.pipeline import Outcome
 
 __all__ = [
@@ -169,19 +170,27 @@ def study_from_config(cfg: Config) -> tuple[list[dict[str, Any]], str]:
 def probe_from_config(cfg: Config) -> str:
     """Run the study's probes still missing, save the transfer matrix (JSON, GraphML, PNG); the text report."""
     from orderopt.orders import heuristic_orders
-    from orderopt.report import plot_transfer
     from orderopt.study import Study
 
     full_steps = _full_steps(cfg)  # a bad schedule.steps fails before the base model is built
     study = Study.from_config(cfg)
     tm, cost = study.probe(cfg.probe, full_steps=full_steps)
-    figure = plot_transfer(tm, study.directory / "transfer.png")
+    _probed(cfg, study.directory)(tm, cost)
     orders = "\n".join(f"  {name:<17}{' > '.join(order)}" for name, order in heuristic_orders(tm).items())
-    _log_probes(cfg, tm, cost, figure)
     return (
         f"{tm.format()}\n\nheuristic orders:\n{orders}\n\nprobe cost: {cost}\n"
-        f"written: {study.directory}/transfer.json, transfer.graphml, {figure.name}"
+        f"written: {study.directory}/transfer.json, transfer.graphml, transfer.png"
     )
+
+
+def _probed(cfg: Config, directory: Path) -> Callable[[TransferMatrix, ProbeCost], None]:
+    """What every command does with the probes once they are done: the heatmap (``transfer.png``) and one wandb
+    run for them all."""
+
+    def probed(tm: TransferMatrix, cost: ProbeCost) -> None:
+        _log_probes(cfg, tm, cost, plot_transfer(tm, directory / "transfer.png"))
+
+    return probed
 
 
 def _full_steps(cfg: Config) -> int:
@@ -196,7 +205,7 @@ def _full_steps(cfg: Config) -> int:
         raise ValueError(f"schedule.steps={steps!r}: {err}") from err
 
 
-def _log_probes(cfg: Config, tm: Any, cost: Any, figure: Path) -> None:
+def _log_probes(cfg: Config, tm: TransferMatrix, cost: ProbeCost, figure: Path) -> None:
     """One wandb run for all the probes of a study: the matrices as tables, the heatmap, the cost."""
     import hashlib
 
@@ -310,6 +319,7 @@ def main_from_config(
         default_total=total,
         launch=launch,
         merge_method=cfg.schedule.merge_method,
+        probed=_probed(cfg, study.directory),
     )
     out = study.directory / "search.json"
     write_json_atomic(out, outcome.as_dict())
@@ -318,8 +328,9 @@ def main_from_config(
     text = (
         f"{outcome.format()}\n"
         f"written: {out} (the outcome), {page} (the report: open it in a browser; PNGs of its figures: orderopt-report "
-        f"study={cfg.study}{where}), {study.directory / 'runs'} (run "
-        f"records), {outcome.storage} (Optuna studies: optuna-dashboard {outcome.storage})"
+        f"study={cfg.study}{where}), {study.directory / 'transfer.png'} (the probes' transfer matrix), "
+        f"{study.directory / 'runs'} (run records), {outcome.storage} (Optuna studies: optuna-dashboard "
+        f"{outcome.storage})"
     )
     return text, outcome
 

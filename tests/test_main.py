@@ -75,6 +75,7 @@ def _finish(proc: subprocess.Popen, log: Path) -> str:
 
 def _outcome(studies: Path) -> dict:
     assert (studies / "main-test" / "report.html").is_file()  # the study report, at the end
+    assert (studies / "main-test" / "transfer.png").is_file()  # the probes' heatmap, as orderopt-probe writes it
     return json.loads((studies / "main-test" / "search.json").read_text())
 
 

@@ -166,10 +166,12 @@ def optimize(
     default_total: int,
     launch: Callable[[list[Any], str], list[dict[str, Any]]] | None = None,
     merge_method: str = "ties",
+    probed: Callable[[Any, Any], None] | None = None,
 ) -> Outcome:
     """Probe (what is missing), fit, search and run the active loop on ``study``; the outcome. ``launch`` trains
     the loop's full runs (default: the study's backend; the Hydra sweeper: Hydra jobs); merging, shown and confirmed
-    against, merges with ``merge_method`` (``schedule.merge_method``)."""
+    against, merges with ``merge_method`` (``schedule.merge_method``); ``probed`` is given the transfer matrix and
+    the probes' cost once the probes are done (the entry point's figure and wandb run)."""
     from sklearn.base import clone
 
     from orderopt.predict import make_predictor
@@ -181,6 +183,8 @@ def optimize(
         open_storage(storage_url(search.storage, study.directory))
     log.info("[orderopt] 1/3 probes (%s steps each, seeds %s)", probe.steps, list(probe.seeds))
     tm, cost = study.probe(probe, full_steps=space.total_steps)
+    if probed is not None:
+        probed(tm, cost)
     probes = study.probe_records(probe)
     known = known_points(space, tm)
     log.info(
