@@ -16,8 +16,9 @@ fit on the same held-out schedules (paired: "never lower" is measured draw by dr
 For every probe set (each probe seed alone and all seeds pooled) and three paths (every pair; the pairs
 ``probe.pair_select=harm`` runs; single-task probes only):
 the learned predictor (probes only, + full runs), the additive BWT predictor, and — per probe seed — whether the
-measured ρ lies within the 90% interval of the ρ the learned predictor's own std implies (draws of its predictions
-within their std), and how often a held-out schedule's measured mean lies within ±1 and ±2 std of its prediction.
+measured ρ lies within the 90% interval of the ρ the learned predictor's own uncertainty implies (joint draws of its
+members; also independent draws within each prediction's std), and how often a held-out schedule's measured mean
+lies within ±1 and ±2 std of its prediction.
 Beside them, the free rules (``orderopt.rules``: open tasks first — measured per probe set, and by the tasks'
 labels —, structured first, suite order, each task first) and the heuristic orders of each probe set, on the same
 held-out schedules and on its equal-budget curricula alone. No training: only recorded runs are read.
@@ -37,7 +38,7 @@ import numpy as np
 from _settings import parse_settings
 
 from orderopt.orders import heuristic_orders
-from orderopt.predict import AdditiveBWTPredictor, TransferPredictor, rank_correlation
+from orderopt.predict import AdditiveBWTPredictor, TransferPredictor, rank_correlation, ranking_interval
 from orderopt.probe import TransferMatrix, select_probes
 from orderopt.rules import free_rules, opens_from_entropy, order_rule, rule_scores
 from orderopt.schedule import Schedule
@@ -303,18 +304,23 @@ def _rank(model: Any, keys: list[str], measured: dict[str, list[float]]) -> dict
 
 
 def _calibration(model: Any, keys: list[str], measured: dict[str, list[float]], draws: int = 400) -> dict[str, Any]:
-    """Does the predictor know how good it is? The 90% interval of ρ(prediction, a draw within its std) against the
-    measured ρ, and how many measured means lie within ±1 and ±2 std of their prediction."""
+    """Does the predictor know how good it is? The 90% interval of ρ its own uncertainty implies against the
+    measured ρ — from joint draws of its members (``ranking_interval``: one draw moves every schedule together, as
+    its errors do) and, as before 2026-11-29, from independent draws within each schedule's std (which ignore that)
+    — and how many measured means lie within ±1 and ±2 std of their prediction."""
     mean, std = model.predict_mean(keys, return_std=True)
     truth = np.array([statistics.fmean(measured[k]) for k in keys])
     rng = np.random.default_rng(0)
     rho = [rank_correlation(list(mean), list(rng.normal(mean, std)))["spearman"] for _ in range(draws)]
     low, high = np.quantile(rho, [0.05, 0.95])
+    joint_low, joint_high = ranking_interval(model, keys, n_samples=draws)
     actual = rank_correlation(list(mean), list(truth))["spearman"]
     z = np.abs(truth - mean) / std
     return {
-        "rho_interval": [float(low), float(high)],
-        "rho_within": bool(low <= actual <= high),
+        "rho_interval": [joint_low, joint_high],
+        "rho_within": bool(joint_low <= actual <= joint_high),
+        "rho_interval_independent": [float(low), float(high)],
+        "rho_within_independent": bool(low <= actual <= high),
         "within_1sd": float(np.mean(z <= 1)),
         "within_2sd": float(np.mean(z <= 2)),
     }
@@ -392,11 +398,20 @@ def _summarise(results: list[dict[str, Any]]) -> list[str]:
         lines.append(f"over {len(rows)} probe seeds, {path} (median {probes:g} probes a seed): {text}")
         if "rho_within" in rows[0]["learned"]:
             within = np.mean([r["learned"]["rho_within"] for r in rows])
+            apart = np.mean([r["learned"]["rho_within_independent"] for r in rows])
+            width = statistics.median(r["learned"]["rho_interval"][1] - r["learned"]["rho_interval"][0] for r in rows)
             one = np.mean([r["learned"]["within_1sd"] for r in rows])
             two = np.mean([r["learned"]["within_2sd"] for r in rows])
+            pooled = [r["learned"] for r in results if r["path"] == path and ", seeds " in r["probes"]]
             lines.append(
                 f"  learned's own uncertainty, {path}: measured ρ inside its 90% interval for {within:.0%} of probe "
-                f"seeds; held-out means within ±1 std {one:.0%}, ±2 std {two:.0%}"
+                f"seeds (joint draws of its members; median width {width:.2f}; independent draws per schedule: "
+                f"{apart:.0%}); held-out means within ±1 std {one:.0%}, ±2 std {two:.0%}"
+                + "".join(
+                    f"; all seeds pooled: ρ {p['spearman']:+.2f} {'inside' if p['rho_within'] else 'outside'} "
+                    f"{p['rho_interval'][0]:+.2f}..{p['rho_interval'][1]:+.2f}"
+                    for p in pooled
+                )
             )
     return lines
 

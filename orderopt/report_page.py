@@ -97,12 +97,12 @@ def build_sections(study_dir: str | Path, *, model: str | None = None, predictor
         from orderopt.predict import TransferPredictor
 
         predictor = TransferPredictor()
-    predicted = _predictions(probes, trained, predictor)
+    predicted, expected = _predictions(probes, trained, predictor)
     sections: list[Section] = []
     if transfer is not None:
         sections.append(_transfer_section(transfer))
     if predicted and trained:
-        sections.append(_prediction_section(trained, predicted, _describe(predictor)))
+        sections.append(_prediction_section(trained, predicted, _describe(predictor), expected))
     if search is not None:
         sections.append(_search_section(search))
     replay = _read(study_dir / "search_replay.json")
@@ -132,23 +132,29 @@ def _by_schedule(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]
 
 def _predictions(
     probes: list[dict[str, Any]], trained: list[dict[str, Any]], predictor: Any
-) -> dict[str, tuple[float, float]]:
+) -> tuple[dict[str, tuple[float, float]], tuple[float, float] | None]:
     """Predicted mean final score ± std of every trained schedule, by ``predictor`` fitted on the study's probes
-    only: no schedule's own runs are in its prediction (a search's final predictions have seen them)."""
+    only: no schedule's own runs are in its prediction (a search's final predictions have seen them); and the 90%
+    interval of the ρ it expects between its ranking of them and the measured one (``ranking_interval``; None for
+    a predictor without joint draws or fewer than 3 schedules)."""
     if not probes:
-        return {}
+        return {}, None
     from sklearn.base import clone
 
+    from orderopt.predict import ranking_interval
     from orderopt.schedule import Schedule
 
     try:
         model = clone(predictor).fit(probes)
     except ValueError as err:  # e.g. probes of two lengths: said on the page's log, the section left out
         log.warning("report: no predictions (the predictor could not be fitted on the probes: %s)", err)
-        return {}
+        return {}, None
     keys = sorted({r["schedule_key"] for r in trained if r.get("baseline") != "merge"})
-    means, stds = model.predict_mean([Schedule.parse(k) for k in keys], return_std=True)
-    return {k: (float(m), float(s)) for k, m, s in zip(keys, means, stds, strict=True)}
+    schedules = [Schedule.parse(k) for k in keys]
+    means, stds = model.predict_mean(schedules, return_std=True)
+    joint = hasattr(model, "sample_mean") and getattr(model, "n_boot", 0) > 0 and len(keys) >= 3
+    expected = ranking_interval(model, schedules) if joint else None
+    return {k: (float(m), float(s)) for k, m, s in zip(keys, means, stds, strict=True)}, expected
 
 
 def _label_key(label: str) -> str | None:
@@ -334,7 +340,10 @@ def _describe(predictor: Any) -> str:
 
 
 def _prediction_section(
-    trained: list[dict[str, Any]], predicted: dict[str, tuple[float, float]], what: str = "learned predictor"
+    trained: list[dict[str, Any]],
+    predicted: dict[str, tuple[float, float]],
+    what: str = "learned predictor",
+    expected: tuple[float, float] | None = None,
 ) -> Section:
     import plotly.graph_objects as go
 
@@ -376,8 +385,25 @@ def _prediction_section(
         "Predicted vs measured",
         f"{len(rows)} schedules trained (joint training in red), predicted by the {what} fitted on the "
         "study's probes only (no full run in the fit)"
-        + (f"; the interval resamples schedules ({N_BOOTSTRAP} draws)." if interval else "."),
+        + (f"; the interval resamples schedules ({N_BOOTSTRAP} draws)." if interval else ".")
+        + (_expected_rho(rho, expected) if expected is not None and len(rows) == len(predicted) else ""),
         [fig],
+    )
+
+
+def _expected_rho(rho: float, expected: tuple[float, float]) -> str:
+    """Whether the measured ρ is what the predictor's own uncertainty expected."""
+    low, high = expected
+    verdict = (
+        "inside it: the predictor knows how well it ranks these schedules"
+        if low <= rho <= high
+        else "above it: the predictor ranks better than it claims"
+        if rho > high
+        else "below it: on these tasks the predictor ranks worse than it claims; trust full runs over it"
+    )
+    return (
+        f" From its own uncertainty (joint draws of its members) the predictor expected ρ {low:.2f} – {high:.2f} "
+        f"(90%); measured {rho:.2f}, {verdict}."
     )
 
 

@@ -295,3 +295,25 @@ def test_a_task_scored_zero_everywhere_gives_finite_predictions(probes: list[dic
             mean, std = predictor.fit(fit_on).predict(keys, return_std=True)
             assert np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()
             assert (mean[:, -1] < 0.05).all()  # names: about 0 in every schedule
+
+
+def test_joint_draws_have_the_predictor_s_own_std_and_move_schedules_together(probes: list[dict]) -> None:
+    """``sample_mean``: each schedule's spread over draws is the std ``predict_mean`` reports (members, channel
+    choice and eval noise), and one draw shifts schedules together: far more draws keep two close schedules'
+    predicted order than independent draws within their stds would."""
+    model = TransferPredictor().fit(probes)
+    keys = [
+        "names:200>strings:200>qa:200>arith:200",
+        "names:200>strings:200>arith:200>qa:200",
+        "arith:200>qa:200>strings:200>names:200",
+        "arith+strings+qa+names:800",
+    ]
+    mean, std = model.predict_mean(keys, return_std=True)
+    draws = model.sample_mean(keys, n_samples=4000)
+    assert np.allclose(draws.std(axis=0), std, rtol=0.05)
+    independent = np.random.default_rng(0).normal(mean, std, (4000, len(keys)))
+    same = np.mean(np.sign(draws[:, 0] - draws[:, 1]) == np.sign(mean[0] - mean[1]))
+    alone = np.mean(np.sign(independent[:, 0] - independent[:, 1]) == np.sign(mean[0] - mean[1]))
+    assert same > alone + 0.05
+    weighted = model.sample_mean(keys, weights=[1, 0, 0, 0], n_samples=10)
+    assert weighted.shape == (10, 4) and not np.allclose(weighted, draws[:10])

@@ -300,7 +300,7 @@ def test_a_merge_is_not_taken_for_the_curriculum_its_record_names() -> None:
     curriculum = "arith:200>strings:200>qa:200>names:200"
     assert {r.get("baseline") for r in trained if r["schedule_key"] == curriculum} == {None, "merge"}
     search = {"recommendation": curriculum}
-    table = _leaderboard_section(trained, _predictions(probes, trained, TransferPredictor()), search).table
+    table = _leaderboard_section(trained, _predictions(probes, trained, TransferPredictor())[0], search).table
     rows = {re.sub("<.*?>", "|", row).strip("|").split("||")[0]: row for row in re.findall("<tr>(.*?)</tr>", table)}
     merge = rows["merge:arith:200&gt;strings:200&gt;qa:200&gt;names:200"]
     assert "<td>–</td>" in merge and "★" not in merge
@@ -320,3 +320,34 @@ def test_the_report_predicts_with_the_study_s_own_predictor() -> None:
     assert "by the learned predictor fitted" in learned.caption and "by the additive predictor" in additive.caption
     assert list(learned.figures[0].data[0].x) != list(additive.figures[0].data[0].x)
     assert "(use_pairs=False)" in prediction(TransferPredictor(use_pairs=False)).caption
+    # the learned predictor says what ρ its own uncertainty expected (joint draws); the additive one has none
+    assert "the predictor expected ρ" in learned.caption and "expected ρ" not in additive.caption
+
+
+def test_the_learned_predictor_s_joint_draws_rank_alike_and_its_expected_rho_covers_the_reference() -> None:
+    """Joint draws move every schedule together: two schedules far apart in prediction keep their order in (nearly)
+    every draw, which independent draws within each std would not; the reference's measured ρ over its trained
+    schedules (probes of seed 0 only) lies inside the predictor's own 90% interval."""
+    import statistics
+
+    import numpy as np
+
+    from orderopt.predict import TransferPredictor, rank_correlation, ranking_interval
+    from orderopt.records import measurements
+    from orderopt.store import load_records
+
+    records = load_records(STUDIES / "reference")
+    probes = [r for r in records if r["kind"] == "probe" and r["seed"] == 0]
+    model = TransferPredictor().fit(probes)
+    runs: dict[str, list[float]] = {}
+    for r in measurements(records):
+        runs.setdefault(r["schedule_key"], []).append(r["mean_final"])
+    keys = sorted(runs)
+    draws = model.sample_mean(keys, n_samples=100)
+    assert draws.shape == (100, len(keys)) and np.isfinite(draws).all()
+    mean = model.predict_mean(keys)
+    low, high = ranking_interval(model, keys)
+    rho = rank_correlation(list(mean), [statistics.fmean(runs[k]) for k in keys])["spearman"]
+    assert -1 <= low < high <= 1 and low <= rho <= high
+    with pytest.raises(ValueError, match="n_boot=0"):
+        TransferPredictor(n_boot=0).fit(probes).sample_mean(keys)

@@ -24,6 +24,7 @@ from orderopt.predict.ranking import (
     make_predictor,
     rank_correlation,
     rank_schedules,
+    ranking_interval,
     ranking_quality,
 )
 
@@ -35,5 +36,6 @@ __all__ = [
     "make_predictor",
     "rank_correlation",
     "rank_schedules",
+    "ranking_interval",
     "ranking_quality",
 ]

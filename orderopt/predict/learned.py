@@ -180,6 +180,39 @@ class TransferPredictor(_Predictor):
             total_std[at] = np.sqrt(mean_spread**2 + w * (1 - w) * (gap @ w_task) ** 2 + mean_noise**2)
         return mean, std, total, total_std
 
+    def sample_mean(
+        self,
+        schedules: Iterable[ScheduleLike],
+        *,
+        weights: Sequence[float] | None = None,
+        n_samples: int = 200,
+        random_state: int = 0,
+    ) -> np.ndarray:
+        """(n_samples, schedules): joint draws of the schedules' (``weights``-weighted) mean score — a member drawn
+        at random (a probe model and a full-run correction; see the class), which channel is right (drawn as the
+        mixture's variance says), and the eval noise of each schedule's score: each draw's marginal spread is the
+        std ``predict_mean`` gives. One draw moves every schedule together, as the predictor's errors do (independent
+        draws within each schedule's std ignore that; ``orderopt.predict.ranking_interval``)."""
+        if self.n_boot < 1:
+            raise ValueError(f"sample_mean needs members: n_boot={self.n_boot!r}; fit with n_boot ≥ 1 (default 30)")
+        parsed = self._schedules(schedules)
+        weighted = self._task_weights(weights)
+        w_task = np.full(len(self.tasks_), 1.0 / len(self.tasks_)) if weighted is None else weighted
+        budgets = self._encode(parsed)
+        channels = np.einsum("mntc,t->mnc", self._rollout_batch(budgets, self._stacked(self.members_[1:])), w_task)
+        first = np.einsum("mntc,t->mnc", self._rollout_batch(budgets, self._stacked(self.members_[:1])), w_task)[0]
+        rng = np.random.default_rng(random_state)
+        member = rng.integers(len(channels), size=n_samples)
+        # which channel is right, drawn once per draw: the score channel with probability score_weight (the variance
+        # of that choice is the mixture's, w(1 − w)·gap², which the std holds), centred on the mixture the mean is
+        w = self.score_weight
+        gap = first[:, 0] - first[:, 1]  # as the std has it: the first member's
+        pick = rng.random(n_samples) < w
+        mixture = np.where(pick[:, None], w - 1.0, w) * gap[None, :]  # score: −(1 − w)·gap, entropy: +w·gap
+        means = (1.0 - w) * channels[member, :, 0] + w * channels[member, :, 1] + mixture
+        noise = np.sqrt((self.transfer_.eval_std**2) @ w_task**2)
+        return means + rng.normal(0.0, noise, (n_samples, len(parsed)))
+
     # --- the probe model: a member is one fit of both channels ------------------------------------------------
     def _member(
         self, tm: TransferMatrix, coupling: dict[str, float], rng: np.random.Generator | None

@@ -20,6 +20,7 @@ __all__ = [
     "make_predictor",
     "rank_correlation",
     "rank_schedules",
+    "ranking_interval",
     "ranking_quality",
 ]
 
@@ -145,6 +146,27 @@ def _measured(full_runs: Iterable[dict[str, Any]]) -> dict[str, tuple[float, flo
         )
         for k, runs in groups.items()
     }
+
+
+def ranking_interval(
+    predictor: TransferPredictor,
+    schedules: Sequence[ScheduleLike],
+    *,
+    weights: Sequence[float] | None = None,
+    level: float = 0.9,
+    n_samples: int = 200,
+) -> tuple[float, float]:
+    """The ``level`` interval of the Spearman ρ between a fitted learned predictor's ranking of ``schedules`` and
+    their measured ranking, as its own uncertainty sees it: ρ(its prediction, a joint draw of its scores,
+    ``TransferPredictor.sample_mean``) over draws. On the committed studies' held-out schedules the measured ρ fell
+    inside the 90 % interval for every probe seed (README, "Does it know how good it is?")."""
+    if len(schedules) < 3:
+        raise ValueError(f"a ranking interval needs ≥ 3 schedules, got {len(schedules)}")
+    mean = predictor.predict_mean(schedules, weights=weights)
+    draws = predictor.sample_mean(schedules, weights=weights, n_samples=n_samples)
+    rho = [rank_correlation(list(mean), list(d))["spearman"] for d in draws]
+    low, high = np.quantile(rho, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
 
 
 def rank_correlation(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, float]:
