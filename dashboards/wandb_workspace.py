@@ -40,8 +40,11 @@ def build_workspace(
         >>> [s.name for s in ws.sections]
         ['Eval score per task', 'Entropy', 'Training rewards', 'Search']
     """
-    import wandb_workspaces.reports.v2 as wr
-    import wandb_workspaces.workspaces as ws
+    try:
+        import wandb_workspaces.reports.v2 as wr
+        import wandb_workspaces.workspaces as ws
+    except ImportError as err:
+        raise SystemExit(f"{err}: the workspace needs wandb-workspaces: pip install 'orderopt[dashboards]'") from err
 
     if not tasks:
         raise ValueError(f"study {study!r}: no tasks given; pass the suite's task names (--tasks arith,qa,...)")
@@ -116,6 +119,16 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"  {section.name}: {len(section.panels)} panels")
         print("add --save to create it")
         return
+    import wandb
+
+    try:  # saving creates the workspace on the server: it needs an account
+        wandb.Api()
+    except wandb.errors.UsageError as err:
+        raise SystemExit(
+            f"{err} Saving a workspace needs a wandb account: `wandb login`, upload the study's offline runs (`wandb "
+            f"sync` each offline-run directory the commands logged, under {args.studies_dir}/{args.study}), then "
+            "add --save again"
+        ) from err
     saved = workspace.save()
     print(f"saved: {saved.url}")
 

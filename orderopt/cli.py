@@ -198,7 +198,12 @@ def _full_steps(cfg: Config) -> int:
     of a list of budgets, one per stage of ``schedule.order`` (else of the suite)."""
     steps = cfg.schedule.steps
     if not isinstance(steps, list):
-        return int(len(cfg.suite.tasks) * steps)
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(
+                f"schedule.steps={steps!r}: give a positive number of steps per stage (e.g. schedule.steps=200), or "
+                "one per stage (schedule.steps=[300,100,200,200])"
+            )
+        return len(cfg.suite.tasks) * steps
     try:
         return Schedule.from_stages(cfg.schedule.order or cfg.suite.tasks, steps).total_steps
     except ValueError as err:
@@ -245,6 +250,8 @@ def predict_from_config(cfg: Config) -> str:
     from orderopt.store import write_json_atomic
     from orderopt.study import Study
 
+    _full_steps(cfg)  # a bad schedule.steps or predictor.schedules fails before the base model is built
+    candidates = candidate_schedules(cfg.suite.tasks, cfg.schedule.steps, cfg.predictor.schedules)
     study = Study.from_config(cfg)
     where = study.directory
     probes = study.probe_records(cfg.probe)
@@ -255,10 +262,10 @@ def predict_from_config(cfg: Config) -> str:
     for name, o in orders.items():
         key = ">".join(f"{t}:{cfg.schedule.steps}" for t in o)
         heuristics[key] = f"{heuristics[key]}, {name}" if key in heuristics else name
-    candidates = candidate_schedules(cfg.suite.tasks, cfg.schedule.steps, cfg.predictor.schedules)
     rows = rank_schedules(model, candidates + list(heuristics), full)
+    pairs = cfg.predictor.use_pairs and any(len(r["schedule"]["stages"]) > 1 for r in probes)
     lines = [
-        f"{cfg.predictor.name} predictor ({'pair' if cfg.predictor.use_pairs else 'single-task'} probes, "
+        f"{cfg.predictor.name} predictor ({'pair' if pairs else 'single-task'} probes, "
         f"{cfg.probe.steps} steps, seeds {cfg.probe.seeds}; fitted on {len(probes)} probes and {len(full)} full runs):"
         f" {len(rows)} candidate schedules, best predicted first",
         format_ranking(rows, heuristics, top=cfg.predictor.top),

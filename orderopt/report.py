@@ -229,7 +229,9 @@ def plot_transfer(tm: Any, path: str | Path) -> Path:
         ax.set_yticks(range(len(tm.tasks)), tm.tasks, fontsize=8)
         for (i, j), v in np.ndenumerate(m):
             if np.isfinite(v):
-                ax.text(j, i, f"{v:+.3f}", ha="center", va="center", fontsize=7)
+                # white on the darker half of the colour scale, black on the light middle
+                colour = "white" if abs(v) > 0.6 * lim else "black"
+                ax.text(j, i, f"{v:+.3f}", ha="center", va="center", fontsize=7, color=colour)
         ax.set_title(title, fontsize=8)
     fig.suptitle(f"{tm.steps}-step probes of {tm.model}, seeds {tm.seeds} (rows: trained task)", fontsize=9)
     fig.tight_layout()
@@ -276,7 +278,12 @@ def format_ranking(rows: Sequence[dict[str, Any]], heuristics: dict[str, str], *
     head = f"{'#':>3} {'schedule':<44}{'predicted':>16}" + "".join(f"{t:>9}" for t in tasks) + f"{'measured':>20}"
     lines = [head]
     for n, r in enumerate(rows[: top or None], start=1):
-        measured = f"{r['measured']:.3f} ± {r['measured_std']:.3f} ({len(r['seeds'])})" if "measured" in r else "-"
+        if "measured" not in r:
+            measured = "-"
+        elif len(r["seeds"]) > 1:
+            measured = f"{r['measured']:.3f} ± {r['measured_std']:.3f} ({len(r['seeds'])})"
+        else:  # one seed measures no spread: ± 0.000 would claim none
+            measured = f"{r['measured']:.3f} (1 seed)"
         note = f"  <- {heuristics[r['schedule']]}" if r["schedule"] in heuristics else ""
         lines.append(
             f"{n:>3} {r['schedule']:<44}{r['predicted']:>9.3f} ± {r['predicted_std']:.3f}"

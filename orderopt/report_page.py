@@ -19,6 +19,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import math
 import statistics
 import time
 from collections import defaultdict
@@ -194,6 +195,12 @@ def _spearman_ci(x: list[float], y: list[float], seed: int = 0) -> tuple[float, 
     draws = (rx * ry).sum(axis=1)[ok] / denom[ok]
     lo, hi = np.quantile(draws, [0.025, 0.975])
     return rho, float(lo), float(hi)
+
+
+def _starred(search: dict[str, Any] | None) -> str:
+    """What ★ (and the stage plot's solid lines) shows: the search's recommendation, or without one (a study of
+    given schedules) the best measured schedule (:func:`_recommended`)."""
+    return "the recommendation" if search and search.get("recommendation") else "the best measured schedule"
 
 
 def _recommended(trained: list[dict[str, Any]], search: dict[str, Any] | None) -> str | None:
@@ -446,6 +453,7 @@ def _search_section(search: dict[str, Any]) -> Section:
         title="The active search: what each full run measured, and the best so far",
         xaxis_title="full runs (in the order trained)",
         yaxis_title="mean final score",
+        xaxis={"tick0": 1, "dtick": max(1, math.ceil(len(xs) / 10))},  # whole runs: no tick at 1.5
     )
     conf = search.get("confirmation") or {}
     rec = conf.get("recommended") or {}
@@ -552,8 +560,8 @@ def _leaderboard_section(
     return Section(
         "leaderboard",
         "Leaderboard",
-        "Every schedule trained, best measured first; joint training and model merging as baselines; ★ the "
-        "recommendation.",
+        "Every schedule trained, best measured first; joint training and model merging as baselines; ★ "
+        f"{_starred(search)}.",
         table=table,
     )
 
@@ -591,7 +599,11 @@ def _stages_section(trained: list[dict[str, Any]], search: dict[str, Any] | None
                     col=col,
                 )
     fig.update_xaxes(title_text="training steps")
-    fig.update_layout(title="Per task, after each stage: the recommended schedule (solid) and joint training (dotted)")
+    names = [
+        ("joint training" if label.startswith("joint:") else _starred(search)) + f" ({style})"
+        for (label, _), style in zip(shown, ("solid", "dotted"), strict=False)
+    ]
+    fig.update_layout(title="Per task, after each stage: " + " and ".join(names))
     return Section("stages", "Across stages", "Seed with the lowest number of each schedule.", [fig])
 
 

@@ -111,7 +111,9 @@ class Schedule:
         for part in key.split(">"):
             stage = _parse_stage(part)
             if stage is None:
-                raise ValueError(f"bad stage {part!r} in schedule {key!r}; write stages as task[+task...]:steps")
+                steps = part.rpartition(":")[2].strip()
+                why = f": its steps {steps!r} must be a positive whole number" if steps and ":" in part else ""
+                raise ValueError(f"bad stage {part!r} in schedule {key!r}{why}; write stages as task[+task...]:steps")
             stages.append(stage)
         return cls(tuple(stages))
 

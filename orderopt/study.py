@@ -341,6 +341,8 @@ class Study:
                 if held
                 else ""
             )
+            if held and all(not p.done for p in pairs) and all(p.done for p in singles):
+                there += "; it holds no pair probes: probe=single (or probe.pairs=false) uses its single-task ones"
             raise ValueError(
                 f"{len(missing)} of the {len(plans)} probes of study {self.name!r} ({probe.steps} steps, seeds "
                 f"{probe.seeds}, pairs={probe.pairs}) have no record under {self.directory}, e.g. {missing[0].label} "

@@ -12,6 +12,10 @@ __all__ = ["Tracker", "WandbConfig", "wandb_run_id"]
 log = logging.getLogger(__name__)
 
 
+#: what ``wandb.mode`` may be (None: chosen at run time)
+WANDB_MODES = (None, "online", "offline", "disabled")
+
+
 @dataclass
 class WandbConfig:
     """``mode=None`` picks ``online`` when the user configured wandb (WANDB_API_KEY or WANDB_MODE), else ``offline``."""
@@ -24,6 +28,13 @@ class WandbConfig:
     #: wandb's own console output per run (history and summary at finish) off; its notices and errors stay, and
     #: orderopt logs where each offline run is and how to sync it
     quiet: bool = True
+
+    def __post_init__(self) -> None:
+        if self.mode not in WANDB_MODES:
+            raise ValueError(
+                f"wandb.mode={self.mode!r}: use one of {', '.join(m for m in WANDB_MODES if m)}, or leave it unset "
+                "(online when wandb is configured, else offline)"
+            )
 
 
 def wandb_run_id(group: str, run_id: str) -> str:

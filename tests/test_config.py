@@ -129,3 +129,14 @@ def test_the_default_search_total_is_a_stage_per_task() -> None:
     assert total("schedule.steps=[100,200,300,400]") == 1000
     with pytest.raises(ValueError, match=r"schedule.steps=\[100, 200\]: 2 step budgets"):
         total("schedule.steps=[100,200]")
+    for bad in ("-4", "0"):  # refused before anything trains (orderopt-probe trained 16 probes with -4)
+        with pytest.raises(ValueError, match=rf"schedule.steps={bad}: give a positive number"):
+            total(f"schedule.steps={bad}")
+
+
+def test_a_misspelt_wandb_mode_is_refused_with_the_config_naming_it() -> None:
+    """wandb's own error came after the probes had trained, and named no config key."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        raw = compose(config_name="config", overrides=["wandb.mode=ofline"])
+    with pytest.raises(ValueError, match="wandb.mode='ofline': use one of online, offline, disabled"):
+        typed_config(raw)

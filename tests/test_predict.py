@@ -185,6 +185,12 @@ def test_predict_command_ranks_and_validates_on_a_copy_of_the_reference_study(
     bad = cli("predict", ["study=reference", f"studies_dir={tmp_path}", "probe.steps=7"], tmp_path, cache_dir)
     assert bad.returncode != 0 and "run them first: orderopt-probe study=reference" in bad.stderr
     assert "the study holds probes of 25 steps seed 0, 25 steps seed 1" in bad.stderr  # the ones it could use
+    # the header names the probes it was fitted on (it said "pair probes" for single-task ones)
+    single = cli("predict", ["study=reference", f"studies_dir={tmp_path}", "probe=single"], tmp_path, cache_dir)
+    assert single.returncode == 0 and "learned predictor (single-task probes" in single.stdout, single.stderr
+    assert "learned predictor (pair probes" in out
+    negative = cli("predict", ["study=reference", f"studies_dir={tmp_path}", "schedule.steps=-4"], tmp_path, cache_dir)
+    assert negative.returncode != 0 and "schedule.steps=-4: give a positive number" in negative.stderr
 
 
 def test_batched_rollouts_give_the_one_by_one_numbers(probes: list[dict], full: list[dict]) -> None:

@@ -75,3 +75,14 @@ def test_stage_transfer_is_the_mean_score_change_a_stage_causes() -> None:
     assert "score change during a stage of" in text and "-0.150" in text
     one_seed = summarize(_records(0.05, 0.01, seeds=1))
     assert all(r["std"] is None for r in one_seed) and "±" not in format_summary(one_seed)  # not "±0.000"
+
+
+def test_a_ranked_schedule_measured_once_shows_no_spread() -> None:
+    """orderopt-predict printed "0.580 ± 0.000 (1)" for one seed: a spread of zero it never measured."""
+    from orderopt.report import format_ranking
+
+    row = {"schedule": "a:1>b:1", "predicted": 0.6, "predicted_std": 0.01, "tasks": {"a": (0.5, 0.0), "b": (0.7, 0.0)}}
+    once = {**row, "measured": 0.58, "measured_std": 0.0, "seeds": [0]}
+    twice = {**row, "measured": 0.58, "measured_std": 0.012, "seeds": [0, 1]}
+    text = format_ranking([once, twice], {})
+    assert "0.580 (1 seed)" in text and "± 0.000" not in text and "0.580 ± 0.012 (2)" in text

@@ -216,6 +216,34 @@ def test_the_wandb_workspace_definition_builds_offline() -> None:
         module.build_workspace("me", "orderopt", "x", [])
 
 
+def test_saving_the_wandb_workspace_without_an_account_says_what_to_do(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """--save needs a wandb login: one message naming `wandb login` and `wandb sync`, not wandb's traceback."""
+    import importlib.util
+
+    pytest.importorskip("wandb_workspaces")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc with a key
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path))
+    spec = importlib.util.spec_from_file_location(
+        "wandb_workspace", STUDIES.parent / "dashboards" / "wandb_workspace.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(SystemExit, match="wandb login.*wandb sync"):
+        module.main(["--entity", "me", "--study", "reference", "--studies-dir", str(STUDIES), "--save"])
+
+
+def test_a_study_without_a_search_stars_its_best_measured_schedule_not_a_recommendation() -> None:
+    """The stage plot and the leaderboard of a study of given schedules (no search.json) name what they show."""
+    sections = {s.key: s for s in build_sections(STUDIES / "reference")}
+    assert "★ the best measured schedule" in sections["leaderboard"].caption
+    title = sections["stages"].figures[0].layout.title.text
+    assert "the best measured schedule (solid) and joint training (dotted)" in title and "recommended" not in title
+
+
 def test_a_study_of_two_base_models_is_refused_unless_one_is_named(tmp_path: Path) -> None:
     """Two suites trained under one study name (each suite warm-starts its own embedded model), or a dataset edited
     in place: loading every record is refused with what to do on the command line; named, one model's records are

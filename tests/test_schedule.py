@@ -37,6 +37,7 @@ def test_joint_and_curriculum() -> None:
         (lambda: Stage(("arith", "arith"), 3), "lists a task twice"),
         (lambda: Schedule.curriculum(SUITE, [1, 2]), "2 step budgets"),
         (lambda: Schedule.parse("arith:x"), "bad stage 'arith:x'"),
+        (lambda: Schedule.parse("arith:-4>qa:3"), "its steps '-4' must be a positive whole number"),
         (lambda: Schedule(()), "at least one stage"),
         (lambda: Stage(("a", "b"), 3, (1.0,)), "one positive weight per task"),
         (lambda: Schedule.parse("qa+names@2,x:20"), "stage 'qa\\+names@2,x:20': mixing weights '2,x' are not numbers"),

@@ -65,6 +65,18 @@ def test_a_study_travels_to_workers_without_its_tasks_and_plans_the_same_runs(tm
     assert study.wandb is not singles[0].study.wandb and len(pairs) == 12
 
 
+def test_a_study_of_single_task_probes_only_is_pointed_at_probe_single(tmp_path: Path) -> None:
+    """orderopt-predict on a study probed with probe=single: the error says which setting uses those probes
+    (it named probe.steps and probe.seeds, which were already right)."""
+    study = _study(tmp_path, model=str(REFERENCE / "base_model"))
+    singles, _ = study.plan_probes(ProbeConfig(pairs=False, seeds=[0]))
+    for plan in singles:
+        shutil.copytree(REFERENCE / "runs" / plan.run_id, plan.run_dir)
+    assert len(study.probe_records(ProbeConfig(pairs=False, seeds=[0]))) == 4
+    with pytest.raises(ValueError, match=r"no pair probes: probe=single \(or probe.pairs=false\)"):
+        study.probe_records(ProbeConfig(seeds=[0]))
+
+
 def test_a_replay_backend_answers_the_study_s_plans_with_recorded_runs(tmp_path: Path) -> None:
     study = _study(tmp_path, backend=ReplayBackend(REFERENCE))
     key = "names:200>strings:200>qa:200>arith:200"
