@@ -160,6 +160,8 @@ def probe_jobs(probe: ProbeConfig, trainer: TrainerConfig) -> int:
     """``probe.n_jobs``, or with null one probe per CPU core on the CPU preset and one at a time on a GPU."""
     if probe.n_jobs is None:
         return max(1, os.cpu_count() or 1) if trainer.use_cpu else 1
+    if probe.n_jobs < 1:
+        raise ValueError(f"probe.n_jobs={probe.n_jobs!r} must be at least 1 (or null: one probe per CPU core)")
     return probe.n_jobs
 
 

@@ -292,6 +292,7 @@ class Study:
         time), save the transfer matrix in the study directory (``transfer.json``, ``transfer.graphml``) and return
         it with what the probes cost against a full run of ``full_steps`` in ``full_stages`` stages (default: one
         stage per task). The base model is evaluated once per seed, here, not once per single-task probe."""
+        n_jobs = probe_jobs(probe, self.trainer)  # a bad probe.n_jobs fails before the base model is evaluated
         singles, pairs = self.plan_probes(probe)
         name = f"probes {self.name}"
         base_s = 0.0
@@ -301,7 +302,6 @@ class Study:
             evals = _base_evals(todo[0], sorted({p.seed for p in todo}))
             base_s = time.perf_counter() - start
             singles = [p if p.done else dataclasses.replace(p, base_eval=evals[p.seed]) for p in singles]
-        n_jobs = probe_jobs(probe, self.trainer)
         records = self.run(singles, n_jobs=n_jobs, name=name + " (single-task)")
         if probe.pairs and probe.pair_select != "all":  # chosen from the single-task probes just run
             pairs = self.plan_probes(probe)[1]

@@ -75,6 +75,8 @@ def test_a_study_of_single_task_probes_only_is_pointed_at_probe_single(tmp_path:
     assert len(study.probe_records(ProbeConfig(pairs=False, seeds=[0]))) == 4
     with pytest.raises(ValueError, match=r"no pair probes: probe=single \(or probe.pairs=false\)"):
         study.probe_records(ProbeConfig(seeds=[0]))
+    with pytest.raises(ValueError, match=r"probe.n_jobs=0 must be at least 1"):  # before anything is evaluated
+        study.probe(ProbeConfig(n_jobs=0, seeds=[0]), full_steps=800)
 
 
 def test_a_replay_backend_answers_the_study_s_plans_with_recorded_runs(tmp_path: Path) -> None:
