@@ -40,7 +40,7 @@ from _settings import parse_settings
 from orderopt.orders import heuristic_orders
 from orderopt.predict import AdditiveBWTPredictor, TransferPredictor, rank_correlation, ranking_interval
 from orderopt.probe import TransferMatrix, select_probes
-from orderopt.rules import free_rules, opens_from_entropy, order_rule, rule_scores
+from orderopt.rules import free_rules, order_rule, rule_scores
 from orderopt.schedule import Schedule
 from orderopt.search import Surrogate
 from orderopt.store import load_records
@@ -212,7 +212,7 @@ def _free_rule_rows(
     )
     for name, probes in probe_sets:
         tm = TransferMatrix.from_records(probes)
-        opens = opens_from_entropy(dict(zip(tm.tasks, np.diag(tm.entropy_change).tolist(), strict=True)))
+        opens = tm.opens
         measured_rules = free_rules(suite, opens)
         if "open tasks first" in measured_rules:
             rules[f"open tasks first (measured: {','.join(opens)}) | {name}"] = measured_rules["open tasks first"]

@@ -47,7 +47,7 @@ from orderopt.predict import TransferPredictor
 from orderopt.probe import TransferMatrix, select_probes
 from orderopt.records import measurements
 from orderopt.replay import ReplayBackend
-from orderopt.rules import free_rules, opens_from_entropy, order_rule
+from orderopt.rules import free_rules, order_rule
 from orderopt.schedule import Schedule
 from orderopt.search import ActiveSearch, SearchSpace, make_sampler
 from orderopt.search.space import schedule_features
@@ -182,7 +182,7 @@ class Bench:
         for sampler in ("tpe", "gp"):
             methods[f"optuna {sampler} over full runs"] = functools.partial(self._optuna, sampler, seed, run_seed)
         tm = TransferMatrix.from_records(probes)
-        opens = opens_from_entropy(dict(zip(tm.tasks, np.diag(tm.entropy_change).tolist(), strict=True)))
+        opens = tm.opens
         rules = {f"rule: {n}": r for n, r in free_rules(self.suite, opens).items() if " first" not in n or "tasks" in n}
         rules |= {f"heuristic: {n}": order_rule(o) for n, o in heuristic_orders(tm).items()}
         for name, rule in rules.items():

@@ -235,7 +235,8 @@ class TransferMatrix:
         declared, n_eval = _task_meta(probes[0].get("config", {}).get("tasks", {}), tasks)
         mean_base = np.nanmean(base, axis=0)
         own_change = np.diagonal(np.nanmean(single_h, axis=0)) - np.nanmean(base_h, axis=0)
-        # a task that declares no domain is open if its own training raised its entropy (measured, not labelled)
+        # a task that declares no domain is open if its own training raised its entropy (measured, not labelled:
+        # the diagonal of entropy_change, which ``rises`` reads once the matrix exists)
         domains = {t: declared[t] or ("open" if own_change[i] > 0 else "structured") for i, t in enumerate(tasks)}
         return cls(
             tasks=tasks,
@@ -279,6 +280,17 @@ class TransferMatrix:
         return self.single_entropy - self.base_entropy[None, :]
 
     @property
+    def rises(self) -> np.ndarray:
+        """Per task, whether its own single-task probe raised its entropy: the tasks that train like open-ended ones
+        (measured, not labelled; ``domains`` prefers a task's declared domain)."""
+        return np.diagonal(self.entropy_change) > 0
+
+    @property
+    def opens(self) -> list[str]:
+        """The tasks whose own probe raised their entropy (``rises``): "open tasks first" as measured."""
+        return [t for t, rose in zip(self.tasks, self.rises, strict=True) if rose]
+
+    @property
     def bwt_matrix(self) -> np.ndarray:
         """B[i][j] = BWT(j on i) = s_i(θ_ij) − s_i(θ_i): how training j after i moves i (NaN: no pair probe)."""
         return _backward(self.pair, self.single)
@@ -299,13 +311,13 @@ class TransferMatrix:
         """The pairs (i, j) whose pair probe i→j is worth its cost, from the single-task probes alone: j's probe
         lowered i's score by more than one eval std of i (j erodes i), or raised j's own entropy (a task whose
         training raises entropy erodes what was trained before it). ``probe.pair_select=harm`` runs only these."""
-        t, dh = self.transfer, self.entropy_change
+        t, rises = self.transfer, self.rises
         k = len(self.tasks)
         return [
             (self.tasks[i], self.tasks[j])
             for i in range(k)
             for j in range(k)
-            if i != j and (t[j, i] < -self.eval_std[i] or dh[j, j] > 0)
+            if i != j and (t[j, i] < -self.eval_std[i] or rises[j])
         ]
 
     @property

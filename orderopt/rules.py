@@ -8,13 +8,13 @@ follows the rule would rank them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from orderopt.schedule import Schedule
 
-__all__ = ["free_rules", "opens_from_entropy", "order_rule", "rule_scores", "task_times"]
+__all__ = ["free_rules", "order_rule", "rule_scores", "task_times"]
 
 Rule = Callable[[Schedule], float]
 
@@ -37,7 +37,7 @@ def task_times(schedule: Schedule | str) -> dict[str, float]:
 
 def free_rules(tasks: Sequence[str], opens: Sequence[str]) -> dict[str, Rule]:
     """The rules a user tries before paying for anything: the ``opens`` tasks (those whose entropy rises when they
-    are trained) first, structured tasks first, the suite's order, and each task first.
+    are trained, e.g. ``TransferMatrix.opens``) first, structured tasks first, the suite's order, and each task first.
 
     Example:
         >>> rules = free_rules(["a", "b"], opens=["b"])
@@ -75,8 +75,3 @@ def _mean_time(schedule: Schedule, tasks: Sequence[str]) -> float:
 def rule_scores(rule: Rule, schedules: Sequence[str]) -> list[float]:
     """A rule's score for each schedule key."""
     return [rule(Schedule.parse(k)) for k in schedules]
-
-
-def opens_from_entropy(entropy_change: Mapping[str, float]) -> list[str]:
-    """The tasks whose entropy rose in their own stage (measured, e.g. by their single-task probes)."""
-    return [t for t, dh in entropy_change.items() if dh > 0]

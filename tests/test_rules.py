@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orderopt.rules import free_rules, opens_from_entropy, order_rule, rule_scores, task_times
+from orderopt.rules import free_rules, order_rule, rule_scores, task_times
 from orderopt.schedule import Schedule
 
 
@@ -31,4 +31,11 @@ def test_rules_rank_as_a_user_following_them_would() -> None:
 def test_order_rule_and_measured_open_tasks() -> None:
     near = order_rule(["b", "a", "c"])
     assert near(Schedule.parse("b:1>a:1>c:1")) == 0.0 > near(Schedule.parse("c:1>a:1>b:1"))
-    assert opens_from_entropy({"a": -0.1, "b": 0.2, "c": 0.0}) == ["b"]
+    # the open tasks as measured: those whose own probe raised their entropy (the reference's: names alone)
+    from pathlib import Path
+
+    from orderopt.probe import TransferMatrix
+
+    tm = TransferMatrix.load(Path(__file__).resolve().parents[1] / "studies" / "reference")
+    assert tm.opens == ["names"] and tm.rises.tolist() == [False, False, False, True]
+    assert all(j in tm.opens or tm.transfer[tm.tasks.index(j), tm.tasks.index(i)] < 0 for i, j in tm.harm_pairs())

@@ -453,7 +453,7 @@ def _coupling(probes: Sequence[dict[str, Any]], tm: TransferMatrix) -> dict[str,
     """Score change per nat of entropy change, per task: least squares through the origin over every probe stage
     and every task whose entropy moved the same way in its own probe (measured, not labelled: tasks whose own
     training raises their entropy, and the others), own stages and others' alike."""
-    rises = {t: tm.entropy_change[i, i] > 0 for i, t in enumerate(tm.tasks)}
+    rises = dict(zip(tm.tasks, tm.rises.tolist(), strict=True))
     out = {}
     for group in set(rises.values()):
         tasks = [t for t in tm.tasks if rises[t] == group]
@@ -506,7 +506,7 @@ def _exposure(steps: np.ndarray, rule: str = "exposure") -> np.ndarray:
 def _noise(tm: TransferMatrix) -> float:
     """Noise of one probe entropy change: the typical entropy change the stage of a task whose own entropy falls
     causes on another task, which is ≈ 0 but for noise (smaller when the matrix averages several probe seeds)."""
-    falls = [i for i in range(len(tm.tasks)) if tm.entropy_change[i, i] <= 0] or list(range(len(tm.tasks)))
+    falls = [i for i, rose in enumerate(tm.rises) if not rose] or list(range(len(tm.tasks)))
     off = [abs(tm.entropy_change[i, j]) for i in falls for j in range(len(tm.tasks)) if j != i]
     return float(np.median(off)) if off else 0.0
 
