@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, TypedDict
 
-__all__ = ["KINDS", "RECORD_FORMAT", "Eval", "RunRecord", "check_record", "measurements"]
+__all__ = ["KINDS", "RECORD_FORMAT", "Eval", "RunRecord", "check_record", "format_mean", "measurements"]
 
 #: the format this orderopt writes
 RECORD_FORMAT = 2
@@ -124,3 +124,14 @@ def measurements(records: Iterable[Any]) -> list[Any]:
     """The records that measure a schedule's final scores: full runs (replayed ones too: a replay returns a real
     run's record) and joint training, which trains its one-stage schedule of every task; not probes, not merges."""
     return [r for r in records if r["kind"] == "full" or (r["kind"] == "baseline" and r.get("baseline") == "joint")]
+
+
+def format_mean(mean: float, std: float | None, n: int) -> str:
+    """A score measured over ``n`` seeds as a person reads it: ``0.731 ± 0.009``, or ``0.731 (one seed)`` — one
+    run measures no spread, and ``± 0.000`` would claim there is none.
+
+    Example:
+        >>> format_mean(0.7312, 0.0091, 3), format_mean(0.58, 0.0, 1)
+        ('0.731 ± 0.009', '0.580 (one seed)')
+    """
+    return f"{mean:.3f} ± {std:.3f}" if n > 1 and std is not None else f"{mean:.3f} (one seed)"

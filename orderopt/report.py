@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from orderopt.records import format_mean
 from orderopt.store import record_label
 
 __all__ = [
@@ -278,12 +279,8 @@ def format_ranking(rows: Sequence[dict[str, Any]], heuristics: dict[str, str], *
     head = f"{'#':>3} {'schedule':<44}{'predicted':>16}" + "".join(f"{t:>9}" for t in tasks) + f"{'measured':>20}"
     lines = [head]
     for n, r in enumerate(rows[: top or None], start=1):
-        if "measured" not in r:
-            measured = "-"
-        elif len(r["seeds"]) > 1:
-            measured = f"{r['measured']:.3f} ± {r['measured_std']:.3f} ({len(r['seeds'])})"
-        else:  # one seed measures no spread: ± 0.000 would claim none
-            measured = f"{r['measured']:.3f} (1 seed)"
+        n = len(r.get("seeds", ()))
+        measured = format_mean(r["measured"], r["measured_std"], n) + f" ({n})" * (n > 1) if "measured" in r else "-"
         note = f"  <- {heuristics[r['schedule']]}" if r["schedule"] in heuristics else ""
         lines.append(
             f"{n:>3} {r['schedule']:<44}{r['predicted']:>9.3f} ± {r['predicted_std']:.3f}"

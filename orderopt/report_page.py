@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from orderopt.probe import TransferMatrix
+from orderopt.records import format_mean
 from orderopt.store import load_records, read_json, record_label, split_label
 
 __all__ = ["Section", "build_sections", "write_report"]
@@ -460,8 +461,8 @@ def _search_section(search: dict[str, Any]) -> Section:
     caption = (
         f"Stopped: {_esc(str(search.get('stopped')))}. Recommendation {_esc(str(search.get('recommendation')))}"
         + (
-            f", confirmed over seeds {conf.get('seeds')}: {rec.get('mean', float('nan')):.3f}"
-            + (f" ± {rec.get('std', 0):.3f}" if len(rec.get("scores", [])) > 1 else " (one seed)")
+            f", confirmed over seeds {conf.get('seeds')}: "
+            + format_mean(rec.get("mean", float("nan")), rec.get("std"), len(rec.get("scores", [])))
             if rec
             else ""
         )
@@ -551,7 +552,7 @@ def _leaderboard_section(
             [
                 _esc(label) + mark,
                 f"{pred[0]:.3f} ± {pred[1]:.3f}" if pred else "–",
-                f"{mean:.3f} ± {std:.3f}" if n > 1 else f"{mean:.3f} (one seed)",
+                format_mean(mean, std, n),
                 str(n),
                 f"{wall:.0f} s",
             ]

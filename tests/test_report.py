@@ -85,4 +85,4 @@ def test_a_ranked_schedule_measured_once_shows_no_spread() -> None:
     once = {**row, "measured": 0.58, "measured_std": 0.0, "seeds": [0]}
     twice = {**row, "measured": 0.58, "measured_std": 0.012, "seeds": [0, 1]}
     text = format_ranking([once, twice], {})
-    assert "0.580 (1 seed)" in text and "± 0.000" not in text and "0.580 ± 0.012 (2)" in text
+    assert "0.580 (one seed)" in text and "± 0.000" not in text and "0.580 ± 0.012 (2)" in text

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from orderopt.records import format_mean
 from orderopt.schedule import Schedule
 from orderopt.search.loop import ActiveSearch, SearchResult, check_search_config, runs_in_order, search_lock
 from orderopt.search.optimize import open_storage, storage_url
@@ -135,8 +136,8 @@ class Outcome:
                         else ""
                     )
                     what = confirmation["best_other_schedule"] if name == "best other" else ""
-                    spread = f" ± {c['std']:.3f}" if len(c["scores"]) > 1 else " (one seed)"
-                    lines.append(f"  {name:<20} {c['mean']:.3f}{spread}{test}  {what}".rstrip())
+                    measured = format_mean(c["mean"], c["std"], len(c["scores"]))
+                    lines.append(f"  {name:<20} {measured}{test}  {what}".rstrip())
         probes = f"{self.probe_cost:.2f}" if self.probe_cost is not None else "?"
         lines.append(
             f"compute: {self.n_probes} probes = {probes} full runs + {self.full_runs:.2f} full runs "
