@@ -15,6 +15,7 @@ from orderopt.config import PredictorConfig
 from orderopt.predict import (
     AdditiveBWTPredictor,
     TransferPredictor,
+    best_probability,
     cross_validate,
     make_predictor,
     rank_correlation,
@@ -176,6 +177,10 @@ def test_predict_command_ranks_and_validates_on_a_copy_of_the_reference_study(
         assert (tmp_path / "reference" / name).exists()
     saved = json.loads((tmp_path / "reference" / "predictions-learned.json").read_text())
     assert len(saved["rows"]) >= 24 and saved["n_full"] == 111
+    # how sure it is: the ρ it expects and how often each candidate is the best of its joint draws
+    assert "its own uncertainty (joint draws of its members)" in out and "best of them in its draws: #1" in out
+    low, high = saved["rho_interval"]
+    assert -1 <= low < high <= 1 and sum(r["p_best"] for r in saved["rows"]) == pytest.approx(1.0)
     # the additive predictor ignores full runs: it says so, prints no leave-one-out line and keeps to its own files
     additive = cli("predict", [*args, "predictor=additive"], tmp_path, cache_dir)
     assert additive.returncode == 0, additive.stderr
@@ -323,3 +328,6 @@ def test_joint_draws_have_the_predictor_s_own_std_and_move_schedules_together(pr
     assert same > alone + 0.05
     weighted = model.sample_mean(keys, weights=[1, 0, 0, 0], n_samples=10)
     assert weighted.shape == (10, 4) and not np.allclose(weighted, draws[:10])
+    p_best = best_probability(model, keys)
+    assert p_best.sum() == pytest.approx(1.0) and p_best[int(np.argmax(mean))] == p_best.max()
+    assert p_best[int(np.argmin(mean))] < 0.05  # structured tasks last: rarely the best in any draw

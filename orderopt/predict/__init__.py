@@ -19,6 +19,7 @@ from __future__ import annotations
 from orderopt.predict.additive import AdditiveBWTPredictor
 from orderopt.predict.learned import TransferPredictor
 from orderopt.predict.ranking import (
+    best_probability,
     candidate_schedules,
     cross_validate,
     make_predictor,
@@ -31,6 +32,7 @@ from orderopt.predict.ranking import (
 __all__ = [
     "AdditiveBWTPredictor",
     "TransferPredictor",
+    "best_probability",
     "candidate_schedules",
     "cross_validate",
     "make_predictor",

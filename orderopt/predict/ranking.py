@@ -15,6 +15,7 @@ from orderopt.records import measurements
 from orderopt.schedule import Schedule
 
 __all__ = [
+    "best_probability",
     "candidate_schedules",
     "cross_validate",
     "make_predictor",
@@ -167,6 +168,20 @@ def ranking_interval(
     rho = [rank_correlation(list(mean), list(d))["spearman"] for d in draws]
     low, high = np.quantile(rho, [(1 - level) / 2, (1 + level) / 2])
     return float(low), float(high)
+
+
+def best_probability(
+    predictor: TransferPredictor,
+    schedules: Sequence[ScheduleLike],
+    *,
+    weights: Sequence[float] | None = None,
+    n_samples: int = 1000,
+) -> np.ndarray:
+    """For each schedule, the share of the learned predictor's joint draws (``TransferPredictor.sample_mean``) in
+    which it scores highest of ``schedules``: how sure it is of which one is best, errors that move schedules
+    together included."""
+    draws = predictor.sample_mean(schedules, weights=weights, n_samples=n_samples)
+    return np.bincount(draws.argmax(axis=1), minlength=len(schedules)) / n_samples
 
 
 def rank_correlation(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, float]:
