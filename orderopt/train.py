@@ -31,9 +31,17 @@ from orderopt.records import KINDS, RECORD_FORMAT
 from orderopt.schedule import Schedule, Stage
 from orderopt.store import own_run, read_json, read_record, record_model, write_json_atomic
 from orderopt.tasks import Task
-from orderopt.tracking import Tracker, WandbConfig, fmt_duration
+from orderopt.tracking import RunLabels, Tracker, WandbConfig, eval_metrics, fmt_duration, run_labels
 
-__all__ = ["RunSpec", "evaluate_all", "run_schedule", "start_from_prefix", "versions", "warn_truncated"]
+__all__ = [
+    "RunSpec",
+    "evaluate_all",
+    "run_config",
+    "run_schedule",
+    "start_from_prefix",
+    "versions",
+    "warn_truncated",
+]
 
 log = logging.getLogger(__name__)
 
@@ -130,11 +138,13 @@ def run_schedule(
     wandb: WandbConfig | None = None,
     keep_model: bool = False,
     base_eval: dict[str, Any] | None = None,
+    labels: RunLabels | None = None,
 ) -> dict[str, Any]:
     """Train ``spec`` (resuming from ``run_dir`` if a previous attempt stopped) and return its run record.
 
     ``keep_model`` keeps the final weights in ``run_dir/model``; otherwise only the record stays. ``base_eval``
     (``evaluate_all`` of the base model with the run's seed) saves evaluating the base again when many runs share it.
+    ``labels``: the wandb run's display name, job type and tags (default: :func:`tracking.run_labels` of the spec).
 
     Example:
         >>> schedule = Schedule.curriculum(["arith", "qa"], 20)
@@ -150,7 +160,14 @@ def run_schedule(
     run_dir = Path(run_dir)
     with own_run(run_dir):  # one process trains a run at a time
         return _run_schedule(
-            spec, run_dir, run_id=run_id, group=group, wandb=wandb, keep_model=keep_model, base_eval=base_eval
+            spec,
+            run_dir,
+            run_id=run_id,
+            group=group,
+            wandb=wandb,
+            keep_model=keep_model,
+            base_eval=base_eval,
+            labels=labels,
         )
 
 
@@ -163,6 +180,7 @@ def _run_schedule(
     wandb: WandbConfig | None,
     keep_model: bool,
     base_eval: dict[str, Any] | None,
+    labels: RunLabels | None,
 ) -> dict[str, Any]:
     run_id = run_id or run_dir.name
     result_path = run_dir / "result.json"
@@ -186,16 +204,15 @@ def _run_schedule(
     model, tokenizer = spec.open_model(run_dir / "checkpoint" if done else None)
     if done:
         log.info("run %s resumes after stage %d/%d", run_id, done, len(spec.schedule.stages))
+    labels = labels or run_labels(spec.kind, spec.schedule, spec.seed, baseline=spec.baseline, merge=spec.merge)
     tracker = Tracker(
         wandb or WandbConfig(enabled=False),
         run_id=run_id,
         group=group,
         dir=str(run_dir),
+        labels=labels,
         config={
-            "schedule": spec.schedule.key,
-            "seed": spec.seed,
-            "model": spec.model,
-            "kind": spec.kind,
+            **run_config(spec, study=group, kind=labels.job_type, run_id=run_id),
             "trainer": vars(spec.trainer),
             "load": _plain(spec.load),
         },
@@ -479,11 +496,27 @@ def _record(spec: RunSpec, run_id: str, state: dict[str, Any]) -> dict[str, Any]
     }
 
 
+def run_config(spec: RunSpec, *, study: str, kind: str, run_id: str) -> dict[str, Any]:
+    """The wandb config fields every training run has (the probes' and the search's runs name the same ones):
+    study, kind, run id, seed, the model's id (``model_path``: where it was loaded from), the suite, the schedule
+    and its steps, and the baseline and merge method if any."""
+    return {
+        "study": study,
+        "kind": kind,
+        "run_id": run_id,
+        "seed": spec.seed,
+        "model": model_id(spec.model),
+        "model_path": spec.model,
+        "tasks": [t.name for t in spec.tasks],
+        "schedule": spec.schedule.key,
+        "steps": spec.schedule.total_steps,
+        **({"baseline": spec.baseline} if spec.baseline else {}),
+        **({"merge": spec.merge} if spec.merge else {}),
+    }
+
+
 def _log_eval(tracker: Tracker, entry: dict[str, Any], global_step: int) -> None:
-    kinds = ("scores", "entropy", "truncated")
-    metrics = {f"eval/{k}/{task}": v for k in kinds for task, v in entry.get(k, {}).items()}
-    metrics["eval/mean_score"] = sum(entry["scores"].values()) / len(entry["scores"])
-    tracker.log(metrics, global_step)
+    tracker.log(eval_metrics(entry), global_step)
 
 
 class _Progress:

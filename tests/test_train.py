@@ -153,6 +153,26 @@ def test_baselines(base: tuple[str, list], tmp_path: Path) -> None:
     assert merged["final"] != merged["evals"][0]["scores"]  # merging changed the model
 
 
+def test_run_labels_name_every_kind_of_run() -> None:
+    from orderopt.tracking import run_labels
+
+    curriculum = Schedule.parse("names:200>qa:200>arith:200>strings:200")
+    assert (run_labels("full", curriculum, 2).name, run_labels("full", curriculum, 2).job_type) == (
+        "names>qa>arith>strings s2",
+        "full",
+    )
+    mixed = Schedule.parse("arith+names:450>strings+qa@3,4:350")
+    assert run_labels("full", mixed, 0).name == "arith+names:450>strings+qa@3,4:350 s0"  # budgets matter: the key
+    joint = Schedule.joint(["arith", "qa"], 800)
+    assert run_labels("baseline", joint, 1, baseline="joint").name == "joint s1"
+    merge = run_labels("baseline", curriculum, 0, baseline="merge", merge="ties")
+    assert (merge.name, merge.job_type, merge.tags) == ("merge-ties s0", "baseline", ("baseline", "merge"))
+    part = run_labels("baseline", Schedule.parse("qa:200"), 0, merge="ties", part_of="baseline-x-s0")
+    assert (part.name, part.job_type) == ("merge-ties part qa s0", "merge-part") and "baseline" not in part.tags
+    probe = run_labels("probe", Schedule.parse("names:25"), 0)
+    assert (probe.name, probe.job_type) == ("probe names s0", "probe")
+
+
 def _cli(args: list[str], cwd: Path, cache_dir: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "ORDEROPT_CACHE": cache_dir, "WANDB_MODE": "disabled"}
     return subprocess.run(
