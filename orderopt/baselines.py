@@ -16,8 +16,8 @@ from orderopt.records import RECORD_FORMAT
 from orderopt.schedule import Schedule
 from orderopt.store import own_run, read_record, write_json_atomic
 from orderopt.tasks import Task
-from orderopt.tracking import WandbConfig
-from orderopt.train import RunSpec, evaluate_all, run_schedule, versions, warn_truncated
+from orderopt.tracking import Tracker, WandbConfig, eval_metrics, run_labels
+from orderopt.train import RunSpec, evaluate_all, run_config, run_schedule, versions, warn_truncated
 
 __all__ = ["joint_spec", "merge_spec", "run_merge"]
 
@@ -91,7 +91,9 @@ def run_merge(
     """Train the per-task runs of the merge ``spec`` (:func:`merge_spec`), merge them, evaluate the merged model.
 
     Each per-task run is itself a resumable run under ``run_dir/parts``; the record's stages list those runs (they
-    ran side by side from the base, not in sequence) and ``"baseline": "merge"`` says so.
+    ran side by side from the base, not in sequence) and ``"baseline": "merge"`` says so. In wandb the parts are
+    runs of job type ``merge-part``; the merged model's evaluation is the merge's own run (job type ``baseline``,
+    ``merge-<method> s<seed>``), logged once its record is written.
     """
     if spec.merge is None:
         raise ValueError(f"run_merge needs a merge's spec (baselines.merge_spec), not the run of {spec.schedule.key!r}")
@@ -111,8 +113,15 @@ def run_merge(
         for index, stage in enumerate(schedule.stages):
             (name,) = stage.tasks
             part_dir = run_dir / "parts" / name
+            spec_of = part(index)
             rec = run_schedule(
-                part(index), part_dir, run_id=f"{run_dir.name}-{name}", group=group, wandb=wandb, keep_model=True
+                spec_of,
+                part_dir,
+                run_id=f"{run_dir.name}-{name}",
+                group=group,
+                wandb=wandb,
+                keep_model=True,
+                labels=run_labels(spec.kind, spec_of.schedule, spec.seed, merge=method, part_of=run_dir.name),
             )
             parts.append((part_dir / "model", rec))
         opener = part(0)  # every part loads and evaluates its model the same way
@@ -147,6 +156,33 @@ def run_merge(
             "config": parts[0][1]["config"],
         }
         write_json_atomic(result_path, record)
+        _log_merged(spec, record, run_dir, wandb=wandb, group=group)
         cut = warn_truncated(run_dir.name, [merged], tasks)
         log.info("merge baseline %s: mean final %.3f%s -> %s", run_dir.name, record["mean_final"], cut, result_path)
         return record
+
+
+def _log_merged(spec: RunSpec, record: dict[str, Any], run_dir: Path, *, wandb: WandbConfig | None, group: str) -> None:
+    """The merge's wandb run: the base model's and the merged model's evaluation (``eval/*``, at step 0 and at the
+    merge's total steps, as a joint run's final evaluation is) and the merge's final scores in the summary."""
+    labels = run_labels(spec.kind, spec.schedule, spec.seed, baseline="merge", merge=spec.merge)
+    tracker = Tracker(
+        wandb or WandbConfig(enabled=False),
+        run_id=record["run_id"],
+        group=group,
+        dir=str(run_dir),
+        labels=labels,
+        config={
+            **run_config(spec, study=group, kind=labels.job_type, run_id=record["run_id"]),
+            "trainer": vars(spec.trainer),
+            "merge_settings": record["merge"],
+            "parts": record["parts"],
+        },
+    )
+    try:
+        base, merged = record["evals"]
+        tracker.log(eval_metrics(base), 0)
+        tracker.log(eval_metrics(merged), record["steps"])
+        tracker.summary({"mean_final": record["mean_final"], **{f"final/{t}": v for t, v in record["final"].items()}})
+    finally:
+        tracker.finish()

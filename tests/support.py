@@ -132,3 +132,27 @@ def wandb_records(path: str | Path) -> list[Any]:
         record.ParseFromString(chunk)
         records.append(record)
     return records
+
+
+def wandb_run(run_dir: str | Path) -> dict[str, Any]:
+    """What an offline wandb run directory (``offline-run-*``) holds: its display name, job type, tags, group and
+    config, its history rows (keys joined by '/') and its summary."""
+    import json
+
+    (path,) = Path(run_dir).glob("*.wandb")
+    out: dict[str, Any] = {"config": {}, "history": [], "summary": {}}
+    for record in wandb_records(path):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            run = record.run
+            out |= {"name": run.display_name, "job_type": run.job_type, "tags": list(run.tags), "group": run.run_group}
+            out["config"].update({i.key: json.loads(i.value_json) for i in run.config.update if i.key != "_wandb"})
+        elif kind == "history":
+            out["history"].append(
+                {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item}
+            )
+        elif kind == "summary":
+            out["summary"].update(
+                {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.summary.update}
+            )
+    return out

@@ -138,19 +138,53 @@ def test_killed_run_resumes_and_ends_with_the_same_record(
     assert _comparable(resumed) | {"run_id": 0} == _comparable(reference) | {"run_id": 0}
 
 
-def test_baselines(base: tuple[str, list], tmp_path: Path) -> None:
+def test_baselines(base: tuple[str, list], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Joint training and merging; in wandb, each a baseline run named by what it is, the merged model's evaluation
+    in the merge's own run, and the merge's per-task runs marked as its parts (not baselines)."""
+    from support import wandb_run
+
+    from orderopt.model import model_id
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    offline = WandbConfig(project="orderopt-test", mode="offline")
     path, tasks = base[0], _small(base[1])
-    joint = run_schedule(joint_spec(tasks, path, 8, seed=0, trainer=TRAINER), tmp_path / "joint")
+    joint = run_schedule(
+        joint_spec(tasks, path, 8, seed=0, trainer=TRAINER), tmp_path / "joint", group="b", wandb=offline
+    )
     assert joint["kind"] == "baseline" and joint["baseline"] == "joint"
     assert len(joint["schedule"]["stages"]) == 1 and joint["steps"] == 8
     rewards = {k for row in joint["train_log"] for k in row if k.startswith("rewards/") and k.endswith("/mean")}
     assert rewards == {f"rewards/{t}_reward/mean" for t in ["arith", "strings", "qa", "names"]}
-    merged = run_merge(merge_spec(tasks, path, 8, seed=0, trainer=TRAINER), tmp_path / "merge")
+    merged = run_merge(
+        merge_spec(tasks, path, 8, seed=0, trainer=TRAINER), tmp_path / "merge", wandb=offline, group="b"
+    )
     assert merged["baseline"] == "merge" and merged["steps"] == 8
     assert RECORD_KEYS <= set(merged) and RECORD_KEYS <= set(joint)
     assert [e["after"] for e in merged["evals"]] == ["base", "merged"]
     assert set(merged["parts"]) == {"arith", "strings", "qa", "names"}
     assert merged["final"] != merged["evals"][0]["scores"]  # merging changed the model
+
+    (run,) = (tmp_path / "joint" / "wandb").glob("offline-run-*")
+    logged = wandb_run(run)
+    assert (logged["name"], logged["job_type"], logged["tags"]) == ("joint s0", "baseline", ["baseline", "joint"])
+    config = logged["config"]
+    assert config["model"] == model_id(path) and config["model_path"] == path  # the model's id, as the probes' run
+    assert (config["study"], config["kind"], config["baseline"], config["seed"]) == ("b", "baseline", "joint", 0)
+    (run,) = (tmp_path / "merge" / "wandb").glob("offline-run-*")  # the merged model's evaluation
+    logged = wandb_run(run)
+    assert (logged["name"], logged["job_type"], logged["tags"]) == ("merge-ties s0", "baseline", ["baseline", "merge"])
+    assert logged["config"]["merge"] == "ties" and logged["config"]["parts"] == merged["parts"]
+    final = next(h for h in logged["history"] if h["global_step"] == 8)
+    assert {t: final[f"eval/scores/{t}"] for t in merged["final"]} == merged["final"]
+    assert {t: final[f"eval/entropy/{t}"] for t in merged["final"]} == merged["evals"][1]["entropy"]
+    assert logged["summary"]["mean_final"] == pytest.approx(merged["mean_final"])
+    for task in merged["parts"]:
+        (run,) = (tmp_path / "merge" / "parts" / task / "wandb").glob("offline-run-*")
+        part = wandb_run(run)
+        assert (part["name"], part["job_type"]) == (f"merge-ties part {task} s0", "merge-part")
+        assert "baseline" not in part["tags"] and part["config"]["kind"] == "merge-part"
+    again = run_merge(merge_spec(tasks, path, 8, seed=0, trainer=TRAINER), tmp_path / "merge", wandb=offline, group="b")
+    assert again == merged and len(list((tmp_path / "merge").glob("**/offline-run-*"))) == 5  # nothing logged twice
 
 
 def test_run_labels_name_every_kind_of_run() -> None:
