@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -20,6 +21,7 @@ __all__ = [
     "Tracker",
     "WandbConfig",
     "eval_metrics",
+    "logged_path",
     "run_labels",
     "wandb_mode",
     "wandb_run_id",
@@ -123,6 +125,13 @@ def wandb_mode(cfg: WandbConfig) -> str | None:
         return None
     mode = cfg.mode or os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
     return None if mode == "disabled" else mode
+
+
+def logged_path(directory: str | Path, run_id: str) -> Path:
+    """Where a command keeps what it logged to the wandb run ``run_id`` whose files are under ``directory``
+    (``<directory>/wandb/<run id>.logged.json``): a command run again logs only what is new, and opens no run (an
+    offline run directory of copies) when nothing is."""
+    return Path(directory) / "wandb" / f"{run_id}.logged.json"
 
 
 def eval_metrics(entry: dict[str, Any]) -> dict[str, float]:

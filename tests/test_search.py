@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import shutil
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
@@ -141,7 +143,9 @@ def test_task_weights_change_the_objective(reference: list[dict]) -> None:
         model.predict_mean(keys, weights=[1, 1])
 
 
-def _replay_loop(records: list[dict], tmp_path: Path, **cfg: object) -> tuple[ActiveSearch, Study]:
+def _replay_loop(
+    records: list[dict], tmp_path: Path, *, launch: Any = None, on_run: Any = None, **cfg: object
+) -> tuple[ActiveSearch, Study]:
     full = next(r for r in records if r["kind"] == "full")
     study = Study(
         name="replayed",
@@ -154,7 +158,14 @@ def _replay_loop(records: list[dict], tmp_path: Path, **cfg: object) -> tuple[Ac
     space = SearchSpace(full["suite"], total_steps=full["steps"])
     candidates = [Schedule.parse(k) for k in dict.fromkeys(r["schedule_key"] for r in records if r["kind"] == "full")]
     loop = ActiveSearch(
-        study, space, lambda: TransferPredictor(n_boot=10), _probes(records), SearchConfig(**cfg), candidates=candidates
+        study,
+        space,
+        lambda: TransferPredictor(n_boot=10),
+        _probes(records),
+        SearchConfig(**cfg),
+        candidates=candidates,
+        launch=launch,
+        on_run=on_run,
     )
     return loop, study
 
@@ -300,43 +311,81 @@ def test_bad_search_settings_fail_before_anything_trains(tmp_path: Path) -> None
             )
 
 
-def test_the_search_logs_its_trials_as_one_wandb_run_of_the_study(
+def test_the_search_logs_each_full_run_to_wandb_as_the_loop_records_it_and_never_twice(
     reference: list[dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import json
+    """A row per full run while the loop goes (a search killed in its second round has its first round's rows), a
+    resumed search logs only the runs it had not (its steps go on), and a search with nothing new opens no wandb run;
+    best_so_far is the best single run (it never falls), recommended_mean the recommendation's mean over seeds."""
+    from support import wandb_run
 
-    from support import wandb_records
-
-    from orderopt.search.pipeline import Outcome, log_search
+    from orderopt.search.pipeline import Outcome, search_outcome
+    from orderopt.search.wandb_log import SearchLog
     from orderopt.tracking import WandbConfig
 
-    monkeypatch.delenv("WANDB_MODE", raising=False)
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("WANDB_SILENT", "true")
-    loop, study = _replay_loop(reference, tmp_path, full_runs=3, batch_size=2)
-    result = loop.run()
-    outcome = Outcome(result, loop.space, {"joint": loop.space.joint().key}, 0.6, 16, 4.0, "sqlite://", 1.0)
-    log_search(outcome, study.replace(wandb=WandbConfig(project="orderopt-test")), seed=0)
-    runs = list((tmp_path / "search" / "wandb").glob("offline-run-*/*.wandb"))
-    assert len(runs) == 1
-    history, config, group = [], {}, None
-    for record in wandb_records(runs[0]):
-        if record.WhichOneof("record_type") == "history":
-            history.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item})
-        if record.WhichOneof("record_type") == "run":
-            config.update({i.key: json.loads(i.value_json) for i in record.run.config.update})
-            group = record.run.run_group
-    steps = [h for h in history if "search/score" in h]
+    cfg = WandbConfig(project="orderopt-test", mode="offline")
+    where = tmp_path / "search"
+
+    interrupt = [True]
+
+    def launch(plans: list, name: str) -> list[dict]:
+        if interrupt[0] and name.endswith("round 1"):
+            raise KeyboardInterrupt  # Ctrl-C while the second round trains
+        return study.run(plans, name=name)
+
+    def search_log() -> SearchLog:
+        return SearchLog(cfg, where, group="replayed", seed=0, config={"search": {"full_runs": 3}})
+
+    def offline_runs() -> list[Path]:
+        return sorted((where / "wandb").glob("offline-run-*"), key=lambda p: p.stat().st_mtime_ns)
+
+    # replay answers in memory: the same loop stands for the command started again (it resumes the killed round);
+    # each invocation has its own SearchLog, which knows what was logged from the study directory only
+    loop, study = _replay_loop(reference, tmp_path, full_runs=3, batch_size=2, launch=launch)
+    with search_log() as log:
+        loop.on_run = log
+        with pytest.raises(KeyboardInterrupt):
+            loop.run()
+    (first,) = offline_runs()
+    killed = wandb_run(first)
+    round_0 = [h for h in killed["history"] if "search/score" in h]
+    assert len(round_0) == 2 and [h["global_step"] for h in round_0] == [1, 2]  # joint and the best estimate
+    assert killed["name"] == "search s0" and killed["job_type"] == "search" and killed["group"] == "replayed"
+    assert killed["config"]["kind"] == "search" and killed["config"]["search"] == {"full_runs": 3}
+
+    interrupt[0] = False
+    with search_log() as log:  # the same search again: it resumes the killed round, logging only what is new
+        loop.on_run = log
+        result = loop.run()
+        outcome = Outcome(result, loop.space, {"joint": loop.space.joint().key}, 0.6, 16, 4.0, "sqlite://", 1.0)
+        log.finish(*search_outcome(outcome))
+    second = offline_runs()[-1]
+    resumed = [h for h in wandb_run(second)["history"] if "search/score" in h]
+    assert len(offline_runs()) == 2 and [h["global_step"] for h in resumed] == list(range(3, 3 + len(resumed)))
+    assert resumed and not {h["search/run_id"] for h in resumed} & {h["search/run_id"] for h in round_0}
+    steps = round_0 + resumed
     order = [k for r in result.rounds for k in r.trained]
     assert len(order) > len(set(order))  # the recommendation was trained again: its second run is its next step
     nth = [order[:i].count(k) for i, k in enumerate(order)]
     expected = [result.measured[k]["scores"][n] for k, n in zip(order, nth, strict=True)]
     assert [h["search/score"] for h in steps] == expected
-    assert [h["global_step"] for h in steps] == list(range(1, len(order) + 1))
-    assert steps[-1]["search/best_so_far"] == pytest.approx(result.measured[result.recommendation]["mean"])
-    tables = [h for h in history if h.get("search/leaderboard/_type") == "table-file"]
+    scores = [h["search/score"] for h in steps]
+    assert [h["search/best_so_far"] for h in steps] == list(itertools.accumulate(scores, max))
+    assert steps[-1]["search/recommended_mean"] == pytest.approx(result.measured[result.recommendation]["mean"])
+    assert steps[-1]["search/recommended_mean"] < steps[-1]["search/best_so_far"]  # a mean over seeds: not the same
+    assert all(h["search/round"] >= 0 and "search/predicted" in h for h in steps)  # every run was a pick
+    logged = wandb_run(second)
+    tables = [h for h in logged["history"] if h.get("search/leaderboard/_type") == "table-file"]
     assert len(tables) == 1 and tables[0]["search/leaderboard/nrows"] == len(result.measured)
-    assert group == "replayed" and config["kind"] == "search"
+    assert logged["summary"]["recommendation"] == result.recommendation
+
+    with search_log() as log:  # once more, nothing new: no wandb run at all (no offline directory of copies)
+        loop.on_run = log
+        again = loop.run()
+        outcome = Outcome(again, loop.space, {"joint": loop.space.joint().key}, 0.6, 16, 4.0, "sqlite://", 1.0)
+        log.finish(*search_outcome(outcome))
+    assert again.recommendation == result.recommendation and len(offline_runs()) == 2
 
 
 def test_runs_in_order_gives_each_run_its_own_seed_s_score() -> None:

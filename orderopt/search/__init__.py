@@ -6,6 +6,7 @@ that trains only the most promising schedules for real.
 - :func:`predicted_search` — an Optuna study whose objective is the predictor (``Objective``), in batches.
 - :class:`ActiveSearch` — the loop: fit, search, acquire (expected improvement), train, refit.
 - :func:`optimize` — the main job end to end (what ``orderopt`` runs).
+- :class:`SearchLog` — the search's wandb run, a row per full run as the loop records it.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from orderopt.search.optimize import Objective, make_sampler, open_storage, pred
 from orderopt.search.pipeline import Outcome, known_points, optimize
 from orderopt.search.space import SearchSpace
 from orderopt.search.surrogate import Surrogate
+from orderopt.search.wandb_log import SearchLog
 
 __all__ = [
     "ActiveSearch",
     "Objective",
     "Outcome",
+    "SearchLog",
     "SearchResult",
     "SearchSpace",
     "Surrogate",

@@ -45,7 +45,15 @@ from orderopt.search.space import SearchSpace, schedule_features
 from orderopt.search.surrogate import Surrogate
 from orderopt.store import claim_run, is_claimed, read_json, write_json_atomic
 
-__all__ = ["ActiveSearch", "Round", "SearchResult", "check_search_config", "runs_in_order", "search_lock"]
+__all__ = [
+    "ActiveSearch",
+    "Round",
+    "SearchResult",
+    "check_search_config",
+    "run_row",
+    "runs_in_order",
+    "search_lock",
+]
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +131,10 @@ class ActiveSearch:
         n_jobs: full runs trained at once.
         launch: trains a batch of run plans and returns their records (default: the study's backend, ``n_jobs`` at
             a time; the Hydra sweeper launches them as Hydra jobs).
+        on_run: told of every full run the loop counts as it records it (a trial of the full-run study), as a dict
+            (:func:`run_row`: run id, schedule, seed, score, predicted mean and std, round); told again of runs it
+            was told of (each round checks every run's trial, and a resumed loop finds its earlier runs): the callee
+            keeps what it has seen (``SearchLog``, the search's wandb run).
 
     Example:
         >>> result = ActiveSearch(study, space, lambda: TransferPredictor(), probes, cfg.search).run()  # doctest: +SKIP
@@ -143,6 +155,7 @@ class ActiveSearch:
         known: dict[str, Schedule] | None = None,
         n_jobs: int | None = None,
         launch: Callable[[list[Any], str], list[dict[str, Any]]] | None = None,
+        on_run: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         check_search_config(cfg, space)
         self.study, self.space, self.cfg, self.seed = study, space, cfg, seed
@@ -166,6 +179,7 @@ class ActiveSearch:
             self.known = {"joint": space.joint(), **self.known}
         self.n_jobs = n_jobs or cfg.batch_size
         self.launch = launch or (lambda plans, name: self.study.run(plans, n_jobs=self.n_jobs, name=name))
+        self.on_run = on_run
         self.weights = [float(cfg.task_weights.get(t, 1.0)) for t in space.tasks]
         self._answered: dict[str, dict[str, Any]] = {}  # run id → record: what the backend answered in memory
         self._front: list[tuple[int, float, float, str]] = []  # the last predicted search's, with two objectives
@@ -291,7 +305,9 @@ class ActiveSearch:
         killed after the run finished, before its batch did) and runs of the space with the loop's seed another
         command trained (``round`` -1: they count toward the budget, so they are trials too)."""
         picked = {p: n for n, r in enumerate(history) for p in _picks(r, self.seed)}
-        for record in data:
+        order = {p: i for i, p in enumerate(p for r in history for p in _picks(r, self.seed))}
+        # in the order the loop picked them (others' runs first): the order on_run is told of runs it had not seen
+        for record in sorted(data, key=lambda r: order.get((r["schedule_key"], r["seed"]), -1)):
             pick = (record["schedule_key"], record["seed"])
             if pick in picked or record["seed"] == self.seed:
                 plan = self._plan(Schedule.parse(pick[0]), pick[1])
@@ -578,12 +594,13 @@ class ActiveSearch:
     def _add_trial(self, plan: Any, record: dict[str, Any], predicted: tuple[float, float], round_number: int) -> None:
         """The run as a trial of the study's full-run Optuna study (run id and record path as user attributes)."""
         study = self.full_run_study()
-        if any(t.user_attrs.get("run_id") == record["run_id"] for t in study.get_trials(deepcopy=False)):
-            return
-        score = self._score(record)
-        values = [score, float(plan.schedule.total_steps)] if "steps" in self.cfg.objectives else [score]
-        study.add_trial(
-            optuna.trial.create_trial(
+        trial = next(
+            (t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("run_id") == record["run_id"]), None
+        )
+        if trial is None:
+            score = self._score(record)
+            values = [score, float(plan.schedule.total_steps)] if "steps" in self.cfg.objectives else [score]
+            trial = optuna.trial.create_trial(
                 params=self.space.params(plan.schedule),
                 distributions=self.space.distributions(),
                 values=values,
@@ -598,7 +615,9 @@ class ActiveSearch:
                     "baseline": plan.baseline or "",
                 },
             )
-        )
+            study.add_trial(trial)
+        if self.on_run is not None:
+            self.on_run(run_row(trial))
 
     def full_run_study(self) -> optuna.Study:
         """The Optuna study of the full runs (``<study>:full-runs``): one trial per run the loop counts (round -1: a
@@ -676,6 +695,26 @@ class ActiveSearch:
         if not measured:
             return None
         return max(measured, key=lambda k: (measured[k]["mean"], predicted.get(k, (-math.inf,))[0], k))
+
+
+def run_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """A trial of the full-run study as what :class:`ActiveSearch` tells ``on_run``: the run's id, schedule, seed,
+    score, what it was predicted when picked (NaN: not picked by the loop) and its round (-1: another command's)."""
+    attrs = trial.user_attrs
+
+    def number(key: str) -> float:
+        value = attrs.get(key)
+        return math.nan if value is None else float(value)
+
+    return {
+        "run_id": attrs["run_id"],
+        "schedule": attrs["schedule"],
+        "seed": attrs["seed"],
+        "score": float(trial.values[0]),
+        "predicted": number("predicted"),
+        "predicted_std": number("predicted_std"),
+        "round": int(attrs.get("round", -1)),
+    }
 
 
 def runs_in_order(outcome: dict[str, Any]) -> list[tuple[str, float, float]]:

@@ -6,6 +6,7 @@ and runs by their records, the predicted searches by their Optuna studies, the l
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import statistics
@@ -16,12 +17,13 @@ from typing import Any
 
 from orderopt.records import format_mean
 from orderopt.schedule import Schedule
-from orderopt.search.loop import ActiveSearch, SearchResult, check_search_config, runs_in_order, search_lock
+from orderopt.search.loop import ActiveSearch, SearchResult, check_search_config, search_lock
 from orderopt.search.optimize import open_storage, storage_url
 from orderopt.search.space import SearchSpace
+from orderopt.search.wandb_log import SearchLog
 from orderopt.store import read_record
 
-__all__ = ["Outcome", "known_points", "optimize"]
+__all__ = ["Outcome", "known_points", "optimize", "search_outcome"]
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +59,7 @@ class Outcome:
             "wall_s": self.wall_s,
             "merge": self.merge,
             **self.extra,
-            "space": {
-                "tasks": list(self.space.tasks),
-                "total_steps": self.space.total_steps,
-                "equal_budgets": self.space.equal_budgets,
-                "mixing": self.space.mixing,
-            },
+            "space": _space_config(self.space),
         }
 
     def format(self) -> str:
@@ -194,94 +191,124 @@ def optimize(
         "s" * (search.full_runs != 1),
     )
     template = make_predictor(predictor)
-    loop = ActiveSearch(
-        study,
-        space,
-        lambda: clone(template),
-        probes,
-        search,
-        seed=seed,
-        known=known,
-        n_jobs=search.batch_size,
-        launch=launch,
+    search_log = _search_log(
+        study, seed, model=tm.model, space=space, known=known, search=search, predictor=predictor, probe=probe
     )
-    result = loop.run()
-    data = loop.measured_runs()
-    walls = [r["wall_s"] for r in data if r.get("wall_s")]
-    median = statistics.median(walls) if walls else None
-    merge = _merge(study, space, seed, merge_method)
-    confirmation = _confirm(study, result, space, search, seed, launch, merge_method) if search.confirm_seeds else None
-    outcome = Outcome(
-        result=result,
-        space=space,
-        known={k: s.key for k, s in known.items()},
-        probe_cost=cost.wall_s / median if median else cost.wall_fraction,
-        n_probes=len(probes),
-        full_runs=sum(r["steps"] for r in data) / space.total_steps,
-        storage=storage_url(search.storage, study.directory),
-        wall_s=time.perf_counter() - start,
-        merge=merge,
-        extra={"confirmation": confirmation} if confirmation else {},
-    )
-    log_search(outcome, study, seed=seed)
+    with search_log:  # closed however the search ends: a killed search keeps the rows it logged
+        loop = ActiveSearch(
+            study,
+            space,
+            lambda: clone(template),
+            probes,
+            search,
+            seed=seed,
+            known=known,
+            n_jobs=search.batch_size,
+            launch=launch,
+            on_run=search_log,
+        )
+        result = loop.run()
+        data = loop.measured_runs()
+        walls = [r["wall_s"] for r in data if r.get("wall_s")]
+        median = statistics.median(walls) if walls else None
+        merge = _merge(study, space, seed, merge_method)
+        confirmation = (
+            _confirm(study, result, space, search, seed, launch, merge_method) if search.confirm_seeds else None
+        )
+        outcome = Outcome(
+            result=result,
+            space=space,
+            known={k: s.key for k, s in known.items()},
+            probe_cost=cost.wall_s / median if median else cost.wall_fraction,
+            n_probes=len(probes),
+            full_runs=sum(r["steps"] for r in data) / space.total_steps,
+            storage=storage_url(search.storage, study.directory),
+            wall_s=time.perf_counter() - start,
+            merge=merge,
+            extra={"confirmation": confirmation} if confirmation else {},
+        )
+        search_log.finish(*search_outcome(outcome))
     return outcome
 
 
-def log_search(outcome: Outcome, study: Any, *, seed: int) -> None:
-    """The search as one wandb run, grouped with the study's runs (``search-s<seed>``): per full run in the order
-    trained, its measured and predicted score and the best so far (``search/*`` on the ``global_step`` axis = full
-    runs); the leaderboard as a table; the recommendation, its confirmation and the compute in the summary."""
-    from orderopt.tracking import Tracker
-
+def search_outcome(outcome: Outcome) -> tuple[tuple[list[str], list[list[Any]]], dict[str, Any]]:
+    """What the search's wandb run shows once the search ends: the leaderboard (columns, rows: every measured
+    schedule, best first, with its runs and prediction) and the summary (the recommendation and its measured mean,
+    why it stopped, the compute, the confirmation)."""
     data = outcome.as_dict()
-    tracker = Tracker(
-        study.wandb,
-        run_id=f"search-s{seed}",
-        group=study.name,
-        config={"kind": "search", "seed": seed, "space": data["space"], "known": data["known"]},
-        dir=str(study.directory / "search"),
-    )
-    try:
-        for n, (key, score, best) in enumerate(runs_in_order(data), start=1):
-            predicted = data["predicted"].get(key) or {}
-            tracker.log(
-                {
-                    "search/score": score,
-                    "search/best_so_far": best,
-                    **(
-                        {"search/predicted": predicted["mean"], "search/predicted_std": predicted["std"]}
-                        if predicted
-                        else {}
-                    ),
-                },
-                n,
-            )
-        rows = [
-            [
-                key,
-                m["mean"],
-                len(m["scores"]),
-                *(
-                    (data["predicted"][key]["mean"], data["predicted"][key]["std"])
-                    if key in data["predicted"]
-                    else (None, None)
-                ),
-            ]
-            for key, m in sorted(data["measured"].items(), key=lambda kv: -kv[1]["mean"])
+    rows = [
+        [
+            key,
+            m["mean"],
+            len(m["scores"]),
+            *(
+                (data["predicted"][key]["mean"], data["predicted"][key]["std"])
+                if key in data["predicted"]
+                else (None, None)
+            ),
         ]
-        tracker.log_tables({"search/leaderboard": (["schedule", "measured", "runs", "predicted", "std"], rows)}, {})
-        confirmation = data.get("confirmation") or {}
-        tracker.summary(
-            {
-                "recommendation": data["recommendation"],
-                "stopped": data["stopped"],
-                "full_runs": data["full_runs"],
-                "probe_cost": data["probe_cost"],
-                **{f"confirmed/{k}": v["mean"] for k, v in confirmation.items() if isinstance(v, dict) and "mean" in v},
-            }
-        )
-    finally:
-        tracker.finish()
+        for key, m in sorted(data["measured"].items(), key=lambda kv: -kv[1]["mean"])
+    ]
+    confirmation = data.get("confirmation") or {}
+    rec = data["recommendation"]
+    summary = {
+        "recommendation": rec,
+        "recommended_mean": data["measured"][rec]["mean"] if rec else None,
+        "stopped": data["stopped"],
+        "full_runs": data["full_runs"],
+        "probe_cost": data["probe_cost"],
+        **{f"confirmed/{k}": v["mean"] for k, v in confirmation.items() if isinstance(v, dict) and "mean" in v},
+    }
+    return (["schedule", "measured", "runs", "predicted", "std"], rows), summary
+
+
+def _search_log(
+    study: Any,
+    seed: int,
+    *,
+    model: str,
+    space: SearchSpace,
+    known: dict[str, Schedule],
+    search: Any,
+    predictor: Any,
+    probe: Any,
+) -> SearchLog:
+    """The search's wandb run, named by its predictor and seed, its config what tells two searches apart: the
+    search, predictor and probe settings, the space and the known points."""
+    return SearchLog(
+        study.wandb,
+        study.directory / "search",
+        group=study.name,
+        seed=seed,
+        name=f"search {predictor.name} s{seed}",
+        config={
+            "model": model,
+            "tasks": list(space.tasks),
+            "space": _space_config(space),
+            "known": {k: s.key for k, s in known.items()},
+            "search": _plain(search),
+            "predictor": _plain(predictor),
+            "probe": _plain(probe),
+        },
+    )
+
+
+def _space_config(space: SearchSpace) -> dict[str, Any]:
+    return {
+        "tasks": list(space.tasks),
+        "total_steps": space.total_steps,
+        "equal_budgets": space.equal_budgets,
+        "mixing": space.mixing,
+    }
+
+
+def _plain(settings: Any) -> Any:
+    """A config dataclass as plain JSON values (for a wandb config)."""
+    import dataclasses
+
+    is_instance = dataclasses.is_dataclass(settings) and not isinstance(settings, type)
+    value = dataclasses.asdict(settings) if is_instance else vars(settings)
+    return json.loads(json.dumps(value, default=str))
 
 
 def _confirm(
