@@ -24,6 +24,7 @@ from orderopt.schedule import Schedule
 if TYPE_CHECKING:
     from orderopt.probe import ProbeCost, TransferMatrix
     from orderopt.search.pipeline import Outcome
+    from orderopt.study import Study
 
 __all__ = [
     "base_main",
@@ -175,7 +176,7 @@ def probe_from_config(cfg: Config) -> str:
     full_steps = _full_steps(cfg)  # a bad schedule.steps fails before the base model is built
     study = Study.from_config(cfg)
     tm, cost = study.probe(cfg.probe, full_steps=full_steps)
-    _probed(cfg, study.directory)(tm, cost)
+    _probed(cfg, study)(tm, cost)
     orders = "\n".join(f"  {name:<17}{' > '.join(order)}" for name, order in heuristic_orders(tm).items())
     return (
         f"{tm.format()}\n\nheuristic orders:\n{orders}\n\nprobe cost: {cost}\n"
@@ -183,12 +184,12 @@ def probe_from_config(cfg: Config) -> str:
     )
 
 
-def _probed(cfg: Config, directory: Path) -> Callable[[TransferMatrix, ProbeCost], None]:
+def _probed(cfg: Config, study: Study) -> Callable[[TransferMatrix, ProbeCost], None]:
     """What every command does with the probes once they are done: the heatmap (``transfer.png``) and one wandb
-    run for them all."""
+    run for them all (logged again only when the probes changed)."""
 
     def probed(tm: TransferMatrix, cost: ProbeCost) -> None:
-        _log_probes(cfg, tm, cost, plot_transfer(tm, directory / "transfer.png"))
+        _log_probes(cfg, study, tm, cost, plot_transfer(tm, study.directory / "transfer.png"))
 
     return probed
 
@@ -210,19 +211,42 @@ def _full_steps(cfg: Config) -> int:
         raise ValueError(f"schedule.steps={steps!r}: {err}") from err
 
 
-def _log_probes(cfg: Config, tm: TransferMatrix, cost: ProbeCost, figure: Path) -> None:
-    """One wandb run for all the probes of a study: the matrices as tables, the heatmap, the cost."""
+def _log_probes(cfg: Config, study: Study, tm: TransferMatrix, cost: ProbeCost, figure: Path) -> None:
+    """One wandb run for all the probes of a study: the matrices as tables, the heatmap, the cost. Not again when
+    the probes (their run ids) are those it last logged (``wandb/<run id>.logged.json`` in the study directory): a
+    command run again would add a copy of the same run."""
     import hashlib
 
-    from orderopt.tracking import Tracker
+    from orderopt.store import read_json, write_json_atomic
+    from orderopt.tracking import RunLabels, Tracker, logged_path, wandb_mode
 
     digest = hashlib.sha256(json.dumps(cfg.probe.identity(), sort_keys=True, default=str).encode()).hexdigest()[:8]
+    run_id = f"probes-{cfg.study}-{digest}"
+    if wandb_mode(cfg.wandb) is None:
+        return
+    marker = logged_path(figure.parent, run_id)
+    run_ids = sorted(p.run_id for plans in study.plan_probes(cfg.probe) for p in plans)
+    logged = {"probes": run_ids, "project": cfg.wandb.project, "entity": cfg.wandb.entity}
+    if marker.is_file() and read_json(marker) == logged:
+        return
+    seeds = ",".join(map(str, tm.seeds))
     tracker = Tracker(
         cfg.wandb,
-        run_id=f"probes-{cfg.study}-{digest}",
+        run_id=run_id,
         group=cfg.study,
-        config={"probe": vars(cfg.probe), "model": tm.model, "tasks": tm.tasks},
+        config={
+            "study": cfg.study,
+            "kind": "probe",
+            "run_id": run_id,
+            "seeds": tm.seeds,
+            "model": tm.model,
+            "tasks": tm.tasks,
+            "steps": tm.steps,
+            "probe": vars(cfg.probe),
+            "n_probes": len(run_ids),
+        },
         dir=str(figure.parent),
+        labels=RunLabels(f"probes s{seeds}", "probe", ("probe", "pairs" if tm.has_pairs else "single")),
     )
     try:
         rows = [
@@ -237,6 +261,7 @@ def _log_probes(cfg: Config, tm: TransferMatrix, cost: ProbeCost, figure: Path) 
         )
     finally:
         tracker.finish()
+    write_json_atomic(marker, logged)
 
 
 def predict_from_config(cfg: Config) -> str:
@@ -346,7 +371,7 @@ def main_from_config(
         default_total=total,
         launch=launch,
         merge_method=cfg.schedule.merge_method,
-        probed=_probed(cfg, study.directory),
+        probed=_probed(cfg, study),
     )
     out = study.directory / "search.json"
     write_json_atomic(out, outcome.as_dict())

@@ -13,10 +13,15 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-def _run(args: list[str], cwd: Path, cache_dir: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ORDEROPT_CACHE": cache_dir, "HF_HUB_OFFLINE": "1"}
+def _run(args: list[str], cwd: Path, cache_dir: str, **env: str) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "ORDEROPT_CACHE": cache_dir, "HF_HUB_OFFLINE": "1", **env}
     return subprocess.run(
-        [sys.executable, "-m", "orderopt.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "orderopt.cli", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -148,3 +153,46 @@ def test_a_misspelt_added_key_is_refused(tmp_path: Path, cache_dir: str) -> None
     proc = _run(["+search.fulruns=3", "+trainer.extra.beta1=0.8"], tmp_path, cache_dir)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "unknown config key search.fulruns: no setting of that name" in proc.stderr  # extra takes any key
+
+
+def test_the_main_command_logs_the_probes_and_the_search_to_wandb_once(tmp_path: Path, cache_dir: str) -> None:
+    """On a copy of the committed search-reference study (everything trained: the command trains nothing), the
+    probes' wandb run and the search's (a row per full run, the search's settings in its config) are written with
+    readable names, job types and one model id; the same command again adds no wandb run (no duplicate offline run)."""
+    import shutil
+
+    from support import wandb_run
+
+    study = tmp_path / "search-reference"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "studies" / "search-reference", study)
+    args = ["main", "study=search-reference", f"studies_dir={tmp_path}", f"model.name_or_path={study / 'base_model'}"]
+    env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    proc = _run([*args, "search.full_runs=6"], tmp_path, cache_dir, **env)
+    assert proc.returncode == 0, proc.stderr
+    (probes,) = (study / "wandb").glob("offline-run-*")
+    (search,) = (study / "search" / "wandb").glob("offline-run-*")
+    probes_run, search_run = wandb_run(probes), wandb_run(search)
+    assert (probes_run["name"], probes_run["job_type"]) == ("probes s0", "probe")
+    assert (search_run["name"], search_run["job_type"]) == ("search learned s0", "search")
+    for run in (probes_run, search_run):
+        assert run["group"] == "search-reference" and run["config"]["study"] == "search-reference"
+        assert run["config"]["model"].startswith("tiny-") and run["config"]["tasks"] == [
+            "arith",
+            "strings",
+            "qa",
+            "names",
+        ]
+    assert search_run["config"]["model"] == probes_run["config"]["model"]
+    config = search_run["config"]
+    assert config["search"]["full_runs"] == 6 and config["predictor"]["name"] == "learned"
+    assert config["probe"]["steps"] == 25 and config["space"]["total_steps"] == 800
+    outcome = json.loads((study / "search.json").read_text())
+    rows = [h for h in search_run["history"] if "search/score" in h]
+    assert len(rows) == sum(len(m["scores"]) for m in outcome["measured"].values()) == 7
+    assert rows[-1]["search/recommended_mean"] == pytest.approx(outcome["measured"][outcome["recommendation"]]["mean"])
+    assert search_run["summary"]["recommendation"] == outcome["recommendation"]
+
+    proc = _run([*args, "search.full_runs=6"], tmp_path, cache_dir, **env)  # the same command again: nothing new
+    assert proc.returncode == 0, proc.stderr
+    assert [probes] == list((study / "wandb").glob("offline-run-*"))
+    assert [search] == list((study / "search" / "wandb").glob("offline-run-*"))
