@@ -7,8 +7,9 @@
 Runs are those of the study (wandb group = study name; upload offline runs first with ``wandb sync``). Sections:
 eval score per task across stages (one panel per task, every schedule a line), entropy per task and averaged by
 domain (structured tasks' falls, open-ended tasks' rises), the reward curves of training, and the search's trials
-(the ``search-s<seed>`` run: each full run's measured and predicted score and the best so far). Nothing in
-``orderopt/`` imports this file.
+(the ``search-s<seed>`` run: each full run's measured and predicted score, the best single run so far and the
+recommendation's mean over its seeds). A merge's per-task runs (job type ``merge-part``) are left out: the merge is
+its own run, with the merged model's evaluation. Nothing in ``orderopt/`` imports this file.
 """
 
 from __future__ import annotations
@@ -81,9 +82,9 @@ def build_workspace(
     ]
     search = [
         wr.LinePlot(
-            title="search: measured score of each full run, and the best so far",
+            title="search: measured score of each full run, the best run so far and the recommendation's mean",
             x=step,
-            y=["search/score", "search/best_so_far"],
+            y=["search/score", "search/best_so_far", "search/recommended_mean"],
             line_marks={"search/score": "points"},
         ),
         wr.LinePlot(title="search: predicted vs measured, run by run", x=step, y=["search/predicted", "search/score"]),
@@ -98,7 +99,7 @@ def build_workspace(
             ws.Section(name="Training rewards", panels=rewards),
             ws.Section(name="Search", panels=search, is_open=True),
         ],
-        runset_settings=ws.RunsetSettings(filters=[ws.Metric("Group") == study]),
+        runset_settings=ws.RunsetSettings(filters=[ws.Metric("Group") == study, ws.Metric("JobType") != "merge-part"]),
     )
 
 

@@ -209,9 +209,11 @@ def test_the_wandb_workspace_definition_builds_offline() -> None:
     workspace = module.build_workspace("me", "orderopt", "reference", tasks, domains=domains)
     view = json.loads(workspace._to_model().model_dump_json())  # what .save() would send
     text = json.dumps(view)
-    for metric in ("eval/scores/names", "eval/entropy/arith", "train/rewards/qa_reward/mean", "search/best_so_far"):
+    metrics = ("eval/scores/names", "eval/entropy/arith", "train/rewards/qa_reward/mean", "search/recommended_mean")
+    for metric in (*metrics, "search/best_so_far"):
         assert metric in text, metric
     assert '"reference"' in text  # the runset keeps the study's runs (wandb group)
+    assert '"jobType"' in text and '"merge-part"' in text  # ... but not a merge's per-task runs
     with pytest.raises(ValueError, match="no tasks given"):
         module.build_workspace("me", "orderopt", "x", [])
 
