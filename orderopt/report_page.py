@@ -394,7 +394,8 @@ def _prediction_section(
         f"{len(rows)} schedules trained (joint training in red), predicted by the {what} fitted on the "
         "study's probes only (no full run in the fit)"
         + (f"; the interval resamples schedules ({N_BOOTSTRAP} draws)." if interval else ".")
-        + (_expected_rho(rho, expected) if expected is not None and len(rows) == len(predicted) else ""),
+        # with fewer schedules than a bootstrap interval needs, ρ of a draw is too coarse to expect anything
+        + (_expected_rho(rho, expected) if expected is not None and MIN_CI <= len(rows) == len(predicted) else ""),
         [fig],
     )
 

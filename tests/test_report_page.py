@@ -352,6 +352,9 @@ def test_the_report_predicts_with_the_study_s_own_predictor() -> None:
     assert "(use_pairs=False)" in prediction(TransferPredictor(use_pairs=False)).caption
     # the learned predictor says what ρ its own uncertainty expected (joint draws); the additive one has none
     assert "the predictor expected ρ" in learned.caption and "expected ρ" not in additive.caption
+    # five trained schedules (a search study): too few for the interval to say anything, so no verdict
+    few = next(s for s in build_sections(STUDIES / "search-reference") if s.key == "prediction")
+    assert "5 schedules trained" in few.caption and "expected ρ" not in few.caption
 
 
 def test_the_learned_predictor_s_joint_draws_rank_alike_and_its_expected_rho_covers_the_reference() -> None:
