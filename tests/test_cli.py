@@ -196,3 +196,11 @@ def test_the_main_command_logs_the_probes_and_the_search_to_wandb_once(tmp_path:
     assert proc.returncode == 0, proc.stderr
     assert [probes] == list((study / "wandb").glob("offline-run-*"))
     assert [search] == list((study / "search" / "wandb").glob("offline-run-*"))
+
+    # probes other than those last logged (here: the marker says another set was) are logged again
+    (marker,) = (study / "wandb").glob("probes-*.logged.json")
+    marker.write_text(json.dumps({**json.loads(marker.read_text()), "probes": ["probe-another-s0"]}))
+    proc = _run([*args, "search.full_runs=6"], tmp_path, cache_dir, **env)
+    assert proc.returncode == 0, proc.stderr
+    assert len(list((study / "wandb").glob("offline-run-*"))) == 2
+    assert json.loads(marker.read_text())["probes"] != ["probe-another-s0"]  # the marker names what it logged now
