@@ -279,8 +279,12 @@ def format_ranking(rows: Sequence[dict[str, Any]], heuristics: dict[str, str], *
     head = f"{'#':>3} {'schedule':<44}{'predicted':>16}" + "".join(f"{t:>9}" for t in tasks) + f"{'measured':>20}"
     lines = [head]
     for n, r in enumerate(rows[: top or None], start=1):
-        n = len(r.get("seeds", ()))
-        measured = format_mean(r["measured"], r["measured_std"], n) + f" ({n})" * (n > 1) if "measured" in r else "-"
+        seeds = len(r.get("seeds", ()))
+        measured = (
+            format_mean(r["measured"], r["measured_std"], seeds) + f" ({seeds})" * (seeds > 1)
+            if "measured" in r
+            else "-"
+        )
         note = f"  <- {heuristics[r['schedule']]}" if r["schedule"] in heuristics else ""
         lines.append(
             f"{n:>3} {r['schedule']:<44}{r['predicted']:>9.3f} ± {r['predicted_std']:.3f}"

@@ -84,5 +84,6 @@ def test_a_ranked_schedule_measured_once_shows_no_spread() -> None:
     row = {"schedule": "a:1>b:1", "predicted": 0.6, "predicted_std": 0.01, "tasks": {"a": (0.5, 0.0), "b": (0.7, 0.0)}}
     once = {**row, "measured": 0.58, "measured_std": 0.0, "seeds": [0]}
     twice = {**row, "measured": 0.58, "measured_std": 0.012, "seeds": [0, 1]}
-    text = format_ranking([once, twice], {})
+    text = format_ranking([twice, once], {})
     assert "0.580 (one seed)" in text and "± 0.000" not in text and "0.580 ± 0.012 (2)" in text
+    assert [line[:4] for line in text.splitlines()[1:3]] == ["  1 ", "  2 "]  # the rank, not the seed count
