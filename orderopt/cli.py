@@ -270,7 +270,14 @@ def predict_from_config(cfg: Config) -> str:
     compare predictions with the full runs, each schedule predicted without its own runs. Writes
     ``predictions.json`` (and ``validation.{json,png}``) into the study directory; returns the text report."""
     from orderopt.orders import heuristic_orders
-    from orderopt.predict import candidate_schedules, cross_validate, make_predictor, rank_schedules, ranking_quality
+    from orderopt.predict import (
+        candidate_schedules,
+        cross_validate,
+        draws_jointly,
+        make_predictor,
+        rank_schedules,
+        ranking_quality,
+    )
     from orderopt.report import format_ranking, plot_validation
     from orderopt.store import write_json_atomic
     from orderopt.study import Study
@@ -296,7 +303,7 @@ def predict_from_config(cfg: Config) -> str:
         format_ranking(rows, heuristics, top=cfg.predictor.top),
     ]
     out: dict[str, Any] = {"predictor": vars(cfg.predictor), "n_probes": len(probes), "n_full": len(full), "rows": rows}
-    if getattr(model, "n_boot", 0) > 0 and hasattr(model, "sample_mean") and len(rows) >= 3:
+    if draws_jointly(model) and len(rows) >= 3:
         lines.append(_ranking_confidence(model, rows, out))
     name = cfg.predictor.name  # each predictor writes its own files: validating one never overwrites another's
     if cfg.predictor.validate:

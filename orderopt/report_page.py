@@ -138,12 +138,13 @@ def _predictions(
     """Predicted mean final score ± std of every trained schedule, by ``predictor`` fitted on the study's probes
     only: no schedule's own runs are in its prediction (a search's final predictions have seen them); and the 90%
     interval of the ρ it expects between its ranking of them and the measured one (``ranking_interval``; None for
-    a predictor without joint draws or fewer than 3 schedules)."""
+    a predictor without joint draws or fewer than ``MIN_CI`` schedules: ρ of so few is too coarse to expect
+    anything)."""
     if not probes:
         return {}, None
     from sklearn.base import clone
 
-    from orderopt.predict import ranking_interval
+    from orderopt.predict import draws_jointly, ranking_interval
     from orderopt.schedule import Schedule
 
     try:
@@ -154,8 +155,7 @@ def _predictions(
     keys = sorted({r["schedule_key"] for r in trained if r.get("baseline") != "merge"})
     schedules = [Schedule.parse(k) for k in keys]
     means, stds = model.predict_mean(schedules, return_std=True)
-    joint = hasattr(model, "sample_mean") and getattr(model, "n_boot", 0) > 0 and len(keys) >= 3
-    expected = ranking_interval(model, schedules) if joint else None
+    expected = ranking_interval(model, schedules) if draws_jointly(model) and len(keys) >= MIN_CI else None
     return {k: (float(m), float(s)) for k, m, s in zip(keys, means, stds, strict=True)}, expected
 
 
@@ -394,8 +394,7 @@ def _prediction_section(
         f"{len(rows)} schedules trained (joint training in red), predicted by the {what} fitted on the "
         "study's probes only (no full run in the fit)"
         + (f"; the interval resamples schedules ({N_BOOTSTRAP} draws)." if interval else ".")
-        # with fewer schedules than a bootstrap interval needs, ρ of a draw is too coarse to expect anything
-        + (_expected_rho(rho, expected) if expected is not None and MIN_CI <= len(rows) == len(predicted) else ""),
+        + (_expected_rho(rho, expected) if expected is not None and len(rows) == len(predicted) else ""),
         [fig],
     )
 

@@ -198,9 +198,9 @@ class TransferPredictor(_Predictor):
         parsed = self._schedules(schedules)
         weighted = self._task_weights(weights)
         w_task = np.full(len(self.tasks_), 1.0 / len(self.tasks_)) if weighted is None else weighted
-        budgets = self._encode(parsed)
-        channels = np.einsum("mntc,t->mnc", self._rollout_batch(budgets, self._stacked(self.members_[1:])), w_task)
-        first = np.einsum("mntc,t->mnc", self._rollout_batch(budgets, self._stacked(self.members_[:1])), w_task)[0]
+        rollouts = self._rollout_batch(self._encode(parsed), self._stacked(self.members_))
+        weighted_means = np.einsum("mntc,t->mnc", rollouts, w_task)  # (members, schedules, channel)
+        first, channels = weighted_means[0], weighted_means[1:]
         rng = np.random.default_rng(random_state)
         member = rng.integers(len(channels), size=n_samples)
         # which channel is right, drawn once per draw: the score channel with probability score_weight (the variance

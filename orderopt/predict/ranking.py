@@ -17,6 +17,7 @@ from orderopt.schedule import Schedule
 __all__ = [
     "best_probability",
     "candidate_schedules",
+    "draws_jointly",
     "cross_validate",
     "make_predictor",
     "rank_correlation",
@@ -147,6 +148,12 @@ def _measured(full_runs: Iterable[dict[str, Any]]) -> dict[str, tuple[float, flo
         )
         for k, runs in groups.items()
     }
+
+
+def draws_jointly(predictor: Any) -> bool:
+    """Whether ``predictor`` (fitted) has joint draws of its scores (``sample_mean``): the learned predictor with
+    members (``n_boot`` ≥ 1), which :func:`ranking_interval` and :func:`best_probability` need."""
+    return hasattr(predictor, "sample_mean") and getattr(predictor, "n_boot", 0) > 0
 
 
 def ranking_interval(
